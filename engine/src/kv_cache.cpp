@@ -1,6 +1,8 @@
 // Dense fp32 KV cache and the reference single-query attention.
 #include "engine/kv_cache.h"
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -11,33 +13,28 @@ namespace kvs {
 
 float attend_one(const float* q, int32_t qpos, const float* keys, const float* values,
                  const int32_t* kpos, int n, int d, float* out) {
+    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     const float scale = 1.0f / std::sqrt(float(d));
-    thread_local std::vector<float> s;
-    s.resize(size_t(n));
-    float m = -std::numeric_limits<float>::infinity();
+    thread_local Eigen::VectorXf s;
+    s.resize(n);
+    Eigen::Map<Eigen::VectorXf> o(out, d);
+    // s = K q (a vectorized GEMV), then the causal mask by position.
+    s.noalias() = Eigen::Map<const Mat>(keys, n, d) * Eigen::Map<const Eigen::VectorXf>(q, d);
+    float m = kNegInf;
     for (int j = 0; j < n; ++j) {
-        if (kpos[j] > qpos) {
-            s[j] = -std::numeric_limits<float>::infinity();
-            continue;
-        }
-        const float* kj = keys + size_t(j) * d;
-        float dot = 0.0f;
-        for (int c = 0; c < d; ++c) dot += q[c] * kj[c];
-        s[j] = dot * scale;
+        s[j] = kpos[j] <= qpos ? s[j] * scale : kNegInf;
         m = std::max(m, s[j]);
     }
-    std::fill(out, out + d, 0.0f);
-    if (m == -std::numeric_limits<float>::infinity()) return m;
-    double sum = 0.0;
-    for (int j = 0; j < n; ++j) {
-        if (kpos[j] > qpos) continue;
-        const float p = std::exp(s[j] - m);
-        sum += p;
-        const float* vj = values + size_t(j) * d;
-        for (int c = 0; c < d; ++c) out[c] += p * vj[c];
+    if (m == kNegInf) {
+        o.setZero();
+        return m;
     }
-    const float inv = float(1.0 / sum);
-    for (int c = 0; c < d; ++c) out[c] *= inv;
+    double sum = 0.0;
+    for (int j = 0; j < n; ++j) sum += s[j] = std::exp(s[j] - m);  // exp(-inf) = 0
+    // out = V^T p / sum
+    o.noalias() = Eigen::Map<const Mat>(values, n, d).transpose() * s;
+    o *= float(1.0 / sum);
     return m + float(std::log(sum));
 }
 
@@ -70,14 +67,49 @@ void DenseKvCache::attend(int il, int n_tok, const int32_t* pos, const float* q,
                           float* lse) const {
     const int d = shape_.head_dim;
     const int group = shape_.n_head / shape_.n_head_kv;
-    const int n_rows = shape_.n_head * n_tok;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int r = 0; r < n_rows; ++r) {
-        const int h = r / n_tok, t = r % n_tok;
+    if (n_tok < 4) {  // decode: one dot product per held key
+        const int n_rows = shape_.n_head * n_tok;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int r = 0; r < n_rows; ++r) {
+            const int h = r / n_tok, t = r % n_tok;
+            const Slot& s = slot(il, h / group);
+            const size_t off = (size_t(h) * n_tok + t) * d;
+            lse[size_t(h) * n_tok + t] = attend_one(q + off, pos[t], s.k.data(), s.v.data(),
+                                                    s.pos.data(), s.n, d, out + off);
+        }
+        return;
+    }
+    // Prefill: per query head, S = Q K^T (GEMM), masked softmax by position, O = P V (GEMM).
+    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const float scale = 1.0f / std::sqrt(float(d));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int h = 0; h < shape_.n_head; ++h) {
         const Slot& s = slot(il, h / group);
-        const size_t off = (size_t(h) * n_tok + t) * d;
-        lse[size_t(h) * n_tok + t] =
-            attend_one(q + off, pos[t], s.k.data(), s.v.data(), s.pos.data(), s.n, d, out + off);
+        Eigen::Map<const Mat> K(s.k.data(), s.n, d), V(s.v.data(), s.n, d);
+        Eigen::Map<const Mat> Q(q + size_t(h) * n_tok * d, n_tok, d);
+        Eigen::Map<Mat> O(out + size_t(h) * n_tok * d, n_tok, d);
+        Mat S(n_tok, s.n);
+        S.noalias() = Q * K.transpose();
+        for (int t = 0; t < n_tok; ++t) {
+            float* row = S.row(t).data();
+            float m = -std::numeric_limits<float>::infinity();
+            for (int j = 0; j < s.n; ++j) {
+                row[j] = s.pos[size_t(j)] <= pos[t] ? row[j] * scale
+                                                    : -std::numeric_limits<float>::infinity();
+                m = std::max(m, row[j]);
+            }
+            if (m == -std::numeric_limits<float>::infinity()) {
+                std::fill(row, row + s.n, 0.0f);
+                lse[size_t(h) * n_tok + t] = m;
+                continue;
+            }
+            double sum = 0;
+            for (int j = 0; j < s.n; ++j) sum += row[j] = std::exp(row[j] - m);
+            const float inv = float(1.0 / sum);
+            for (int j = 0; j < s.n; ++j) row[j] *= inv;
+            lse[size_t(h) * n_tok + t] = m + float(std::log(sum));
+        }
+        O.noalias() = S * V;
     }
 }
 
