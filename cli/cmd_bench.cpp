@@ -23,7 +23,8 @@ struct BenchArgs {
 };
 
 double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 double peak_rss_mib() {
@@ -55,7 +56,8 @@ void run_bench(const BenchArgs& a) {
             best = std::min(best, now_s() - t0);
         }
         out["prefill"][std::to_string(n)] = double(n) / best;
-        if (!a.json) fmt::print("prefill {:5d} tokens: {:8.1f} tokens/s ({:.2f} s)\n", n, n / best, best);
+        if (!a.json)
+            fmt::print("prefill {:5d} tokens: {:8.1f} tokens/s ({:.2f} s)\n", n, n / best, best);
     }
     cache.clear();
     prefill(m, toks.data(), a.decode_ctx, 0, cache, 512, LogitsFor::Last, logits);
@@ -70,7 +72,8 @@ void run_bench(const BenchArgs& a) {
     if (a.json) {
         fmt::print("{}\n", out.dump());
     } else {
-        fmt::print("decode at {} tokens of context: {:.1f} tokens/s\n", a.decode_ctx, a.decode_n / dt);
+        fmt::print("decode at {} tokens of context: {:.1f} tokens/s\n", a.decode_ctx,
+                   a.decode_n / dt);
         fmt::print("peak RSS: {:.0f} MiB, threads: {}\n", peak_rss_mib(), omp_get_max_threads());
     }
 }

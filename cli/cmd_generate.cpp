@@ -66,7 +66,8 @@ void run_generate(const GenerateArgs& a) {
     const double sp = std::chrono::duration<double>(t1 - t0).count();
     const double sd = std::chrono::duration<double>(t2 - t1).count();
     if (!a.quiet)
-        fmt::print(stderr, "prompt: {} tokens, {:.1f} tokens/s | generated: {} tokens, {:.1f} tokens/s\n",
+        fmt::print(stderr,
+                   "prompt: {} tokens, {:.1f} tokens/s | generated: {} tokens, {:.1f} tokens/s\n",
                    ids.size(), double(ids.size()) / sp, out.size(),
                    out.empty() ? 0.0 : double(out.size()) / sd);
 }

@@ -24,23 +24,30 @@ void run_perplexity(const PerplexityArgs& a) {
     LoadedModel lm = load_model(a.model);
     std::vector<int32_t> ids = lm.tokenizer->encode(text, false, false);
     if (a.max_tokens > 0 && int64_t(ids.size()) > a.max_tokens) ids.resize(size_t(a.max_tokens));
-    if (ids.size() < 2) fail("text file '{}' has {} token(s), need at least 2", a.text_file, ids.size());
+    if (ids.size() < 2)
+        fail("text file '{}' has {} token(s), need at least 2", a.text_file, ids.size());
     const int n_ctx = lm.model->config().n_ctx_train;
-    if (n_ctx > 0 && a.ctx > n_ctx) fail("--ctx {} exceeds the model's context length {}", a.ctx, n_ctx);
+    if (n_ctx > 0 && a.ctx > n_ctx)
+        fail("--ctx {} exceeds the model's context length {}", a.ctx, n_ctx);
     Progress bar("perplexity", int64_t(ids.size()), a.quiet);
     const PerplexityResult r = perplexity(*lm.model, ids, a.ctx, a.chunk, nullptr, &bar);
     bar.finish();
     const double tps = double(r.n_scored + r.n_windows) / r.seconds;
     if (a.json) {
-        nlohmann::json j = {{"model", lm.weights->path()},       {"text_file", a.text_file},
-                            {"ctx", a.ctx},                       {"perplexity", r.perplexity},
-                            {"mean_nll", r.mean_nll},             {"tokens_scored", r.n_scored},
-                            {"windows", r.n_windows},             {"seconds", r.seconds},
+        nlohmann::json j = {{"model", lm.weights->path()},
+                            {"text_file", a.text_file},
+                            {"ctx", a.ctx},
+                            {"perplexity", r.perplexity},
+                            {"mean_nll", r.mean_nll},
+                            {"tokens_scored", r.n_scored},
+                            {"windows", r.n_windows},
+                            {"seconds", r.seconds},
                             {"tokens_per_second", tps}};
         fmt::print("{}\n", j.dump());
     } else {
-        fmt::print("perplexity: {:.4f}  ({} tokens scored in {} window(s) of {}; {:.1f} tokens/s)\n",
-                   r.perplexity, r.n_scored, r.n_windows, a.ctx, tps);
+        fmt::print(
+            "perplexity: {:.4f}  ({} tokens scored in {} window(s) of {}; {:.1f} tokens/s)\n",
+            r.perplexity, r.n_scored, r.n_windows, a.ctx, tps);
     }
 }
 

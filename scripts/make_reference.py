@@ -48,6 +48,7 @@ N_SELECT_RANDOM = 224
 N_TOP = 32
 TAP_LAYERS = [0, 17]
 TAP_TOKENS = 8
+PPL_CTX = 256
 
 
 def main():
@@ -151,6 +152,26 @@ def main():
     with open(os.path.join(args.out, "ref_logits.json"), "w") as fh:
         json.dump(meta, fh)
     print(f"wrote {args.out}/ref_logits.json and ref_logits.bin ({offset * 4} bytes)", file=sys.stderr)
+
+    # End to end (tokenizer + model): perplexity of a fixture text in windows of PPL_CTX tokens,
+    # each window scored from its second token on (as `kvscope perplexity --ctx PPL_CTX`).
+    with open(os.path.join(args.out, "alice_ch1.txt"), encoding="utf-8") as fh:
+        text = fh.read()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    nll, n = 0.0, 0
+    for w0 in range(0, len(ids), PPL_CTX):
+        win = ids[w0:w0 + PPL_CTX]
+        if len(win) < 2:
+            break
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([win])).logits[0].double(), -1)
+        nll -= sum(lp[t, win[t + 1]].item() for t in range(len(win) - 1))
+        n += len(win) - 1
+    ppl = {"text_file": "alice_ch1.txt", "ctx": PPL_CTX, "n_tokens": len(ids),
+           "tokens_scored": n, "perplexity": float(np.exp(nll / n))}
+    with open(os.path.join(args.out, "ref_perplexity.json"), "w") as fh:
+        json.dump(ppl, fh, indent=1)
+    print(f"perplexity reference: {ppl}", file=sys.stderr)
 
 
 if __name__ == "__main__":

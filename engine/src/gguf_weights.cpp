@@ -12,7 +12,7 @@ namespace kvs {
 namespace {
 
 class GgufWeights final : public WeightSource {
-public:
+  public:
     explicit GgufWeights(GgufFile f) : f_(std::move(f)) {
         const std::string arch = f_.get_string("general.architecture");
         const ArchSpec* spec = find_arch(arch);
@@ -36,7 +36,8 @@ public:
                                               .value_or(cfg_.n_embd / cfg_.n_head)));
         if (auto t = f_.get_string_opt(a + "rope.scaling.type"); t && *t != "none") {
             cfg_.rope_scaling.type = *t;
-            cfg_.rope_scaling.factor = float(f_.get_float_opt(a + "rope.scaling.factor").value_or(1));
+            cfg_.rope_scaling.factor =
+                float(f_.get_float_opt(a + "rope.scaling.factor").value_or(1));
             cfg_.rope_scaling.original_context =
                 int(f_.get_int_opt(a + "rope.scaling.original_context_length").value_or(8192));
         }
@@ -75,7 +76,7 @@ public:
     const std::string& path() const override { return f_.path(); }
     const GgufFile& file() const { return f_; }
 
-private:
+  private:
     const GgufTensor& get(const std::string& name) const {
         const GgufTensor* t = f_.tensor(name);
         if (!t) fail("{}: missing tensor '{}'", f_.path(), name);

@@ -113,7 +113,9 @@ void DenseKvCache::attend(int il, int n_tok, const int32_t* pos, const float* q,
     }
 }
 
-int DenseKvCache::n_held(int il, int h_kv) const { return slot(il, h_kv).n; }
+int DenseKvCache::n_held(int il, int h_kv) const {
+    return slot(il, h_kv).n;
+}
 
 std::vector<int32_t> DenseKvCache::positions(int il, int h_kv) const {
     const Slot& s = slot(il, h_kv);

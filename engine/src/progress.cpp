@@ -51,10 +51,12 @@ void Progress::draw(bool final) {
     constexpr int kWidth = 24;
     const int filled = int(frac * kWidth + 0.5);
     std::string bar = std::string(size_t(filled), '#') + std::string(size_t(kWidth - filled), '.');
-    std::string eta = final || rate <= 0 ? fmt::format("{:.1f}s", s)
-                                         : fmt::format("{:.0f}s left", double(total_ - done_) / rate);
-    std::string line = fmt::format("{} [{}] {}/{} {} {:.1f} {}/s {}{}{}", label_, bar, done_, total_,
-                                   unit_, rate, unit_, eta, suffix_.empty() ? "" : "  ", suffix_);
+    std::string eta = final || rate <= 0
+                          ? fmt::format("{:.1f}s", s)
+                          : fmt::format("{:.0f}s left", double(total_ - done_) / rate);
+    std::string line =
+        fmt::format("{} [{}] {}/{} {} {:.1f} {}/s {}{}{}", label_, bar, done_, total_, unit_, rate,
+                    unit_, eta, suffix_.empty() ? "" : "  ", suffix_);
     fmt::print(stderr, "\r{}\x1b[K", line);
     std::fflush(stderr);
 }

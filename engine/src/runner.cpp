@@ -23,14 +23,13 @@ LoadedModel load_model(const std::string& path) {
     if (lm.tokenizer->n_vocab() > lm.model->config().n_vocab)
         fail("{}: tokenizer has {} tokens but the embedding has {} rows", path,
              lm.tokenizer->n_vocab(), lm.model->config().n_vocab);
-    lm.load_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    lm.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return lm;
 }
 
 void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
-             LogitsFor which, std::vector<float>& logits, ForwardObserver* obs,
-             Progress* progress, int64_t progress_base) {
+             LogitsFor which, std::vector<float>& logits, ForwardObserver* obs, Progress* progress,
+             int64_t progress_base) {
     KVS_ASSERT(chunk > 0);
     const int n_vocab = m.config().n_vocab;
     std::vector<int32_t> pos(static_cast<size_t>(chunk));
@@ -40,9 +39,9 @@ void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& ca
         const int nt = std::min(chunk, n - i);
         for (int t = 0; t < nt; ++t) pos[size_t(t)] = pos0 + i + t;
         const bool last = i + nt == n;
-        const LogitsFor w = which == LogitsFor::All ? LogitsFor::All
+        const LogitsFor w = which == LogitsFor::All              ? LogitsFor::All
                             : (which == LogitsFor::Last && last) ? LogitsFor::Last
-                                                                  : LogitsFor::None;
+                                                                 : LogitsFor::None;
         m.forward(tokens + i, pos.data(), nt, cache, w, part, obs);
         if (which == LogitsFor::All)
             std::copy(part.begin(), part.end(), logits.begin() + size_t(i) * n_vocab);
@@ -60,8 +59,8 @@ double log_prob(const float* logits, int n_vocab, int32_t target) {
     return double(logits[target] - mx) - std::log(sum);
 }
 
-PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx,
-                            int chunk, std::vector<double>* logprobs, Progress* progress) {
+PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx, int chunk,
+                            std::vector<double>* logprobs, Progress* progress) {
     if (ctx < 2) fail("--ctx must be at least 2 (got {})", ctx);
     const auto t0 = std::chrono::steady_clock::now();
     PerplexityResult r;
@@ -77,15 +76,16 @@ PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, 
         prefill(m, tokens.data() + w0, n, 0, cache, chunk, LogitsFor::All, logits, nullptr,
                 progress, int64_t(w0));
         for (int t = 0; t + 1 < n; ++t) {
-            const double lp = log_prob(logits.data() + size_t(t) * n_vocab, n_vocab,
-                                       tokens[w0 + size_t(t) + 1]);
+            const double lp =
+                log_prob(logits.data() + size_t(t) * n_vocab, n_vocab, tokens[w0 + size_t(t) + 1]);
             nll -= lp;
             if (logprobs) logprobs->push_back(lp);
             ++r.n_scored;
         }
         ++r.n_windows;
     }
-    if (r.n_scored == 0) fail("text too short to score: {} token(s), need at least 2", tokens.size());
+    if (r.n_scored == 0)
+        fail("text too short to score: {} token(s), need at least 2", tokens.size());
     r.mean_nll = nll / double(r.n_scored);
     r.perplexity = std::exp(r.mean_nll);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,7 +7,9 @@
 
 namespace kvs {
 
-int32_t argmax(const float* x, int n) { return int32_t(std::max_element(x, x + n) - x); }
+int32_t argmax(const float* x, int n) {
+    return int32_t(std::max_element(x, x + n) - x);
+}
 
 int32_t Sampler::sample(const float* logits, int n_vocab) {
     if (p_.temperature <= 0.0f) return argmax(logits, n_vocab);
@@ -20,7 +22,8 @@ int32_t Sampler::sample(const float* logits, int n_vocab) {
     std::vector<double> p(idx.size());
     const double m = logits[idx[0]];
     double sum = 0;
-    for (size_t i = 0; i < idx.size(); ++i) sum += p[i] = std::exp((logits[idx[i]] - m) / p_.temperature);
+    for (size_t i = 0; i < idx.size(); ++i)
+        sum += p[i] = std::exp((logits[idx[i]] - m) / p_.temperature);
     // top-p: keep the smallest prefix whose mass reaches top_p.
     size_t keep = idx.size();
     if (p_.top_p < 1.0f) {

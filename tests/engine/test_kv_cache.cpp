@@ -48,7 +48,8 @@ TEST_CASE("dense cache: GQA mapping, eviction, bytes", "[cpu]") {
     cache.attend(1, n, pos.data(), q.data(), out.data(), lse.data());
     // Query head 3 reads KV head 1; its token 4 sees all 5 keys.
     float ref[3];
-    const float l = attend_one(&q[(3 * n + 4) * d], 4, &k[(1 * n) * d], &v[(1 * n) * d], pos.data(), 5, d, ref);
+    const float l =
+        attend_one(&q[(3 * n + 4) * d], 4, &k[(1 * n) * d], &v[(1 * n) * d], pos.data(), 5, d, ref);
     CHECK(lse[3 * n + 4] == Approx(l));
     for (int c = 0; c < d; ++c) CHECK(out[(3 * n + 4) * d + c] == Approx(ref[c]));
 

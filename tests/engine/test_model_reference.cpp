@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
-#include <map>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "engine/runner.h"
@@ -36,7 +36,8 @@ const Reference& reference() {
         std::ifstream jf(std::string(KVS_FIXTURES) + "/ref_logits.json");
         REQUIRE(jf);
         r.meta = nlohmann::json::parse(jf);
-        std::ifstream bf(std::string(KVS_FIXTURES) + "/ref_logits.bin", std::ios::binary | std::ios::ate);
+        std::ifstream bf(std::string(KVS_FIXTURES) + "/ref_logits.bin",
+                         std::ios::binary | std::ios::ate);
         REQUIRE(bf);
         const auto n = size_t(bf.tellg());
         bf.seekg(0);
@@ -112,7 +113,8 @@ TEST_CASE("logits match transformers on three prompts", "[model]") {
             const float* row = logits.data() + t * size_t(n_vocab);
             if (argmax(row, n_vocab) != top1[t]) ++top1_mismatch;
             for (size_t j = 0; j < per; ++j)
-                max_diff = std::max(max_diff, double(std::fabs(row[sel[t][j]] - vals[t * per + j])));
+                max_diff =
+                    std::max(max_diff, double(std::fabs(row[sel[t][j]] - vals[t * per + j])));
         }
         INFO("prompt of " << ids.size() << " tokens: max |logit diff| = " << max_diff);
         CHECK(top1_mismatch == 0);
@@ -147,8 +149,10 @@ TEST_CASE("post-RoPE q/k, v and attention output match transformers", "[model]")
                 for (int s = 0; s <= t; ++s) {
                     double a = 0, b = 0;
                     for (int i = 0; i < d; ++i) {
-                        a += q[(size_t(h) * T + t) * d + i] * k[(size_t(h / group) * T + s) * d + i];
-                        b += q_ref[(size_t(h) * T + t) * d + i] * k_ref[(size_t(h / group) * T + s) * d + i];
+                        a +=
+                            q[(size_t(h) * T + t) * d + i] * k[(size_t(h / group) * T + s) * d + i];
+                        b += q_ref[(size_t(h) * T + t) * d + i] *
+                             k_ref[(size_t(h / group) * T + s) * d + i];
                     }
                     gram = std::max(gram, std::fabs(a - b));
                     scale = std::max(scale, std::fabs(b));
@@ -159,7 +163,8 @@ TEST_CASE("post-RoPE q/k, v and attention output match transformers", "[model]")
             const auto qm = inter ? interleaved_to_half(&q[size_t(r) * d], d)
                                   : std::vector<float>(&q[size_t(r) * d], &q[size_t(r) * d] + d);
             for (int i = 0; i < d; ++i)
-                qk_mapped = std::max(qk_mapped, double(std::fabs(qm[size_t(i)] - q_ref[size_t(r) * d + i])));
+                qk_mapped = std::max(qk_mapped,
+                                     double(std::fabs(qm[size_t(i)] - q_ref[size_t(r) * d + i])));
         }
         for (size_t i = 0; i < v.size(); ++i) vd = std::max(vd, double(std::fabs(v[i] - v_ref[i])));
         for (size_t i = 0; i < o.size(); ++i) od = std::max(od, double(std::fabs(o[i] - o_ref[i])));
@@ -184,7 +189,8 @@ TEST_CASE("decoding token by token equals one prefill", "[model]") {
     for (int t = 0; t < n; ++t) {
         m.forward(&ids[size_t(t)], &t, 1, b, LogitsFor::Last, one);
         for (int j = 0; j < n_vocab; ++j)
-            max_diff = std::max(max_diff, double(std::fabs(one[size_t(j)] - all[size_t(t) * n_vocab + j])));
+            max_diff = std::max(max_diff,
+                                double(std::fabs(one[size_t(j)] - all[size_t(t) * n_vocab + j])));
     }
     INFO("max |logit diff| decode vs prefill: " << max_diff);
     CHECK(max_diff < 1e-3);

@@ -23,8 +23,19 @@
 namespace kvs {
 
 enum class GgufType : uint32_t {
-    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7,
-    STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    BOOL = 7,
+    STRING = 8,
+    ARRAY = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
 };
 
 struct GgufValue {
@@ -51,11 +62,11 @@ struct GgufTensor {
     uint64_t offset;          // relative to the start of the data section
     size_t nbytes;
     int64_t n_elements;
-    const uint8_t* data;      // points into the mapping
+    const uint8_t* data;  // points into the mapping
 };
 
 class GgufFile {
-public:
+  public:
     // Throws kvs::Error (missing file, bad magic, unsupported version, truncated or hostile data).
     static GgufFile open(const std::string& path);
     GgufFile(GgufFile&&) noexcept;
@@ -70,8 +81,8 @@ public:
     const GgufValue* find(std::string_view key) const;
     // Typed getters: throw kvs::Error naming the key when missing or of the wrong type.
     std::string get_string(std::string_view key) const;
-    int64_t get_int(std::string_view key) const;     // any integer or bool type
-    double get_float(std::string_view key) const;    // F32/F64 (or an integer)
+    int64_t get_int(std::string_view key) const;   // any integer or bool type
+    double get_float(std::string_view key) const;  // F32/F64 (or an integer)
     // The _opt getters return nullopt when the key is missing and still throw on a wrong type.
     std::optional<std::string> get_string_opt(std::string_view key) const;
     std::optional<int64_t> get_int_opt(std::string_view key) const;
@@ -81,7 +92,7 @@ public:
     const std::vector<GgufTensor>& tensors() const { return tensors_; }
     const GgufTensor* tensor(std::string_view name) const;  // nullptr when absent
 
-private:
+  private:
     GgufFile() = default;
     std::string path_;
     uint32_t version_ = 0;

@@ -5,7 +5,8 @@
 // Every entry remembers the absolute position of its token; attention is causal by position
 // (a query at position p sees entries with position <= p), so a cache that evicted tokens
 // still attends correctly. Shapes (row-major):
-//   k, v : [n_head_kv, n_tok, head_dim]   q, out : [n_head, n_tok, head_dim]   lse : [n_head, n_tok]
+//   k, v : [n_head_kv, n_tok, head_dim]   q, out : [n_head, n_tok, head_dim]   lse : [n_head,
+//   n_tok]
 // Query head h reads KV head h / (n_head / n_head_kv) (GQA).
 #pragma once
 #include <cstddef>
@@ -22,7 +23,7 @@ struct KvShape {
 };
 
 class KvCache {
-public:
+  public:
     virtual ~KvCache() = default;
     virtual const KvShape& shape() const = 0;
     // Stores n_tok new entries of layer il (k, v: [n_head_kv, n_tok, d]) at positions pos[n_tok].
@@ -44,7 +45,7 @@ public:
 
 // Dense fp32 cache with a fixed capacity per (layer, kv head).
 class DenseKvCache final : public KvCache {
-public:
+  public:
     DenseKvCache(const KvShape& shape, int capacity);
     const KvShape& shape() const override { return shape_; }
     void append(int il, int n_tok, const int32_t* pos, const float* k, const float* v) override;
@@ -57,10 +58,10 @@ public:
     void clear() override;
     int capacity() const { return capacity_; }
 
-private:
+  private:
     struct Slot {
-        std::vector<float> k, v;     // [capacity, d]
-        std::vector<int32_t> pos;    // [capacity]
+        std::vector<float> k, v;   // [capacity, d]
+        std::vector<int32_t> pos;  // [capacity]
         int n = 0;
     };
     Slot& slot(int il, int h) { return slots_[size_t(il) * shape_.n_head_kv + h]; }

@@ -29,12 +29,13 @@ struct LayerTap {
     const float* q = nullptr;         // "attn.q":   [n_head, n_tok, d], post-RoPE
     const float* k = nullptr;         // "attn.k":   [n_head_kv, n_tok, d], post-RoPE
     const float* v = nullptr;         // "attn.v":   [n_head_kv, n_tok, d]
-    const float* out = nullptr;       // "attn.out": [n_head, n_tok, d], before the output projection
-    const float* lse = nullptr;       // "attn.lse": [n_head, n_tok], natural log of sum(exp(q.k/sqrt(d)))
+    const float* out = nullptr;  // "attn.out": [n_head, n_tok, d], before the output projection
+    const float* lse =
+        nullptr;  // "attn.lse": [n_head, n_tok], natural log of sum(exp(q.k/sqrt(d)))
 };
 
 class ForwardObserver {
-public:
+  public:
     virtual ~ForwardObserver() = default;
     virtual void on_layer(const LayerTap& tap) = 0;
     // Called after the layers of a chunk with the chunk's tokens (before logits).
@@ -47,13 +48,13 @@ using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 
 struct LayerWeights {
     Eigen::VectorXf attn_norm, ffn_norm;
-    MatrixRM wq, wk, wv, wo;  // [out, in]
+    MatrixRM wq, wk, wv, wo;     // [out, in]
     Eigen::VectorXf bq, bk, bv;  // empty unless qkv_bias
     MatrixRM w_gate, w_up, w_down;
 };
 
 class Model {
-public:
+  public:
     // Loads and validates every tensor (shapes against the config); throws kvs::Error.
     static std::unique_ptr<Model> load(const WeightSource& src);
 
@@ -71,7 +72,7 @@ public:
     // theta and scaling.
     void apply_rope(float* x, int n_heads, int n_tok, const int32_t* pos) const;
 
-private:
+  private:
     ModelConfig cfg_;
     MatrixRM tok_embd_;  // [n_vocab, n_embd]
     MatrixRM output_;    // [n_vocab, n_embd]; empty when tied
@@ -83,10 +84,10 @@ private:
 // The architecture registry: maps GGUF `general.architecture` / HF model_type to what differs
 // between architectures. One entry per file in engine/src/models/.
 struct ArchSpec {
-    const char* name;               // "llama"
+    const char* name;                  // "llama"
     std::vector<std::string> aliases;  // other names that map here ("mistral")
-    RopePairing gguf_rope_pairing;  // how llama.cpp's converter stores Q/K for this arch
-    bool qkv_bias;                  // Q/K/V projections carry a bias
+    RopePairing gguf_rope_pairing;     // how llama.cpp's converter stores Q/K for this arch
+    bool qkv_bias;                     // Q/K/V projections carry a bias
 };
 const ArchSpec* find_arch(const std::string& name);  // nullptr if unknown
 std::string supported_archs();                       // "llama, mistral, qwen2"

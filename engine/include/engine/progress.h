@@ -9,14 +9,14 @@
 namespace kvs {
 
 class Progress {
-public:
+  public:
     Progress(std::string label, int64_t total, bool quiet, std::string unit = "tok");
     ~Progress();
     void update(int64_t done, const std::string& suffix = "");
     void finish(const std::string& suffix = "");
     double seconds() const;
 
-private:
+  private:
     void draw(bool final);
     std::string label_, unit_, suffix_;
     int64_t total_, done_ = 0;

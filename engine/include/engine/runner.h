@@ -34,7 +34,7 @@ double log_prob(const float* logits, int n_vocab, int32_t target);
 struct PerplexityResult {
     double perplexity = 0;
     double mean_nll = 0;
-    int64_t n_scored = 0;   // tokens whose probability was scored
+    int64_t n_scored = 0;  // tokens whose probability was scored
     int n_windows = 0;
     double seconds = 0;
 };
@@ -42,8 +42,7 @@ struct PerplexityResult {
 // Perplexity over non-overlapping windows of `ctx` tokens; each window starts with an empty
 // cache and scores its tokens 1..ctx-1 (token 0 of a window has no context). A last window of
 // fewer than 2 tokens is dropped. logprobs (optional) gets one entry per scored token.
-PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx,
-                            int chunk, std::vector<double>* logprobs = nullptr,
-                            Progress* progress = nullptr);
+PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx, int chunk,
+                            std::vector<double>* logprobs = nullptr, Progress* progress = nullptr);
 
 }  // namespace kvs

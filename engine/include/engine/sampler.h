@@ -8,16 +8,16 @@ namespace kvs {
 struct SamplerParams {
     float temperature = 0.0f;  // 0 = greedy
     float top_p = 1.0f;
-    int top_k = 0;             // 0 = off
+    int top_k = 0;  // 0 = off
     uint64_t seed = 0;
 };
 
 class Sampler {
-public:
+  public:
     explicit Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {}
     int32_t sample(const float* logits, int n_vocab);
 
-private:
+  private:
     SamplerParams p_;
     std::mt19937_64 rng_;
 };

@@ -18,7 +18,7 @@
 namespace kvs {
 
 class WeightSource {
-public:
+  public:
     virtual ~WeightSource() = default;
     virtual const ModelConfig& config() const = 0;
     virtual bool has(const std::string& name) const = 0;
