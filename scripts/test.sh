@@ -4,6 +4,8 @@
 #   ASan + UBSan build: the unit tests ([cpu]), which include the hostile-file parsers.
 # Exits non-zero on any failure.
 set -euo pipefail
+# OpenMP threads sleep instead of spinning while they wait: ctest runs tests side by side.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.."
 scripts/setup.sh release asan
 echo "== release: all tests" >&2

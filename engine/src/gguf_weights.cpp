@@ -69,6 +69,11 @@ class GgufWeights final : public WeightSource {
         dequantize(t.type, t.data, out.data(), t.n_elements);
         return out;
     }
+    std::optional<RawTensorView> raw(const std::string& name) const override {
+        const GgufTensor& t = get(name);
+        if (t.ne.empty() || t.ne[0] <= 0) return std::nullopt;
+        return RawTensorView{t.type, t.data, ggml_row_bytes(t.type, t.ne[0])};
+    }
     std::string describe() const override {
         return fmt::format("GGUF v{} '{}' ({}; tensors:{})", f_.version(), f_.path(), cfg_.name,
                            type_summary_);

@@ -16,6 +16,7 @@
 #include <numbers>
 
 #include "engine/error.h"
+#include "engine/quant_matvec.h"
 #include "engine/weights.h"
 
 namespace kvs {
@@ -23,12 +24,14 @@ namespace kvs {
 namespace {
 
 // y[n, out] = x[n, in] * w[out, in]^T. The output features are split across the OpenMP threads
-// and each thread runs a single-threaded Eigen product on its slice of w: Eigen's own GEMM
-// threading spends most of its time spinning on 2 cores (measured: 2 threads slower than 1),
-// and it does not thread the decode-time GEMV at all. The build defines EIGEN_DONT_PARALLELIZE.
-void matmul(const MatrixRM& x, const MatrixRM& w, MatrixRM& y) {
-    y.resize(x.rows(), w.rows());
-    const Eigen::Index out = w.rows();
+// and each thread computes its slice single-threaded: Eigen's own GEMM threading spends most of
+// its time spinning on 2 cores (measured: 2 threads slower than 1), and it does not thread the
+// GEMV at all (the build defines EIGEN_DONT_PARALLELIZE). For a few rows (decode), weights that
+// the file stores as ggml blocks are read directly (quant_matvec): fewer bytes per weight.
+void matmul(const MatrixRM& x, const Weight& w, MatrixRM& y) {
+    const Eigen::Index out = w.f32.rows(), n = x.rows();
+    y.resize(n, out);
+    const bool direct = w.q_data && n <= 2;
 #pragma omp parallel
     {
         const int nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -36,8 +39,13 @@ void matmul(const MatrixRM& x, const MatrixRM& w, MatrixRM& y) {
         const Eigen::Index chunk = ((out + nt - 1) / nt + 15) / 16 * 16;
         const Eigen::Index r0 = std::min<Eigen::Index>(out, chunk * t);
         const Eigen::Index r1 = std::min<Eigen::Index>(out, r0 + chunk);
-        if (r1 > r0)
-            y.middleCols(r0, r1 - r0).noalias() = x * w.middleRows(r0, r1 - r0).transpose();
+        if (r1 > r0 && direct) {
+            for (Eigen::Index i = 0; i < n; ++i)
+                quant_matvec(w.q_type, w.q_data, w.q_row_bytes, x.cols(), x.row(i).data(),
+                             y.row(i).data() + r0, r0, r1);
+        } else if (r1 > r0) {
+            y.middleCols(r0, r1 - r0).noalias() = x * w.f32.middleRows(r0, r1 - r0).transpose();
+        }
     }
 }
 
@@ -68,13 +76,20 @@ void merge_heads(const std::vector<float>& in, int n_heads, int n_tok, int d, Ma
                         x.data() + t * x.cols() + h * d);
 }
 
-MatrixRM load_matrix(const WeightSource& src, const std::string& name, int64_t rows, int64_t cols) {
+Weight load_matrix(const WeightSource& src, const std::string& name, int64_t rows, int64_t cols) {
     const auto shape = src.shape(name);
     if (shape.size() != 2 || shape[0] != rows || shape[1] != cols)
         fail("{}: tensor '{}' has shape [{}], expected [{}, {}]", src.path(), name,
              fmt::join(shape, ", "), rows, cols);
     const std::vector<float> data = src.read(name);
-    return Eigen::Map<const MatrixRM>(data.data(), rows, cols);
+    Weight w;
+    w.f32 = Eigen::Map<const MatrixRM>(data.data(), rows, cols);
+    if (auto raw = src.raw(name); raw && quant_matvec_supported(raw->type)) {
+        w.q_type = raw->type;
+        w.q_data = raw->data;
+        w.q_row_bytes = raw->row_bytes;
+    }
+    return w;
 }
 
 Eigen::VectorXf load_vector(const WeightSource& src, const std::string& name, int64_t n) {
@@ -167,11 +182,11 @@ std::unique_ptr<Model> Model::load(const WeightSource& src) {
 }
 
 size_t Model::n_params() const {
-    size_t n = size_t(tok_embd_.size() + output_.size() + output_norm_.size());
+    size_t n = size_t(tok_embd_.f32.size() + output_.f32.size() + output_norm_.size());
     for (const auto& L : layers_)
-        n += size_t(L.attn_norm.size() + L.ffn_norm.size() + L.wq.size() + L.wk.size() +
-                    L.wv.size() + L.wo.size() + L.bq.size() + L.bk.size() + L.bv.size() +
-                    L.w_gate.size() + L.w_up.size() + L.w_down.size());
+        n += size_t(L.attn_norm.size() + L.ffn_norm.size() + L.wq.f32.size() + L.wk.f32.size() +
+                    L.wv.f32.size() + L.wo.f32.size() + L.bq.size() + L.bk.size() + L.bv.size() +
+                    L.w_gate.f32.size() + L.w_up.f32.size() + L.w_down.f32.size());
     return n;
 }
 
@@ -208,7 +223,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, int n_tok, KvCach
             fail("token id {} out of range (vocabulary has {} tokens)", tokens[t], c.n_vocab);
 
     MatrixRM x(n_tok, c.n_embd);
-    for (int t = 0; t < n_tok; ++t) x.row(t) = tok_embd_.row(tokens[t]);
+    for (int t = 0; t < n_tok; ++t) x.row(t) = tok_embd_.f32.row(tokens[t]);
 
     MatrixRM h, q, k, v, o, tmp, gate, up;
     std::vector<float> qh, kh, vh, oh, lse;
@@ -271,7 +286,7 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, int n_tok, KvCach
     const MatrixRM xs = x.middleRows(first, n_tok - first);
     rmsnorm(xs, output_norm_, c.rms_eps, h);
     MatrixRM lg;
-    matmul(h, output_.size() ? output_ : tok_embd_, lg);
+    matmul(h, output_.f32.size() ? output_ : tok_embd_, lg);
     logits.assign(lg.data(), lg.data() + lg.size());
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/ggml_types.h"
 #include "engine/kv_cache.h"
 
 namespace kvs {
@@ -46,16 +47,28 @@ enum class LogitsFor { None, Last, All };
 
 using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// A weight matrix: fp32 for the prefill GEMMs, and, when the file stores ggml blocks that have a
+// direct kernel (engine/quant_matvec.h), a view of those blocks for the decode GEMV, which is
+// bound by the bytes it reads. The view points into the WeightSource's mapping.
+struct Weight {
+    MatrixRM f32;  // [out, in]
+    GgmlType q_type = GgmlType::F32;
+    const uint8_t* q_data = nullptr;  // null: no direct kernel, use f32
+    size_t q_row_bytes = 0;
+};
+
 struct LayerWeights {
     Eigen::VectorXf attn_norm, ffn_norm;
-    MatrixRM wq, wk, wv, wo;     // [out, in]
+    Weight wq, wk, wv, wo;       // [out, in]
     Eigen::VectorXf bq, bk, bv;  // empty unless qkv_bias
-    MatrixRM w_gate, w_up, w_down;
+    Weight w_gate, w_up, w_down;
 };
 
 class Model {
   public:
     // Loads and validates every tensor (shapes against the config); throws kvs::Error.
+    // The model may read quantized blocks from `src` directly: keep `src` alive as long as the
+    // model (LoadedModel in runner.h holds both).
     static std::unique_ptr<Model> load(const WeightSource& src);
 
     const ModelConfig& config() const { return cfg_; }
@@ -74,8 +87,8 @@ class Model {
 
   private:
     ModelConfig cfg_;
-    MatrixRM tok_embd_;  // [n_vocab, n_embd]
-    MatrixRM output_;    // [n_vocab, n_embd]; empty when tied
+    Weight tok_embd_;  // [n_vocab, n_embd]
+    Weight output_;    // [n_vocab, n_embd]; empty when tied
     Eigen::VectorXf output_norm_;
     std::vector<LayerWeights> layers_;
     std::vector<float> inv_freq_;  // [d/2], scaling applied

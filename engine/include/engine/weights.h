@@ -10,12 +10,21 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/ggml_types.h"
 
 namespace kvs {
+
+// A tensor's bytes as the file stores them (GGUF: ggml blocks, rows of ne[0] values).
+struct RawTensorView {
+    GgmlType type;
+    const uint8_t* data;
+    size_t row_bytes;
+};
 
 class WeightSource {
   public:
@@ -26,6 +35,10 @@ class WeightSource {
     virtual std::vector<int64_t> shape(const std::string& name) const = 0;
     // Dequantized to fp32, row-major, in PyTorch order; throws kvs::Error when absent.
     virtual std::vector<float> read(const std::string& name) const = 0;
+    // The stored bytes, when the format keeps ggml blocks (GGUF); valid while the source lives.
+    virtual std::optional<RawTensorView> raw(const std::string& /*name*/) const {
+        return std::nullopt;
+    }
     // One line for logs: format, path, dominant tensor type.
     virtual std::string describe() const = 0;
     // Path of the file or folder.
