@@ -62,6 +62,7 @@ void run_generate(const GenerateArgs& a) {
     const std::string all = tok.decode(out);
     if (all.size() > printed.size()) fmt::print("{}", all.substr(printed.size()));
     fmt::print("\n");
+    std::fflush(stdout);
     const auto t2 = std::chrono::steady_clock::now();
     const double sp = std::chrono::duration<double>(t1 - t0).count();
     const double sd = std::chrono::duration<double>(t2 - t1).count();

@@ -8,6 +8,10 @@ set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.."
 scripts/setup.sh release asan
+if command -v clang-format >/dev/null && [ -d .git ]; then
+  echo "== clang-format check" >&2
+  git ls-files -z '*.cpp' '*.h' '*.cu' '*.cuh' | xargs -0 -r clang-format --dry-run -Werror
+fi
 echo "== release: all tests" >&2
 ctest --preset release -j "$(nproc)" --timeout 1200
 echo "== asan+ubsan: unit tests" >&2
