@@ -2,11 +2,14 @@
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "capture/capture.h"
 #include "common.h"
 #include "engine/error.h"
 #include "engine/runner.h"
@@ -19,7 +22,7 @@ struct BenchArgs {
     std::string model;
     std::vector<int> prefill = {512, 2048};
     int decode_ctx = 2048, decode_n = 32, reps = 2;
-    bool json = false;
+    bool json = false, capture = false;
 };
 
 double now_s() {
@@ -31,6 +34,69 @@ double peak_rss_mib() {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return double(ru.ru_maxrss) / 1024.0;
+}
+
+// Capture overhead: for each prefill length, the same forward pass (chunks of 256) three ways,
+// interleaved, best of reps: logits of the last token only, logits of every token (what a
+// capture needs for log-probabilities and top-k), and a capture with default settings (all
+// layers, f16, gzip:1) to a temporary file.
+void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<int32_t>& toks,
+                   nlohmann::json& out) {
+    const Model& m = *lm.model;
+    const int chunk = 256;
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("kvscope-bench-" + std::to_string(getpid()) + ".h5"))
+                                 .string();
+    std::vector<float> logits;
+    for (int n : a.prefill) {
+        DenseKvCache cache(m.kv_shape(), n);
+        double t_last = 1e30, t_all = 1e30, t_cap = 1e30, t_writer = 0;
+        uint64_t bytes = 0;
+        for (int r = 0; r < a.reps; ++r) {
+            double t0 = now_s();
+            cache.clear();
+            prefill(m, toks.data(), n, 0, cache, chunk, LogitsFor::Last, logits);
+            t_last = std::min(t_last, now_s() - t0);
+            t0 = now_s();
+            cache.clear();
+            std::vector<int32_t> pos(static_cast<size_t>(chunk));
+            for (int i = 0; i < n; i += chunk) {
+                const int nt = std::min(chunk, n - i);
+                for (int t = 0; t < nt; ++t) pos[size_t(t)] = i + t;
+                m.forward(toks.data() + i, pos.data(), nt, cache, LogitsFor::All, logits);
+            }
+            t_all = std::min(t_all, now_s() - t0);
+            t0 = now_s();
+            capture::TraceMeta meta;
+            meta.model = m.config();
+            meta.text_width = capture::max_token_bytes(*lm.tokenizer);
+            capture::TraceWriter w(path, meta);
+            capture::CaptureRequest req;
+            req.prompt.assign(toks.begin(), toks.begin() + n);
+            req.chunk = chunk;
+            capture::run_capture(m, lm.tokenizer.get(), req, w);
+            w.finish(true);
+            const double dt = now_s() - t0;
+            if (dt < t_cap) {
+                t_cap = dt;
+                t_writer = w.seconds_writing();
+            }
+            bytes = w.file_bytes();
+        }
+        std::filesystem::remove(path);
+        const double kb = double(bytes) / 1e3 / n;
+        out["capture"][std::to_string(n)] = {{"prefill_last_logits_s", t_last},
+                                             {"prefill_all_logits_s", t_all},
+                                             {"capture_s", t_cap},
+                                             {"capture_writer_s", t_writer},
+                                             {"kb_per_token", kb}};
+        if (!a.json)
+            fmt::print(
+                "capture {:5d} tokens: {:.2f} s (writer {:.2f} s) vs prefill {:.2f} s "
+                "(+{:.0f}%), with all logits {:.2f} s (+{:.0f}%); {:.1f} KB/token\n",
+                n, t_cap, t_writer, t_last, 100 * (t_cap / t_last - 1), t_all,
+                100 * (t_cap / t_all - 1), kb);
+    }
 }
 
 void run_bench(const BenchArgs& a) {
@@ -59,6 +125,7 @@ void run_bench(const BenchArgs& a) {
         if (!a.json)
             fmt::print("prefill {:5d} tokens: {:8.1f} tokens/s ({:.2f} s)\n", n, n / best, best);
     }
+    if (a.capture) bench_capture(a, lm, toks, out);
     cache.clear();
     prefill(m, toks.data(), a.decode_ctx, 0, cache, 512, LogitsFor::Last, logits);
     const double t0 = now_s();
@@ -92,6 +159,8 @@ void register_bench(CLI::App& app) {
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
     c->add_option("--reps", a->reps, "Repetitions (best is reported)")->check(CLI::Range(1, 100));
+    c->add_flag("--capture", a->capture,
+                "Also time a trace capture of each prefill length against the plain forward pass");
     c->add_flag("--json", a->json, "One JSON object on stdout");
     c->callback([a] { run_bench(*a); });
 }

@@ -8,10 +8,20 @@ namespace kvs::cli {
 // --model with the embedded default (models/SmolLM2-135M-Instruct.Q4_1.gguf).
 void add_model_option(CLI::App& app, std::string& model);
 std::string read_text_file(const std::string& path);  // throws kvs::Error (missing, empty)
+// The command line kvscope was started with (recorded in traces).
+const std::string& command_line();
+
+// Thrown by a subcommand to exit with a given status after it reported what happened (e.g. 130
+// after Ctrl-C: the capture wrote what it had). main() returns `code`.
+struct ExitStatus {
+    int code;
+};
 
 // Each subcommand registers itself; defined in cmd_<name>.cpp.
 void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_capture(CLI::App& app);
+void register_info(CLI::App& app);
 
 }  // namespace kvs::cli

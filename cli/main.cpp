@@ -12,6 +12,36 @@ void add_model_option(CLI::App& app, std::string& model) {
         ->capture_default_str();
 }
 
+namespace {
+std::string g_command_line;
+}
+
+const std::string& command_line() {
+    return g_command_line;
+}
+
+// argv joined with spaces, single-quoting any argument a shell would split or expand.
+static std::string join_argv(int argc, char** argv) {
+    std::string out;
+    for (int i = 0; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (i > 0) out += ' ';
+        const bool plain =
+            !a.empty() &&
+            a.find_first_not_of(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:,=+@%") ==
+                std::string::npos;
+        if (plain) {
+            out += a;
+            continue;
+        }
+        out += '\'';
+        for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        out += '\'';
+    }
+    return out;
+}
+
 }  // namespace kvs::cli
 
 int main(int argc, char** argv) {
@@ -21,8 +51,13 @@ int main(int argc, char** argv) {
     kvs::cli::register_generate(app);
     kvs::cli::register_perplexity(app);
     kvs::cli::register_bench(app);
+    kvs::cli::register_capture(app);
+    kvs::cli::register_info(app);
+    kvs::cli::g_command_line = kvs::cli::join_argv(argc, argv);
     try {
         app.parse(argc, argv);
+    } catch (const kvs::cli::ExitStatus& e) {
+        return e.code;
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     } catch (const kvs::Error& e) {

@@ -11,156 +11,16 @@
 #include "engine/weights.h"
 #include "gguf_writer.h"
 #include "safetensors_writer.h"
+#include "tiny_model.h"
 
 using namespace kvs;
+using kvs::test::hf_config;
 using kvs::test::HfTensors;
+using kvs::test::random_weights;
+using kvs::test::TinySpec;
+using kvs::test::write_gguf;
 
 namespace {
-
-struct TinySpec {
-    std::string arch = "llama";
-    int n_vocab = 37, n_embd = 24, n_head = 4, n_head_kv = 2, n_ff = 40, n_layer = 2;
-    bool tied = false, bias = false, llama3_rope = false;
-    int head_dim() const { return n_embd / n_head; }
-};
-
-HfTensors random_weights(const TinySpec& s, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(0.0f, 0.3f);
-    auto mat = [&](int64_t r, int64_t c) {
-        std::vector<float> v(static_cast<size_t>(r * c));
-        for (auto& x : v) x = nd(rng);
-        return std::make_pair(std::vector<int64_t>{r, c}, v);
-    };
-    auto vec = [&](int64_t n, float base) {
-        std::vector<float> v(static_cast<size_t>(n));
-        for (auto& x : v) x = base + nd(rng);
-        return std::make_pair(std::vector<int64_t>{n}, v);
-    };
-    const int d = s.head_dim();
-    HfTensors w;
-    w["model.embed_tokens.weight"] = mat(s.n_vocab, s.n_embd);
-    w["model.norm.weight"] = vec(s.n_embd, 1.0f);
-    if (!s.tied) w["lm_head.weight"] = mat(s.n_vocab, s.n_embd);
-    for (int l = 0; l < s.n_layer; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        w[p + "input_layernorm.weight"] = vec(s.n_embd, 1.0f);
-        w[p + "post_attention_layernorm.weight"] = vec(s.n_embd, 1.0f);
-        w[p + "self_attn.q_proj.weight"] = mat(s.n_head * d, s.n_embd);
-        w[p + "self_attn.k_proj.weight"] = mat(s.n_head_kv * d, s.n_embd);
-        w[p + "self_attn.v_proj.weight"] = mat(s.n_head_kv * d, s.n_embd);
-        w[p + "self_attn.o_proj.weight"] = mat(s.n_embd, s.n_head * d);
-        if (s.bias) {
-            w[p + "self_attn.q_proj.bias"] = vec(s.n_head * d, 0.0f);
-            w[p + "self_attn.k_proj.bias"] = vec(s.n_head_kv * d, 0.0f);
-            w[p + "self_attn.v_proj.bias"] = vec(s.n_head_kv * d, 0.0f);
-        }
-        w[p + "mlp.gate_proj.weight"] = mat(s.n_ff, s.n_embd);
-        w[p + "mlp.up_proj.weight"] = mat(s.n_ff, s.n_embd);
-        w[p + "mlp.down_proj.weight"] = mat(s.n_embd, s.n_ff);
-    }
-    return w;
-}
-
-nlohmann::json hf_config(const TinySpec& s) {
-    nlohmann::json c = {
-        {"architectures", {s.arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
-        {"model_type", s.arch},
-        {"hidden_size", s.n_embd},
-        {"num_hidden_layers", s.n_layer},
-        {"num_attention_heads", s.n_head},
-        {"num_key_value_heads", s.n_head_kv},
-        {"intermediate_size", s.n_ff},
-        {"vocab_size", s.n_vocab},
-        {"max_position_embeddings", 256},
-        {"rms_norm_eps", 1e-5},
-        {"rope_theta", 500.0},
-        {"tie_word_embeddings", s.tied}};
-    if (s.llama3_rope)
-        c["rope_scaling"] = {{"rope_type", "llama3"},
-                             {"factor", 8.0},
-                             {"low_freq_factor", 1.0},
-                             {"high_freq_factor", 4.0},
-                             {"original_max_position_embeddings", 64}};
-    return c;
-}
-
-// llama.cpp's converter: within each head, HF rows (i, i + d/2) become GGUF rows (2i, 2i + 1).
-std::vector<float> permute_rows(const std::vector<float>& w, int n_heads, int d, int cols) {
-    std::vector<float> out(w.size());
-    for (int h = 0; h < n_heads; ++h)
-        for (int i = 0; i < d / 2; ++i)
-            for (int j = 0; j < 2; ++j)
-                std::copy_n(&w[size_t((h * d + j * (d / 2) + i) * cols)], cols,
-                            &out[size_t((h * d + 2 * i + j) * cols)]);
-    return out;
-}
-
-std::string write_gguf(const TinySpec& s, const HfTensors& w, const std::string& name,
-                       bool permute) {
-    kvs::test::GgufWriter g;
-    const std::string a = s.arch + ".";
-    const int d = s.head_dim();
-    g.add_string("general.architecture", s.arch);
-    g.add_string("general.name", "tiny");
-    g.add_u32(a + "block_count", uint32_t(s.n_layer));
-    g.add_u32(a + "embedding_length", uint32_t(s.n_embd));
-    g.add_u32(a + "attention.head_count", uint32_t(s.n_head));
-    g.add_u32(a + "attention.head_count_kv", uint32_t(s.n_head_kv));
-    g.add_u32(a + "feed_forward_length", uint32_t(s.n_ff));
-    g.add_u32(a + "context_length", 256);
-    g.add_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
-    g.add_f32(a + "rope.freq_base", 500.0f);
-    auto put = [&](const std::string& gname, const std::string& hname, bool perm_heads = false,
-                   int heads = 0) {
-        const auto& [shape, v] = w.at(hname);
-        std::vector<int64_t> ne(shape.rbegin(), shape.rend());
-        g.add_tensor_f32(
-            gname, ne,
-            perm_heads ? permute_rows(v, heads, d, int(shape.size() > 1 ? shape[1] : 1)) : v);
-    };
-    put("token_embd.weight", "model.embed_tokens.weight");
-    put("output_norm.weight", "model.norm.weight");
-    if (!s.tied) put("output.weight", "lm_head.weight");
-    for (int l = 0; l < s.n_layer; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".",
-                          b = "blk." + std::to_string(l) + ".";
-        put(b + "attn_norm.weight", p + "input_layernorm.weight");
-        put(b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
-        put(b + "attn_q.weight", p + "self_attn.q_proj.weight", permute, s.n_head);
-        put(b + "attn_k.weight", p + "self_attn.k_proj.weight", permute, s.n_head_kv);
-        put(b + "attn_v.weight", p + "self_attn.v_proj.weight");
-        put(b + "attn_output.weight", p + "self_attn.o_proj.weight");
-        if (s.bias) {
-            put(b + "attn_q.bias", p + "self_attn.q_proj.bias");
-            put(b + "attn_k.bias", p + "self_attn.k_proj.bias");
-            put(b + "attn_v.bias", p + "self_attn.v_proj.bias");
-        }
-        put(b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
-        put(b + "ffn_up.weight", p + "mlp.up_proj.weight");
-        put(b + "ffn_down.weight", p + "mlp.down_proj.weight");
-    }
-    if (s.llama3_rope) {
-        // llama.cpp's converter stores llama3 scaling as per-frequency divisors.
-        std::vector<float> div(static_cast<size_t>(d / 2));
-        const double factor = 8, lo = 1, hi = 4, orig = 64;
-        for (int i = 0; i < d / 2; ++i) {
-            const double f = std::pow(500.0, -2.0 * i / d), wl = 2 * M_PI / f;
-            if (wl < orig / hi)
-                div[size_t(i)] = 1;
-            else if (wl > orig / lo)
-                div[size_t(i)] = float(factor);
-            else {
-                const double sm = (orig / wl - lo) / (hi - lo);
-                div[size_t(i)] = float(1 / ((1 - sm) / factor + sm));
-            }
-        }
-        g.add_tensor_f32("rope_freqs.weight", {d / 2}, div);
-    }
-    const std::string path = kvs::test::temp_path(name);
-    g.write(path);
-    return path;
-}
 
 std::vector<float> run_logits(const WeightSource& src, const std::vector<int32_t>& ids) {
     auto m = Model::load(src);
