@@ -220,6 +220,23 @@ with h5py.File(plain, "w") as g:
     g["x"] = np.arange(3)
 expect_reject("an HDF5 file that is not a trace", plain, "not a kvscope trace")
 
+# 5. Bad capture flags: one line, non-zero exit, nothing written.
+bad_out = os.path.join(TMP, "bad.h5")
+for args, pattern in (
+        (["-p", "hi", "--task", "passkey"], "exactly one of"),
+        (["-p", "hi", "--layers", "3,99"], "layer 99 does not exist"),
+        (["-p", "hi", "--compress", "lz4"], "--compress 'lz4'"),
+        (["-p", "hi", "--dtype", "bf16"], "--dtype 'bf16'"),
+        (["--task", "needle"], "needs --haystack"),
+        (["--task", "passkey", "--ctx", "10"], "too short"),
+        (["-p", "hi", "-o", os.path.join(TMP, "no", "dir.h5")], "cannot create the file")):
+    full = ["capture", "-m", MODEL, "-q", *args] + ([] if "-o" in args else ["-o", bad_out])
+    p = run(*full, expect_ok=False)
+    lines = p.stderr.strip().splitlines()
+    ok = 0 < p.returncode < 128 and len(lines) == 1 and pattern in lines[0]
+    check(ok and not os.path.exists(bad_out) and not os.path.exists(bad_out + ".partial"),
+          f"capture {' '.join(args)}: {lines[0] if lines else p.returncode}")
+
 shutil.rmtree(TMP)
 print(f"{len(fails)} failed")
 sys.exit(1 if fails else 0)
