@@ -28,9 +28,10 @@ namespace {
 // its time spinning on 2 cores (measured: 2 threads slower than 1), and it does not thread the
 // GEMV at all (the build defines EIGEN_DONT_PARALLELIZE). For a few rows (decode), weights that
 // the file stores as ggml blocks are read directly (quant_matvec): fewer bytes per weight.
-void matmul(const MatrixRM& x, const Weight& w, MatrixRM& y) {
+// y_data: row-major [n, out], written in place (the logits go straight into the caller's buffer).
+void matmul_into(const MatrixRM& x, const Weight& w, float* y_data) {
     const Eigen::Index out = w.f32.rows(), n = x.rows();
-    y.resize(n, out);
+    Eigen::Map<MatrixRM> y(y_data, n, out);
     const bool direct = w.q_data && n <= 2;
 #pragma omp parallel
     {
@@ -47,6 +48,11 @@ void matmul(const MatrixRM& x, const Weight& w, MatrixRM& y) {
             y.middleCols(r0, r1 - r0).noalias() = x * w.f32.middleRows(r0, r1 - r0).transpose();
         }
     }
+}
+
+void matmul(const MatrixRM& x, const Weight& w, MatrixRM& y) {
+    y.resize(x.rows(), w.f32.rows());
+    matmul_into(x, w, y.data());
 }
 
 void rmsnorm(const MatrixRM& x, const Eigen::VectorXf& w, float eps, MatrixRM& y) {
@@ -285,9 +291,9 @@ void Model::forward(const int32_t* tokens, const int32_t* pos, int n_tok, KvCach
     const int first = which == LogitsFor::Last ? n_tok - 1 : 0;
     const MatrixRM xs = x.middleRows(first, n_tok - first);
     rmsnorm(xs, output_norm_, c.rms_eps, h);
-    MatrixRM lg;
-    matmul(h, output_.f32.size() ? output_ : tok_embd_, lg);
-    logits.assign(lg.data(), lg.data() + lg.size());
+    const Weight& out = output_.f32.size() ? output_ : tok_embd_;
+    logits.resize(size_t(h.rows()) * size_t(out.f32.rows()));
+    matmul_into(h, out, logits.data());
 }
 
 }  // namespace kvs
