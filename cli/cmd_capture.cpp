@@ -258,14 +258,7 @@ void register_capture(CLI::App& app) {
     c->add_option("--chunk", a->chunk, "Prompt tokens per forward call")
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
-    c->add_option("--temp", a->sp.temperature, "Sampling temperature (0 = greedy)")
-        ->check(CLI::Range(0.0, 100.0))
-        ->capture_default_str();
-    c->add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
-    c->add_option("--top-k", a->sp.top_k, "Keep the k most likely tokens (0 = off)")
-        ->check(CLI::NonNegativeNumber);
+    add_sampling_options(*c, a->sp);
     c->add_option("--seed", a->seed,
                   "Seed for the task's answer and for sampling (default: random, recorded)")
         ->check(CLI::Range(int64_t(0), int64_t(1) << 62));

@@ -84,14 +84,7 @@ void register_generate(CLI::App& app) {
     c->add_option("-n,--n-predict", a->n_predict, "Tokens to generate")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
-    c->add_option("--temp", a->sp.temperature, "Sampling temperature (0 = greedy)")
-        ->check(CLI::Range(0.0, 100.0))
-        ->capture_default_str();
-    c->add_option("--top-p", a->sp.top_p, "Nucleus sampling mass")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
-    c->add_option("--top-k", a->sp.top_k, "Keep the k most likely tokens (0 = off)")
-        ->check(CLI::NonNegativeNumber);
+    add_sampling_options(*c, a->sp);
     c->add_option("--seed", a->sp.seed, "Random seed")->capture_default_str();
     c->add_flag("-q,--quiet", a->quiet, "No model info or speed on stderr");
     c->callback([a] { run_generate(*a); });

@@ -3,10 +3,14 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "engine/sampler.h"
+
 namespace kvs::cli {
 
 // --model with the embedded default (models/SmolLM2-135M-Instruct.Q4_1.gguf).
 void add_model_option(CLI::App& app, std::string& model);
+// --temp, --top-p, --top-k (the seed is each command's own: its meaning differs).
+void add_sampling_options(CLI::App& app, SamplerParams& sp);
 std::string read_text_file(const std::string& path);  // throws kvs::Error (missing, empty)
 // The command line kvscope was started with (recorded in traces).
 const std::string& command_line();

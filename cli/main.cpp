@@ -42,6 +42,17 @@ static std::string join_argv(int argc, char** argv) {
     return out;
 }
 
+void add_sampling_options(CLI::App& app, SamplerParams& sp) {
+    app.add_option("--temp", sp.temperature, "Sampling temperature (0 = greedy)")
+        ->check(CLI::Range(0.0, 100.0))
+        ->capture_default_str();
+    app.add_option("--top-p", sp.top_p, "Nucleus sampling mass")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    app.add_option("--top-k", sp.top_k, "Keep the k most likely tokens (0 = off)")
+        ->check(CLI::NonNegativeNumber);
+}
+
 }  // namespace kvs::cli
 
 int main(int argc, char** argv) {
