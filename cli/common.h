@@ -27,5 +27,6 @@ void register_perplexity(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_capture(CLI::App& app);
 void register_info(CLI::App& app);
+void register_replay(CLI::App& app);  // policies, replay, sweep, merge
 
 }  // namespace kvs::cli

@@ -1,4 +1,4 @@
-#include "h5util.h"
+#include "capture/h5util.h"
 
 #include <fmt/format.h>
 

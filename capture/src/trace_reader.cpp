@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <map>
 
+#include "capture/h5util.h"
+#include "capture/half.h"
 #include "engine/error.h"
-#include "h5util.h"
-#include "half.h"
 
 namespace kvs::capture {
 
@@ -66,7 +66,9 @@ struct TraceReader::Impl {
         if (n == 0) return;
         H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(),
                             nullptr);
-        Id mspace(H5Screate_simple(1, &n, nullptr));
+        // The memory space has the selection's shape: with a flat one HDF5 maps every element
+        // to its chunk one by one (10x slower on a whole layer).
+        Id mspace(H5Screate_simple(int(count.size()), count.data(), nullptr));
         if (H5Dread(d, mt, mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
             fail("{}: cannot read '{}': {}", where, path, h5::last_error());
     }

@@ -19,9 +19,9 @@
 #include <filesystem>
 
 #include "capture/chunk_deflate.h"
+#include "capture/h5util.h"
+#include "capture/half.h"
 #include "engine/error.h"
-#include "h5util.h"
-#include "half.h"
 
 #ifndef KVS_VERSION
 #define KVS_VERSION "unknown"

@@ -1,4 +1,4 @@
-// Small HDF5 helpers shared by the trace writer and reader (private to capture/).
+// Small HDF5 helpers shared by the trace writer and reader and by simulator/ results files.
 //  - H5Id: an owned hid_t closed with the right H5?close.
 //  - the binary16 file type (declared as h5py declares numpy.float16) and h5py's bool enum.
 //  - attribute read/write of the handful of kinds a trace uses; a failure throws kvs::Error

@@ -1,0 +1,316 @@
+// kvscope policies / replay / sweep / merge: the replay simulator's commands.
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "capture/trace_reader.h"
+#include "capture/trace_writer.h"
+#include "common.h"
+#include "engine/error.h"
+#include "kernels/quant_pack.h"
+#include "simulator/policy.h"
+#include "simulator/replay.h"
+#include "simulator/results_io.h"
+
+namespace kvs::cli {
+
+namespace {
+
+using sim::PolicySpec;
+
+std::vector<PolicySpec> parse_specs(const std::vector<std::string>& texts, bool quiet) {
+    std::vector<PolicySpec> out;
+    for (const auto& t : texts) {
+        out.push_back(sim::parse_spec(t));
+        for (const char* key : {"bits", "b_min", "b_max"}) {
+            auto it = out.back().params.values.find(key);
+            if (it == out.back().params.values.end()) continue;
+            const int b = std::stoi(it->second);
+            if (!quiet && !kernels::bits_supported(b))
+                fmt::print(stderr,
+                           "note: {}: {}={} is stored at {} bits (the packed format holds 2, 4, 8 "
+                           "and 16)\n",
+                           out.back().entry->info.name, key, b, kernels::snap_bits(b));
+        }
+    }
+    return out;
+}
+
+sim::Mode parse_mode(const std::string& m) {
+    if (m == "stream") return sim::Mode::stream;
+    if (m == "prefill") return sim::Mode::prefill;
+    fail("--mode must be stream or prefill (got '{}')", m);
+}
+
+struct CommonArgs {
+    std::vector<std::string> policies;
+    std::string mode = "stream", out, csv, layers = "all";
+    int64_t prefill_len = -1;
+    int threads = 0, checkpoints = -1;
+    bool quiet = false, json = false;
+};
+
+void add_common(CLI::App* c, CommonArgs& a, int default_ckpt) {
+    c->add_option("-p,--policy", a.policies,
+                  "Policy spec name:key=value,... (repeatable; see "
+                  "`kvscope policies`)")
+        ->required();
+    c->add_option("--mode", a.mode,
+                  "stream (every position is a decode step) or prefill "
+                  "(compress the prompt once at P, then decode)")
+        ->capture_default_str();
+    c->add_option("--prefill-len", a.prefill_len,
+                  "P for prefill mode (default: the trace's prompt; 3/4 of a text trace)");
+    c->add_option("-o,--out", a.out, "Results file (HDF5, docs/results-format.md)")->required();
+    c->add_option("--csv", a.csv, "Also write a one-row-per-run summary CSV");
+    c->add_option("--threads", a.threads, "Threads (default: all cores)")
+        ->check(CLI::NonNegativeNumber);
+    c->add_option("--checkpoints", a.checkpoints,
+                  fmt::format("Steps recorded in full for the viewer (default {})", default_ckpt))
+        ->check(CLI::NonNegativeNumber);
+    c->add_option("--layers", a.layers, "Layers to replay: all, or a list like 0,5,10-12")
+        ->capture_default_str();
+    c->add_flag("-q,--quiet", a.quiet, "No progress bar");
+}
+
+sim::ReplayOptions options_of(const CommonArgs& a, int default_ckpt, const std::string& trace) {
+    sim::ReplayOptions o;
+    o.mode = parse_mode(a.mode);
+    o.prefill_len = a.prefill_len;
+    if (a.prefill_len >= 0 && o.mode != sim::Mode::prefill)
+        fail("--prefill-len needs --mode prefill");
+    o.threads = a.threads;
+    o.checkpoints = a.checkpoints >= 0 ? a.checkpoints : default_ckpt;
+    o.quiet = a.quiet;
+    if (a.layers != "all") {
+        const capture::TraceReader r(trace);
+        o.layers = capture::parse_layer_list(a.layers, r.info().n_layer);
+    }
+    return o;
+}
+
+nlohmann::ordered_json run_json(const sim::RunResult& r) {
+    const sim::Summary& s = r.summary;
+    return {{"trace", r.trace_path},
+            {"policy", r.policy},
+            {"spec", r.spec},
+            {"budget", r.budget},
+            {"mode", sim::mode_name(r.mode)},
+            {"prefill_len", r.prefill_len},
+            {"n_tokens", r.n_tokens},
+            {"steps", r.steps.size()},
+            {"recall_mean", s.recall_mean},
+            {"recall_p5", s.recall_p5},
+            {"err_mean", s.err_mean},
+            {"err_p95", s.err_p95},
+            {"cos_mean", s.cos_mean},
+            {"cos_p5", s.cos_p5},
+            {"held_mean", s.held_mean},
+            {"bytes_mean", s.bytes_mean},
+            {"bytes_peak", s.bytes_peak},
+            {"full_bytes_mean", s.full_bytes_mean},
+            {"ratio_mean", s.ratio_mean},
+            {"ratio_at_peak", s.ratio_at_peak},
+            {"restores", s.restores},
+            {"seconds", r.seconds}};
+}
+
+void report(const std::vector<sim::RunResult>& runs, const CommonArgs& a) {
+    if (a.json) {
+        nlohmann::ordered_json j = nlohmann::ordered_json::array();
+        for (const auto& r : runs) j.push_back(run_json(r));
+        fmt::print("{}\n", j.dump(1));
+        return;
+    }
+    fmt::print("{}", sim::summary_table(runs));
+    fmt::print("results: {}{}\n", a.out, a.csv.empty() ? "" : "  summary: " + a.csv);
+}
+
+void write_outputs(const std::vector<sim::RunResult>& runs, const CommonArgs& a) {
+    sim::write_results(a.out, runs, command_line());
+    if (!a.csv.empty()) sim::write_summary_csv(a.csv, runs);
+}
+
+// The output paths must be writable before hours of replay, not after.
+void check_out(const std::string& path) {
+    namespace fs = std::filesystem;
+    if (path.empty()) return;
+    const fs::path p(path);
+    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+        fail("cannot write '{}': directory '{}' does not exist", path, dir.string());
+    if (fs::is_directory(p, ec)) fail("cannot write '{}': it is a directory", path);
+}
+
+struct SweepArgs {
+    CommonArgs c;
+    std::vector<std::string> traces;
+    std::string budgets, shard;
+};
+
+void run_sweep(SweepArgs& a) {
+    check_out(a.c.out);
+    check_out(a.c.csv);
+    std::vector<std::string> budgets;
+    if (!a.budgets.empty()) {
+        size_t i = 0;
+        while (i <= a.budgets.size()) {
+            const size_t j = std::min(a.budgets.find(',', i), a.budgets.size());
+            const std::string b = a.budgets.substr(i, j - i);
+            if (!b.empty()) budgets.push_back(sim::parse_budget(b).text);
+            i = j + 1;
+        }
+    }
+    int shard_i = 0, shard_n = 1;
+    if (!a.shard.empty()) {
+        if (std::sscanf(a.shard.c_str(), "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 ||
+            shard_i < 0 || shard_i >= shard_n)
+            fail("--shard must be i/n with 0 <= i < n (got '{}')", a.shard);
+    }
+    // The base specs: a spec without budget= crosses with --budgets (when its policy takes one);
+    // a spec with one, or a policy without budgets, runs once.
+    const std::vector<PolicySpec> base = parse_specs(a.c.policies, a.c.quiet);
+    std::vector<PolicySpec> specs;
+    for (const auto& s : base) {
+        const bool has_size = !s.params.values.count("budget") ||
+                              !s.params.values.at("budget").empty() ||
+                              (s.params.values.count("recent") && s.entry->info.name == "window" &&
+                               s.params.values.at("recent") != "0");
+        if (!s.entry->info.takes_budget || has_size || budgets.empty()) {
+            if (s.entry->info.needs_budget && s.params.values.at("budget").empty())
+                fail("policy '{}' needs a budget: give --budgets or budget= in the spec",
+                     s.entry->info.name);
+            specs.push_back(s);
+            continue;
+        }
+        for (const auto& b : budgets) specs.push_back(sim::with_budget(s, b));
+    }
+    // Runs in order (trace-major); this shard keeps index % n == i.
+    std::vector<sim::RunResult> all;
+    int64_t index = 0, mine = 0;
+    for (const auto& trace : a.traces) {
+        std::vector<PolicySpec> todo;
+        for (const auto& s : specs)
+            if (index++ % shard_n == shard_i) todo.push_back(s);
+        if (todo.empty()) continue;
+        mine += int64_t(todo.size());
+        if (!a.c.quiet)
+            fmt::print(stderr, "sweep: {} runs on {}{}\n", todo.size(), trace,
+                       shard_n > 1 ? fmt::format(" (shard {}/{})", shard_i, shard_n) : "");
+        auto runs = sim::replay_trace(trace, todo, options_of(a.c, 0, trace));
+        for (auto& r : runs) all.push_back(std::move(r));
+    }
+    if (mine == 0 && !a.c.quiet) fmt::print(stderr, "sweep: this shard has no runs\n");
+    write_outputs(all, a.c);
+    report(all, a.c);
+}
+
+}  // namespace
+
+void register_replay(CLI::App& app) {
+    // --- policies ---
+    auto* pj = new bool(false);
+    auto* pc = app.add_subcommand("policies", "List the compression policies and their parameters");
+    pc->add_flag("--json", *pj, "JSON output");
+    pc->callback([pj] {
+        if (*pj) {
+            nlohmann::ordered_json j = nlohmann::ordered_json::array();
+            for (const auto& e : sim::policy_registry()) {
+                nlohmann::ordered_json params = nlohmann::ordered_json::array();
+                for (const auto& p : e.info.params)
+                    params.push_back({{"name", p.name}, {"default", p.def}, {"help", p.help}});
+                j.push_back({{"name", e.info.name},
+                             {"summary", e.info.summary},
+                             {"details", e.info.details},
+                             {"needs_budget", e.info.needs_budget},
+                             {"takes_budget", e.info.takes_budget},
+                             {"params", params}});
+            }
+            fmt::print("{}\n", j.dump(1));
+            return;
+        }
+        for (const auto& e : sim::policy_registry()) {
+            fmt::print("{:<10} {}\n", e.info.name, e.info.summary);
+            for (const auto& p : e.info.params)
+                fmt::print("    {:<10} {:<8} {}\n", p.name,
+                           p.def.empty() ? (e.info.needs_budget ? "required" : "none") : p.def,
+                           p.help);
+            // Wrap the details at ~96 columns.
+            std::string line = "   ";
+            size_t i = 0;
+            const std::string& d = e.info.details;
+            while (i < d.size()) {
+                size_t j = d.find(' ', i);
+                if (j == std::string::npos) j = d.size();
+                const std::string w = d.substr(i, j - i);
+                if (line.size() + 1 + w.size() > 96) {
+                    fmt::print("{}\n", line);
+                    line = "   ";
+                }
+                line += " " + w;
+                i = j + 1;
+            }
+            if (line.size() > 3) fmt::print("{}\n", line);
+            fmt::print("\n");
+        }
+        fmt::print(
+            "Spec syntax: name:key=value,...  e.g. h2o:budget=256,recent=32 or "
+            "quant:bits=2,format=kivi\n");
+    });
+
+    // --- replay ---
+    auto* ra = new CommonArgs;
+    auto* rt = new std::string;
+    auto* rc = app.add_subcommand("replay", "Replay compression policies against a trace");
+    rc->add_option("trace", *rt, "Trace file (kvscope capture)")->required();
+    add_common(rc, *ra, 32);
+    rc->add_flag("--json", ra->json, "Print the summaries as JSON");
+    rc->callback([ra, rt] {
+        check_out(ra->out);
+        check_out(ra->csv);
+        const auto specs = parse_specs(ra->policies, ra->quiet);
+        auto runs = sim::replay_trace(*rt, specs, options_of(*ra, 32, *rt));
+        write_outputs(runs, *ra);
+        report(runs, *ra);
+    });
+
+    // --- sweep ---
+    auto* sa = new SweepArgs;
+    auto* sc = app.add_subcommand(
+        "sweep", "Replay policies x budgets over traces (shardable), one results file");
+    sc->add_option("traces", sa->traces, "Trace files")->required();
+    add_common(sc, sa->c, 0);
+    sc->add_option("--budgets", sa->budgets,
+                   "Budgets crossed with every spec that has none: 64,128,256,0.1,0.2");
+    sc->add_option("--shard", sa->shard, "Run only shard i of n (i/n): runs with index % n == i");
+    sc->add_flag("--json", sa->c.json, "Print the summaries as JSON");
+    sc->callback([sa] { run_sweep(*sa); });
+
+    // --- merge ---
+    auto* mo = new std::string;
+    auto* mc = new std::string;
+    auto* mi = new std::vector<std::string>;
+    auto* mq = new bool(false);
+    auto* mg = app.add_subcommand("merge", "Join results files (e.g. sweep shards) into one");
+    mg->add_option("-o,--out", *mo, "Merged results file")->required();
+    mg->add_option("inputs", *mi, "Results files to join, in order")->required();
+    mg->add_option("--csv", *mc, "Also write the summary CSV");
+    mg->add_flag("-q,--quiet", *mq, "Do not print the table");
+    mg->callback([mo, mc, mi, mq] {
+        check_out(*mo);
+        check_out(*mc);
+        std::vector<sim::RunResult> all;
+        for (const auto& p : *mi)
+            for (auto& r : sim::read_results(p)) all.push_back(std::move(r));
+        sim::write_results(*mo, all, command_line());
+        if (!mc->empty()) sim::write_summary_csv(*mc, all);
+        if (!*mq)
+            fmt::print("{}merged {} runs from {} files into {}\n", sim::summary_table(all),
+                       all.size(), mi->size(), *mo);
+    });
+}
+
+}  // namespace kvs::cli

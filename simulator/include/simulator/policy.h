@@ -1,0 +1,179 @@
+// The policy interface: one piece of code per compression method, driven by the replay loop (and
+// later by the live engine). See simulator/README.md for how to add one.
+//
+// A `Policy` is a parsed spec ("h2o:budget=256,recent=32"). For each replayed layer it makes a
+// `LayerPolicy`, which owns the state of that layer's units (one per KV head) and acts on them:
+//
+//   for t in 0 .. T-1:                      (one decode step per token)
+//       every unit appends token t (fp16)
+//       if t >= first_update:               (0 in stream mode, P in prefill mode)
+//           layer_policy.update(t, units)   evict / re-store tokens; afterwards each unit holds at
+//                                           most budget_tokens(t, g) tokens (checked)
+//       the query heads of each KV head g attend over what units[g] holds
+//       layer_policy.observe(t, g, probs)   the attention probabilities they gave each held
+//                                           token: all a real system could see at that step
+//
+// In prefill mode the prompt's queries attend the full prompt (nothing is compressed before P),
+// so a decode-style policy has scored the prompt with every query it has seen when it first acts
+// at t = P. Policies that need a decision across layers (DynamicKV's layer budgets) get one
+// `plan()` call over the trace before the layers are replayed.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "simulator/unit_cache.h"
+
+namespace kvs::capture {
+class TraceReader;
+}
+
+namespace kvs::sim {
+
+enum class Mode { stream, prefill };
+inline const char* mode_name(Mode m) {
+    return m == Mode::stream ? "stream" : "prefill";
+}
+
+// A token budget: a count ("256") or a fraction of the tokens so far ("0.2").
+struct Budget {
+    bool set = false;
+    bool fraction = false;
+    double value = 0;
+    std::string text;  // as given
+    // Tokens allowed when n tokens have been seen (at least 1).
+    int64_t tokens(int64_t n) const;
+};
+Budget parse_budget(const std::string& s);  // throws kvs::Error ("budget must be > 0 ...")
+
+// How the scores of the query heads that share a KV head combine into one score per token.
+enum class GqaReduce { mean, max, sum };
+
+enum class ParamKind { integer, real, choice, budget };
+struct ParamDef {
+    std::string name;
+    ParamKind kind = ParamKind::integer;
+    std::string def;  // default as text ("" for budget = required when the policy needs one)
+    std::string help;
+    double min = 0, max = 0;           // inclusive range for integer / real (min > max: none)
+    std::vector<std::string> choices;  // for choice
+};
+
+// Parsed, validated parameters of one spec.
+class Params {
+  public:
+    std::map<std::string, std::string> values;  // every parameter, defaults filled in
+    double real(const std::string& k) const;
+    int integer(const std::string& k) const;
+    const std::string& str(const std::string& k) const;
+    Budget budget() const;  // the "budget" parameter (unset when absent)
+    GqaReduce gqa() const;  // the "gqa" parameter (mean when absent)
+};
+
+struct LayerContext {
+    int layer = 0;       // model layer index
+    int slot = 0;        // index among the replayed layers
+    int n_layer = 0;     // layers of the model
+    int n_replayed = 0;  // layers being replayed
+    int n_head = 0, n_kv = 0, d = 0;
+    int64_t n_tokens = 0;
+    int64_t prefill_len = 0;  // P (0 in stream mode)
+    Mode mode = Mode::stream;
+    float attn_scale = 0;
+    const void* plan = nullptr;  // what Policy::plan returned (policy-specific), or null
+};
+
+class LayerPolicy {
+  public:
+    virtual ~LayerPolicy() = default;
+    // Token t has just been appended to every unit. Called for t >= first_update.
+    virtual void update(int64_t t, std::vector<UnitCache>& units) = 0;
+    // The n_q query heads of KV head g attended over units[g] (after update):
+    // probs[h * n + i] for held index i, n = units[g].size().
+    virtual void observe(int64_t t, int g, const float* probs, int n_q, UnitCache& unit) {
+        (void)t, (void)g, (void)probs, (void)n_q, (void)unit;
+    }
+    // The unit's token budget at step t (-1 = none). The replay checks it after every update.
+    // False when observe() is a no-op (the replay then skips the prompt's attention in prefill
+    // mode, where nothing is measured).
+    virtual bool observes() const { return true; }
+    virtual int64_t budget_tokens(int64_t t, int g) const {
+        (void)t, (void)g;
+        return -1;
+    }
+};
+
+// What plan() can look at: the trace and the run's shape.
+struct PlanContext {
+    const capture::TraceReader* reader = nullptr;
+    std::vector<int> layers;  // replayed model layers
+    int n_layer = 0, n_head = 0, n_kv = 0, d = 0;
+    std::vector<int32_t> kv_of_q;
+    int64_t n_tokens = 0, prefill_len = 0;
+    Mode mode = Mode::stream;
+    float attn_scale = 0;
+};
+
+class Policy {
+  public:
+    virtual ~Policy() = default;
+    virtual std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const = 0;
+    // Optional whole-trace pass before the layers run; the result is handed to every layer as
+    // LayerContext::plan. Called once per run from one thread.
+    virtual std::shared_ptr<const void> plan(const PlanContext& c) const {
+        (void)c;
+        return nullptr;
+    }
+};
+
+struct PolicyInfo {
+    std::string name;
+    std::string summary;  // one line
+    std::string details;  // how it runs in each mode, choices made where a paper is open
+    std::vector<ParamDef> params;
+    bool needs_budget = false;  // a spec without budget= is an error (a sweep adds one)
+    bool takes_budget = false;  // budget= is accepted
+};
+
+using PolicyFactory = std::function<std::unique_ptr<Policy>(const Params&)>;
+struct PolicyEntry {
+    PolicyInfo info;
+    PolicyFactory make;
+};
+
+// Every policy, in the order `kvscope policies` lists them.
+const std::vector<PolicyEntry>& policy_registry();
+const PolicyEntry* find_policy(const std::string& name);
+
+// A parsed spec "name:key=value,...".
+struct PolicySpec {
+    const PolicyEntry* entry = nullptr;
+    Params params;
+    std::string canonical;  // name:k=v,... with every parameter (defaults included), sorted
+    std::string given;      // as written
+};
+// Throws kvs::Error with one line naming the cause (unknown policy: lists the valid ones;
+// unknown parameter: lists the policy's; a bad value: says the range).
+PolicySpec parse_spec(const std::string& text);
+// The same spec with budget= replaced.
+PolicySpec with_budget(const PolicySpec& s, const std::string& budget);
+
+// Shared parameter definitions, so policies describe them the same way.
+ParamDef param_budget(const std::string& help = "");
+ParamDef param_gqa();
+ParamDef param_bits(const std::string& def = "16");
+ParamDef param_group();
+ParamDef param_int(const std::string& name, const std::string& def, double min, double max,
+                   const std::string& help);
+ParamDef param_real(const std::string& name, const std::string& def, double min, double max,
+                    const std::string& help);
+ParamDef param_choice(const std::string& name, const std::string& def,
+                      std::vector<std::string> choices, const std::string& help);
+
+// Combines the n_q rows of probs ([n_q, n]) into one score per held token.
+void reduce_gqa(const float* probs, int n_q, int n, GqaReduce how, float* out);
+
+}  // namespace kvs::sim

@@ -1,0 +1,73 @@
+// Replay: runs policies over a trace, every replayed layer, KV head and step, and measures what
+// each compressed cache does against the trace's full attention (open loop: each layer's error
+// is measured as if the layers before it were exact). Results format: results_schema.h.
+//
+//   auto runs = replay_trace("t.h5", {parse_spec("h2o:budget=256")}, ReplayOptions{});
+//
+// The trace is read once per call, layer by layer (a reader thread loads the next layers while
+// the current ones are replayed); every (run, layer) pair is independent and runs on one thread,
+// so results do not depend on the thread count.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "simulator/policy.h"
+
+namespace kvs::sim {
+
+struct ReplayOptions {
+    Mode mode = Mode::stream;
+    int64_t prefill_len = -1;             // -1: the trace's prompt, or 3/4 of a text trace
+    int threads = 0;                      // 0: all cores
+    int checkpoints = 32;                 // steps recorded in full for the viewer (0: none)
+    std::vector<int> layers;              // model layers to replay (empty: every captured one)
+    bool quiet = false;                   // no progress bar
+    std::atomic<bool>* cancel = nullptr;  // set to stop early (replay_trace throws kvs::Error)
+    // Called (serialized, from a worker thread) as (run, layer) pairs finish: (done, total).
+    std::function<void(int64_t, int64_t)> on_progress;
+};
+
+struct Summary {
+    double recall_mean = 0, recall_p5 = 0, err_mean = 0, err_p95 = 0, cos_mean = 0, cos_p5 = 0;
+    double held_mean = 0, bytes_mean = 0, bytes_peak = 0, full_bytes_mean = 0,
+           full_bytes_at_peak = 0, ratio_mean = 0, ratio_at_peak = 0;
+    int64_t restores = 0;  // tokens brought back to higher precision from an offloaded copy
+};
+
+struct RunResult {
+    std::string policy, spec, params_json, budget;
+    Mode mode = Mode::stream;
+    int64_t prefill_len = 0;
+    std::string trace_path, trace_model, trace_task;
+    bool trace_complete = true;
+    int64_t n_tokens = 0;
+    int n_head = 0, n_kv = 0, d = 0;
+    std::vector<int32_t> layers;               // [L]
+    std::vector<int32_t> steps;                // [S]
+    std::vector<float> recall, err, cos;       // [S, L, Hkv]
+    std::vector<int32_t> held, budget_tokens;  // [S, L, Hkv]
+    std::vector<int64_t> bytes;                // [S, L, Hkv]
+    std::vector<int64_t> full_bytes;           // [S]
+    std::vector<int32_t> evicted_at;           // [L, Hkv, T]
+    std::vector<int32_t> ckpt_steps;           // [C]
+    std::vector<uint8_t> ckpt_bits;            // [C, L, Hkv, T]
+    std::vector<uint16_t> ckpt_score;          // [C, L, Hkv, T] binary16
+    double seconds = 0;
+    Summary summary;
+
+    size_t n_steps() const { return steps.size(); }
+    size_t n_units() const { return layers.size() * size_t(n_kv); }
+};
+
+// Runs every spec over the trace. Throws kvs::Error on a bad trace / option (one line).
+// An incomplete trace is replayed up to where it ends (a warning goes to stderr unless quiet).
+std::vector<RunResult> replay_trace(const std::string& trace_path,
+                                    const std::vector<PolicySpec>& specs, const ReplayOptions& opt);
+
+// The summary statistics of a run's per-step arrays (also used by merge).
+Summary summarize(const RunResult& r);
+
+}  // namespace kvs::sim

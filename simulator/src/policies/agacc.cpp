@@ -1,0 +1,199 @@
+// agacc: Attention-Guided Adaptive KV Cache Compression (seed 001).
+//   I_i <- alpha * S_i + (1 - alpha) * I_i          S_i: the current query's attention
+//   Î_i = I_i / P(t - i),  P(x) = (1 + x)^(-pos_beta)   (position-aware normalisation)
+//   r_i = Î_i / mean(Î) over the held tokens outside the newest `recent`; blocks of `block`
+//   consecutive positions share the max r of their held tokens (block-based processing).
+//   Tiers (every k steps): r > tau_h: fp16; tau_l < r <= tau_h: b_min + floor((r - r_min) *
+//   (b_max - b_min) / (r_max - r_min)) bits; tau_e <= r <= tau_l: b_min bits and magnitude
+//   pruning of p_max * (1 - r / tau_l) of each K/V row, stored sparse when smaller; r < tau_e:
+//   evicted. Every `nr` steps a re-evaluation may also raise a token's precision (restored from
+//   an offloaded full-precision copy; counted). With budget=, the lowest-r tokens are evicted
+//   whenever the cache is over budget.
+#include <fmt/format.h>
+
+#include "common.h"
+#include "engine/error.h"
+#include "kernels/quant_pack.h"
+
+namespace kvs::sim {
+
+namespace {
+
+struct AgaccParams {
+    Budget budget;
+    double alpha = 0.2, pos_beta = 0.5, tau_h = 2.0, tau_l = 0.5, tau_e = 0.05, p_max = 0.5;
+    int b_min = 2, b_max = 8, block = 16, k = 16, nr = 128, recent = 32;
+    GqaReduce gqa = GqaReduce::mean;
+};
+
+class AgaccLayer final : public LayerPolicy {
+  public:
+    explicit AgaccLayer(const AgaccParams& p) : p_(p) {}
+    int64_t budget_tokens(int64_t t, int) const override { return p_.budget.tokens(t + 1); }
+    void update(int64_t t, std::vector<UnitCache>& units) override {
+        const bool due = (t % p_.k) == 0 || !started_;
+        const bool reeval = (t % p_.nr) == 0;
+        started_ = true;
+        for (auto& u : units) {
+            if (!due && !(p_.budget.set && u.size() > p_.budget.tokens(t + 1))) continue;
+            std::vector<float> r = relative(t, u);
+            if (p_.budget.set)
+                detail::evict_to(u, p_.budget.tokens(t + 1), detail::protect(u, r, 0, p_.recent));
+            if (!due) continue;
+            r = relative(t, u);
+            const int old = u.size() - p_.recent;
+            if (old <= 0) continue;
+            // Eviction tier first (indices shift), then the bits of the rest.
+            std::vector<uint8_t> drop(size_t(u.size()), 0);
+            bool any = false;
+            for (int i = 0; i < old; ++i)
+                if (r[size_t(i)] < p_.tau_e) drop[size_t(i)] = 1, any = true;
+            if (any) {
+                std::vector<float> keep_r;
+                for (size_t i = 0; i < drop.size(); ++i)
+                    if (!drop[i]) keep_r.push_back(r[i]);
+                u.evict_mask(drop);
+                r = keep_r;
+            }
+            const int old2 = u.size() - p_.recent;
+            float rmin = std::numeric_limits<float>::infinity(), rmax = 0;
+            for (int i = 0; i < old2; ++i) {
+                rmin = std::min(rmin, r[size_t(i)]);
+                rmax = std::max(rmax, r[size_t(i)]);
+            }
+            for (int i = 0; i < old2; ++i) {
+                const double ri = r[size_t(i)];
+                if (ri > p_.tau_h) {
+                    if (u.bits(i) < 16 && reeval) u.set_bits(i, 16);
+                } else if (ri > p_.tau_l) {
+                    const double f = rmax > rmin ? (ri - rmin) / (rmax - rmin) : 1.0;
+                    const int b = kvs::kernels::snap_bits(
+                        p_.b_min + int(std::floor(f * (p_.b_max - p_.b_min))));
+                    const bool sparse = u.store(i) == Store::sparse;
+                    if (b < u.bits(i) || (reeval && (b > u.bits(i) || sparse))) u.set_bits(i, b);
+                } else {
+                    const double p = p_.p_max * (1.0 - std::min(1.0, ri / p_.tau_l));
+                    if (u.store(i) != Store::sparse || reeval)
+                        u.prune(i, p, std::min(u.bits(i), kvs::kernels::snap_bits(p_.b_min)));
+                }
+            }
+        }
+    }
+    void observe(int64_t, int, const float* probs, int n_q, UnitCache& u) override {
+        row_.resize(size_t(u.size()));
+        reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
+        auto& s = u.scores();
+        const float a = float(p_.alpha);
+        for (int i = 0; i < u.size(); ++i)
+            s[size_t(i)] = a * row_[size_t(i)] + (1 - a) * s[size_t(i)];
+    }
+
+  private:
+    // r_i per held token: position-normalised importance over its mean, block max.
+    std::vector<float> relative(int64_t t, const UnitCache& u) const {
+        const int n = u.size();
+        std::vector<float> r(static_cast<size_t>(n));
+        double sum = 0;
+        int cnt = 0;
+        for (int i = 0; i < n; ++i) {
+            const double dist = double(t - u.pos(i));
+            r[size_t(i)] = float(u.scores()[size_t(i)] * std::pow(1.0 + dist, p_.pos_beta));
+            if (i < n - p_.recent) sum += r[size_t(i)], ++cnt;
+        }
+        const double mean = cnt > 0 ? sum / cnt : 0;
+        for (auto& x : r) x = mean > 0 ? float(x / mean) : 1.0f;
+        // Block max over held tokens of the same block.
+        int i = 0;
+        while (i < n) {
+            const int64_t b = u.pos(i) / p_.block;
+            int j = i;
+            float m = 0;
+            while (j < n && u.pos(j) / p_.block == b) m = std::max(m, r[size_t(j++)]);
+            for (int q = i; q < j; ++q) r[size_t(q)] = m;
+            i = j;
+        }
+        return r;
+    }
+    AgaccParams p_;
+    bool started_ = false;
+    std::vector<float> row_;
+};
+
+class Agacc final : public Policy {
+  public:
+    explicit Agacc(const Params& p) {
+        p_.budget = p.budget();
+        p_.alpha = p.real("alpha");
+        p_.pos_beta = p.real("pos_beta");
+        p_.tau_h = p.real("tau_h");
+        p_.tau_l = p.real("tau_l");
+        p_.tau_e = p.real("tau_e");
+        p_.p_max = p.real("p_max");
+        p_.b_min = p.integer("b_min");
+        p_.b_max = p.integer("b_max");
+        p_.block = p.integer("block");
+        p_.k = p.integer("k");
+        p_.nr = p.integer("nr");
+        p_.recent = p.integer("recent");
+        p_.gqa = p.gqa();
+        if (!(p_.tau_e <= p_.tau_l && p_.tau_l <= p_.tau_h))
+            fail("policy 'agacc': needs tau_e <= tau_l <= tau_h (got {}, {}, {})", p_.tau_e,
+                 p_.tau_l, p_.tau_h);
+        if (p_.b_min > p_.b_max)
+            fail("policy 'agacc': b_min={} is larger than b_max={}", p_.b_min, p_.b_max);
+    }
+    std::unique_ptr<LayerPolicy> make_layer(const LayerContext&) const override {
+        return std::make_unique<AgaccLayer>(p_);
+    }
+
+  private:
+    AgaccParams p_;
+};
+
+}  // namespace
+
+PolicyEntry policy_agacc() {
+    PolicyEntry e;
+    e.info.name = "agacc";
+    e.info.summary =
+        "seed 001: EMA importance, position-normalised; fp16 / fewer bits / pruned / "
+        "evicted by thresholds";
+    e.info.details =
+        "I_i <- alpha*S_i + (1-alpha)*I_i (S_i: the current query's attention, combined over the "
+        "group's heads; the seed's average over all layers and heads is replaced by per-(layer, "
+        "KV head) decisions, as every kvscope policy decides per unit). Î_i = I_i * (1 + t - "
+        "i)^pos_beta (dividing by P(x) = (1+x)^-pos_beta). Thresholds are relative: r_i = Î_i / "
+        "mean(Î) over the held tokens outside the newest `recent`, then the max over each "
+        "block of `block` positions. Every k steps: r > tau_h: fp16; tau_l < r <= tau_h: b_min + "
+        "floor((r - r_min)(b_max - b_min)/(r_max - r_min)) bits (snapped to 2/4/8/16; the "
+        "seed's mean/std quantizer is replaced by the packed min/max format); tau_e <= r <= "
+        "tau_l: b_min bits and the p_max*(1 - r/tau_l) smallest-magnitude elements of each K/V "
+        "row zeroed, stored sparse (values packed + a bitmask or 1-byte indices, whichever is "
+        "smaller) when that is smaller than dense; r < tau_e: evicted (no marker tokens are "
+        "stored: keys carry RoPE, positions need no markers). Between re-evaluations "
+        "(every nr steps) precision only goes down; a re-evaluation restores tokens whose tier "
+        "rose from an offloaded full-precision copy (counted as restores). budget= adds eviction "
+        "of the lowest r whenever the cache is over budget. Prefill mode: the prompt's queries "
+        "build I before the first update at P.";
+    e.info.params = {
+        param_budget("optional: tokens held per (layer, KV head), a count or a fraction"),
+        param_real("alpha", "0.2", 0, 1, "EMA weight of the current attention"),
+        param_real("pos_beta", "0.5", 0, 10, "position normalisation exponent"),
+        param_real("tau_h", "2", 0, 1e9, "above: fp16 (relative to the mean importance)"),
+        param_real("tau_l", "0.5", 0, 1e9, "below: b_min bits + pruning"),
+        param_real("tau_e", "0.05", 0, 1e9, "below: evicted"),
+        param_int("b_min", "2", 2, 16, "fewest bits"),
+        param_int("b_max", "8", 2, 16, "most bits of the medium tier"),
+        param_real("p_max", "0.5", 0, 1, "largest pruned share of a row"),
+        param_int("block", "16", 1, 1e6, "positions per importance block"),
+        param_int("k", "16", 1, 1e9, "apply the tiers every k steps"),
+        param_int("nr", "128", 1, 1e9, "re-evaluate (may raise precision) every nr steps"),
+        param_int("recent", "32", 0, 1e9, "newest tokens kept fp16, never evicted"),
+        param_gqa(),
+        param_group()};
+    e.info.takes_budget = true;
+    e.make = [](const Params& p) { return std::make_unique<Agacc>(p); };
+    return e;
+}
+
+}  // namespace kvs::sim

@@ -1,0 +1,104 @@
+// Pieces several policies share: eviction to a count by score, the SnapKV observation window
+// (the last `window` queries' attention, pooled along positions), per-token storage bits.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "simulator/policy.h"
+
+namespace kvs::sim::detail {
+
+constexpr float kProtected = std::numeric_limits<float>::infinity();
+
+// Evicts from `u` until it holds at most `keep` tokens: lowest key first, ties (and protected
+// tokens, key = +inf, when there are more of them than `keep`) oldest first.
+inline void evict_to(UnitCache& u, int64_t keep, const std::vector<float>& key) {
+    const int n = u.size();
+    if (keep < 0 || n <= keep) return;
+    std::vector<int> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    const int n_drop = int(n - keep);
+    std::partial_sort(order.begin(), order.begin() + n_drop, order.end(), [&](int a, int b) {
+        const float ka = key[size_t(a)], kb = key[size_t(b)];
+        if (ka != kb) return ka < kb;
+        return a < b;  // held order = token order: older first
+    });
+    std::vector<uint8_t> drop(size_t(n), 0);
+    for (int i = 0; i < n_drop; ++i) drop[size_t(order[size_t(i)])] = 1;
+    u.evict_mask(drop);
+}
+
+// key[i] = the policy score, +inf for the first `sinks` tokens of the sequence and the newest
+// `recent` held tokens.
+inline std::vector<float> protect(const UnitCache& u, const std::vector<float>& score, int sinks,
+                                  int recent) {
+    std::vector<float> key(score);
+    const int n = u.size();
+    for (int i = 0; i < n; ++i)
+        if (u.pos(i) < sinks || i >= n - recent) key[size_t(i)] = kProtected;
+    return key;
+}
+
+// Stores every fp16 token of `u` at `bits` per token (eviction policies with bits < 16
+// quantize what they keep as it is written).
+inline void store_at(UnitCache& u, int bits) {
+    if (bits >= 16) return;
+    for (int i = u.size() - 1; i >= 0 && u.store(i) == Store::fp16; --i) u.set_bits(i, bits);
+}
+
+// The attention of the last `window` queries, summed per token position (dense over [0, T)).
+class ObservationWindow {
+  public:
+    ObservationWindow(int64_t n_tokens, int window)
+        : window_(std::max(1, window)), sum_(size_t(n_tokens), 0.0) {}
+    // One query's attention (already reduced over the group's heads) over the held tokens.
+    void add(const UnitCache& u, const float* p) {
+        Row r;
+        r.pos.assign(u.positions(), u.positions() + u.size());
+        r.p.assign(p, p + u.size());
+        for (size_t i = 0; i < r.pos.size(); ++i) sum_[size_t(r.pos[i])] += r.p[i];
+        rows_.push_back(std::move(r));
+        if (int(rows_.size()) > window_) {
+            const Row& o = rows_.front();
+            for (size_t i = 0; i < o.pos.size(); ++i) sum_[size_t(o.pos[i])] -= o.p[i];
+            rows_.pop_front();
+        }
+    }
+    int queries() const { return int(rows_.size()); }
+    // SnapKV's score of each held token: the window sum max- or avg-pooled over positions
+    // [p - kernel/2, p + kernel/2] (positions not held count as 0).
+    std::vector<float> pooled(const UnitCache& u, int kernel, bool max_pool) const {
+        const int n = u.size();
+        const int64_t T = int64_t(sum_.size());
+        const int half = std::max(0, kernel / 2);
+        std::vector<float> out(static_cast<size_t>(n));
+        for (int i = 0; i < n; ++i) {
+            const int64_t p = u.pos(i);
+            double acc = 0.0;
+            int cnt = 0;
+            for (int64_t q = std::max<int64_t>(0, p - half); q <= std::min(T - 1, p + half); ++q) {
+                const double v = std::max(0.0, sum_[size_t(q)]);
+                acc = max_pool ? std::max(acc, v) : acc + v;
+                ++cnt;
+            }
+            out[size_t(i)] = float(max_pool ? acc : acc / std::max(1, cnt));
+        }
+        return out;
+    }
+
+  private:
+    struct Row {
+        std::vector<int32_t> pos;
+        std::vector<float> p;
+    };
+    int window_;
+    std::vector<double> sum_;
+    std::deque<Row> rows_;
+};
+
+}  // namespace kvs::sim::detail

@@ -1,0 +1,167 @@
+// dynamickv (Zhou et al. 2024, seed 004): task-aware per-layer budgets. At the planning step
+// each layer's tokens are scored by the attention of the last `ws` queries (pooled like SnapKV);
+// going up the layers, each keeps at most r_max * budget candidates, and every `m` layers one
+// top-k over the candidates of all layers so far (k = budget * layers so far) re-divides the
+// budget among them; a layer trimmed once cannot grow back. The final counts are each layer's
+// share; tokens are then selected inside each layer as in snapkv.
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "capture/trace_reader.h"
+#include "engine/error.h"
+#include "snap.h"
+
+namespace kvs::sim {
+
+namespace {
+
+struct DynPlan {
+    std::vector<double> scale;  // per replayed layer slot: its budget / the average budget
+    int64_t step = 0;           // the planning step
+};
+
+class DynamicKv final : public Policy {
+  public:
+    explicit DynamicKv(const Params& p)
+        : p_(detail::snap_params(p)), m_(p.integer("m")), r_max_(p.real("r_max")) {
+        p_.window = p.integer("ws");
+    }
+    std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
+        const auto* plan = static_cast<const DynPlan*>(c.plan);
+        const double s = plan ? plan->scale[size_t(c.slot)] : 1.0;
+        return std::make_unique<detail::SnapLayer>(p_, c.n_tokens, c.n_kv, s);
+    }
+    std::shared_ptr<const void> plan(const PlanContext& c) const override {
+        auto out = std::make_shared<DynPlan>();
+        const size_t L = c.layers.size();
+        out->scale.assign(L, 1.0);
+        // The step at which the cache is first cut: P in prefill mode; in stream mode the first
+        // step where the tokens so far exceed the budget.
+        int64_t t0 = c.prefill_len;
+        if (c.mode == Mode::stream) {
+            t0 = 1;
+            while (t0 < c.n_tokens && p_.budget.tokens(t0 + 1) >= t0 + 1) ++t0;
+        }
+        if (t0 >= c.n_tokens) return out;  // never over budget: uniform
+        out->step = t0;
+        const int64_t per = p_.budget.tokens(t0 + 1);
+        const int ws = int(std::min<int64_t>(p_.window, t0));
+        // Per layer: pooled window scores of each KV head over keys [0, t0), window tokens
+        // (always kept) excluded; the candidates are (score) values of all heads.
+        std::vector<std::vector<float>> cand(L);
+        const int64_t bs = std::max<int64_t>(0, per - ws) * c.n_kv;  // layer budget beyond window
+        const int64_t cap = int64_t(std::floor(r_max_ * double(bs)));
+        std::vector<int64_t> budget(L, 0);
+        const int d = c.d;
+        for (size_t s = 0; s < L; ++s) {
+            const int layer = c.layers[s];
+            std::vector<float> layer_scores;
+            for (int g = 0; g < c.n_kv; ++g) {
+                std::vector<double> sum(size_t(t0), 0.0);
+                const std::vector<float> k = c.reader->read(capture::Field::K, layer, g, 0, t0);
+                int nq = 0;
+                for (int h = 0; h < c.n_head; ++h) {
+                    if (c.kv_of_q[size_t(h)] != g) continue;
+                    ++nq;
+                    const std::vector<float> q =
+                        c.reader->read(capture::Field::Q, layer, h, t0 - ws, t0);
+                    const std::vector<float> lse = c.reader->read_lse(layer, h, t0 - ws, t0);
+                    for (int i = 0; i < ws; ++i) {
+                        const int64_t qt = t0 - ws + i;
+                        for (int64_t j = 0; j <= qt; ++j) {
+                            float acc = 0;
+                            for (int e = 0; e < d; ++e)
+                                acc += q[size_t(i) * size_t(d) + size_t(e)] *
+                                       k[size_t(j) * size_t(d) + size_t(e)];
+                            sum[size_t(j)] +=
+                                std::exp(double(acc) * c.attn_scale - double(lse[size_t(i)]));
+                        }
+                    }
+                }
+                // Pool (max or avg over `kernel` positions), mean over the group's heads.
+                const int half = p_.kernel / 2;
+                for (int64_t j = 0; j < t0 - ws; ++j) {
+                    double acc = 0;
+                    int cnt = 0;
+                    for (int64_t q = std::max<int64_t>(0, j - half);
+                         q <= std::min<int64_t>(t0 - 1, j + half); ++q) {
+                        acc = p_.max_pool ? std::max(acc, sum[size_t(q)]) : acc + sum[size_t(q)];
+                        ++cnt;
+                    }
+                    if (!p_.max_pool) acc /= cnt;
+                    layer_scores.push_back(float(acc / std::max(1, nq)));
+                }
+            }
+            std::sort(layer_scores.begin(), layer_scores.end(), std::greater<float>());
+            if (int64_t(layer_scores.size()) > cap) layer_scores.resize(size_t(cap));
+            cand[s] = std::move(layer_scores);
+            budget[s] = int64_t(cand[s].size());
+            // Every m layers (and at the last): re-divide budget * layers-so-far among them.
+            if ((s + 1) % size_t(m_) == 0 || s + 1 == L) {
+                struct C {
+                    float v;
+                    size_t layer;
+                };
+                std::vector<C> all;
+                for (size_t j = 0; j <= s; ++j)
+                    for (float v : cand[j]) all.push_back({v, j});
+                const int64_t k = std::min<int64_t>(int64_t(all.size()), bs * int64_t(s + 1));
+                std::stable_sort(all.begin(), all.end(), [](const C& a, const C& b) {
+                    return a.v != b.v ? a.v > b.v : a.layer < b.layer;
+                });
+                std::vector<int64_t> cnt(s + 1, 0);
+                for (int64_t r = 0; r < k; ++r) ++cnt[all[size_t(r)].layer];
+                for (size_t j = 0; j <= s; ++j) {
+                    cand[j].resize(size_t(std::min<int64_t>(int64_t(cand[j].size()), cnt[j])));
+                    budget[j] = int64_t(cand[j].size());
+                }
+            }
+        }
+        // The unit budget of layer s: its share of the non-window budget plus the window.
+        for (size_t s = 0; s < L; ++s) {
+            const double unit = double(budget[s]) / double(c.n_kv) + double(ws);
+            out->scale[s] = per > 0 ? unit / double(per) : 1.0;
+        }
+        return out;
+    }
+
+  private:
+    detail::SnapParams p_;
+    int m_;
+    double r_max_;
+};
+
+}  // namespace
+
+PolicyEntry policy_dynamickv() {
+    PolicyEntry e;
+    e.info.name = "dynamickv";
+    e.info.summary = "DynamicKV: task-aware per-layer budgets from the last `ws` queries";
+    e.info.details =
+        "Plan (once, before the replay): at the planning step (P in prefill mode; in stream "
+        "mode the first step where the cache exceeds the budget) every layer scores its tokens "
+        "with the attention of the last `ws` queries (full attention, nothing evicted yet), "
+        "pooled over `kernel` positions, averaged over the query heads of each KV head. Going up "
+        "the layers each keeps at most r_max * (budget - ws) * n_kv candidates; every `m` layers "
+        "one top-k over the candidates of all layers so far (k = (budget - ws) * n_kv * layers so "
+        "far) re-divides the budget, trimming layers that lost; a trimmed layer cannot grow back. "
+        "A layer's final count (plus the window) over the average budget is its share; tokens "
+        "are then selected per KV head as in snapkv (window ws, re-selected every `every` steps "
+        "with the shares kept). With a fractional budget in stream mode the planning step comes "
+        "very early and the shares are weak; prefer prefill mode there.";
+    e.info.params = detail::snap_param_defs();
+    // DynamicKV names its observation window ws.
+    e.info.params.erase(e.info.params.begin() + 1);
+    e.info.params.insert(e.info.params.begin() + 1, param_int("ws", "32", 1, 1e6,
+                                                              "window: last queries scored, newest "
+                                                              "tokens always kept"));
+    e.info.params.push_back(param_int("m", "4", 1, 1e6, "re-divide budgets every m layers"));
+    e.info.params.push_back(
+        param_real("r_max", "2", 1, 1e6, "a layer keeps at most r_max x the average budget"));
+    e.info.needs_budget = e.info.takes_budget = true;
+    e.make = [](const Params& p) { return std::make_unique<DynamicKv>(p); };
+    return e;
+}
+
+}  // namespace kvs::sim

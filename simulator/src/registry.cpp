@@ -1,0 +1,27 @@
+// The policy registry: one line per policy file in policies/. To add a policy, write
+// policies/<name>.cpp defining `PolicyEntry policy_<name>()` and list it here.
+#include "simulator/policy.h"
+
+namespace kvs::sim {
+
+PolicyEntry policy_full();
+PolicyEntry policy_window();
+PolicyEntry policy_h2o();
+PolicyEntry policy_tova();
+PolicyEntry policy_snapkv();
+PolicyEntry policy_pyramidkv();
+PolicyEntry policy_adakv();
+PolicyEntry policy_dynamickv();
+PolicyEntry policy_quant();
+PolicyEntry policy_agd();
+PolicyEntry policy_agacc();
+
+const std::vector<PolicyEntry>& policy_registry() {
+    static const std::vector<PolicyEntry> all = {
+        policy_full(),   policy_window(),    policy_h2o(),   policy_tova(),
+        policy_snapkv(), policy_pyramidkv(), policy_adakv(), policy_dynamickv(),
+        policy_quant(),  policy_agd(),       policy_agacc()};
+    return all;
+}
+
+}  // namespace kvs::sim

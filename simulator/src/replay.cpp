@@ -1,0 +1,540 @@
+#include "simulator/replay.h"
+
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <immintrin.h>
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "capture/half.h"
+#include "capture/trace_reader.h"
+#include "engine/error.h"
+#include "engine/progress.h"
+
+namespace kvs::sim {
+
+namespace {
+
+using capture::Field;
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// s[i * n + j] = dot(q_i, k_j) for the nq query rows q [nq, d] and key rows k [n, d]: one
+// pass over the keys serves every query head of the group (the keys are the large operand).
+void scores(const float* q, int nq, const float* k, int n, int d, float* s) {
+#if defined(__AVX2__) && defined(__FMA__)
+    if (d % 8 == 0 && nq <= 8) {
+        for (int j = 0; j < n; ++j) {
+            const float* kr = k + size_t(j) * size_t(d);
+            __m256 acc[8];
+            for (int i = 0; i < nq; ++i) acc[i] = _mm256_setzero_ps();
+            for (int c = 0; c < d; c += 8) {
+                const __m256 kv = _mm256_loadu_ps(kr + c);
+                for (int i = 0; i < nq; ++i)
+                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + size_t(i) * size_t(d) + size_t(c)),
+                                             kv, acc[i]);
+            }
+            for (int i = 0; i < nq; ++i) {
+                __m128 h =
+                    _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_add_ss(h, _mm_movehdup_ps(h));
+                s[size_t(i) * size_t(n) + size_t(j)] = _mm_cvtss_f32(h);
+            }
+        }
+        return;
+    }
+#endif
+    for (int i = 0; i < nq; ++i)
+        for (int j = 0; j < n; ++j) {
+            float acc = 0;
+            for (int c = 0; c < d; ++c)
+                acc += q[size_t(i) * size_t(d) + size_t(c)] * k[size_t(j) * size_t(d) + size_t(c)];
+            s[size_t(i) * size_t(n) + size_t(j)] = acc;
+        }
+}
+
+// o[i] = sum_j p[i * n + j] v_j for nq rows.
+void weighted_sum(const float* p, int nq, const float* v, int n, int d, float* o) {
+#if defined(__AVX2__) && defined(__FMA__)
+    if (d % 8 == 0 && d <= 128) {
+        // The output row stays in registers while the values stream past.
+        for (int i = 0; i < nq; ++i) {
+            const float* pr = p + size_t(i) * size_t(n);
+            __m256 acc[16];
+            const int nb = d / 8;
+            for (int b = 0; b < nb; ++b) acc[b] = _mm256_setzero_ps();
+            for (int j = 0; j < n; ++j) {
+                const __m256 w = _mm256_set1_ps(pr[j]);
+                const float* vr = v + size_t(j) * size_t(d);
+                for (int b = 0; b < nb; ++b)
+                    acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8 * b), acc[b]);
+            }
+            for (int b = 0; b < nb; ++b)
+                _mm256_storeu_ps(o + size_t(i) * size_t(d) + 8 * size_t(b), acc[b]);
+        }
+        return;
+    }
+#endif
+    std::fill(o, o + size_t(nq) * size_t(d), 0.0f);
+    for (int j = 0; j < n; ++j) {
+        const float* vr = v + size_t(j) * size_t(d);
+        for (int i = 0; i < nq; ++i) {
+            const float w = p[size_t(i) * size_t(n) + size_t(j)];
+            float* orow = o + size_t(i) * size_t(d);
+            for (int c = 0; c < d; ++c) orow[c] += w * vr[c];
+        }
+    }
+}
+
+struct LayerData {
+    int layer = 0, slot = 0;
+    std::vector<float> q, k, v, o;  // [H or Hkv, T, d]
+    std::vector<float> lse;         // [H, T]
+};
+
+LayerData load_layer(const capture::TraceReader& r, int layer, int slot, int64_t T) {
+    LayerData ld;
+    ld.layer = layer;
+    ld.slot = slot;
+    ld.q = r.read_heads(Field::Q, layer, 0, T);
+    ld.k = r.read_heads(Field::K, layer, 0, T);
+    ld.v = r.read_heads(Field::V, layer, 0, T);
+    ld.o = r.read_heads(Field::O, layer, 0, T);
+    const int H = r.info().n_head;
+    ld.lse.resize(size_t(H) * size_t(T));
+    for (int h = 0; h < H; ++h) {
+        std::vector<float> l = r.read_lse(layer, h, 0, T);
+        std::copy(l.begin(), l.end(), ld.lse.begin() + ptrdiff_t(size_t(h) * size_t(T)));
+    }
+    return ld;
+}
+
+std::string params_json(const PolicySpec& s) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();
+    for (const auto& p : s.entry->info.params) {
+        const std::string& v = s.params.values.at(p.name);
+        if (v.empty()) continue;
+        if (p.kind == ParamKind::integer)
+            j[p.name] = std::stoll(v);
+        else if (p.kind == ParamKind::real)
+            j[p.name] = std::stod(v);
+        else if (p.kind == ParamKind::budget && v.find_first_of(".eE") != std::string::npos)
+            j[p.name] = std::stod(v);
+        else if (p.kind == ParamKind::budget)
+            j[p.name] = std::stoll(v);
+        else
+            j[p.name] = v;
+    }
+    return j.dump();
+}
+
+struct Shared {
+    int64_t T = 0, first_eval = 0, first_update = 0;
+    int H = 0, Hkv = 0, d = 0, L = 0, n_layer = 0;
+    float scale = 0;
+    bool f16 = true;
+    std::vector<std::vector<int>> q_of_kv;  // query heads of each KV head
+    std::vector<int> ckpt_of_step;          // [T] checkpoint index or -1
+    Mode mode = Mode::stream;
+};
+
+struct RunState {
+    const PolicySpec* spec = nullptr;
+    std::unique_ptr<Policy> policy;
+    std::shared_ptr<const void> plan;
+    RunResult res;
+    int group = 32;
+    double item_seconds = 0;
+};
+
+float nan_f16_bits() {
+    return std::numeric_limits<float>::quiet_NaN();
+}
+
+// One (run, layer): the whole step loop.
+void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
+                  const std::atomic<bool>* cancel) {
+    const int64_t T = sh.T;
+    const int d = sh.d, Hkv = sh.Hkv, L = sh.L;
+    LayerContext lc;
+    lc.layer = ld.layer;
+    lc.slot = ld.slot;
+    lc.n_layer = sh.n_layer;
+    lc.n_replayed = L;
+    lc.n_head = sh.H;
+    lc.n_kv = Hkv;
+    lc.d = d;
+    lc.n_tokens = T;
+    lc.prefill_len = sh.mode == Mode::prefill ? sh.first_eval : 0;
+    lc.mode = sh.mode;
+    lc.attn_scale = sh.scale;
+    lc.plan = rs.plan.get();
+    std::unique_ptr<LayerPolicy> lp = rs.policy->make_layer(lc);
+    const bool observes = lp->observes();
+
+    std::vector<UnitCache> units;
+    units.reserve(size_t(Hkv));
+    for (int g = 0; g < Hkv; ++g)
+        units.emplace_back(ld.k.data() + size_t(g) * size_t(T) * size_t(d),
+                           ld.v.data() + size_t(g) * size_t(T) * size_t(d), T, d, rs.group);
+
+    RunResult& R = rs.res;
+    const size_t slot = size_t(ld.slot);
+    int nq_max = 0;
+    for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
+    RowMat Q(nq_max, d), S, S2, O;
+    std::vector<float> lse_c(static_cast<size_t>(nq_max));
+
+    for (int64_t t = 0; t < T; ++t) {
+        if (cancel && (t & 63) == 0 && cancel->load(std::memory_order_relaxed))
+            fail("replay cancelled");
+        for (auto& u : units) u.append(int32_t(t));
+        if (t >= sh.first_update) lp->update(t, units);
+        const bool eval = t >= sh.first_eval;
+        const int64_t s = t - sh.first_eval;
+        const int ck = sh.ckpt_of_step[size_t(t)];
+        for (int g = 0; g < Hkv; ++g) {
+            UnitCache& u = units[size_t(g)];
+            const size_t unit = slot * size_t(Hkv) + size_t(g);
+            for (int32_t p : u.evicted_log())
+                R.evicted_at[unit * size_t(T) + size_t(p)] = int32_t(t);
+            u.evicted_log().clear();
+            const int64_t bt = lp->budget_tokens(t, g);
+            if (t >= sh.first_update && bt >= 0 && u.size() > bt)
+                fail(
+                    "internal error: policy '{}' holds {} tokens with a budget of {} (layer {}, "
+                    "KV head {}, step {})",
+                    R.policy, u.size(), bt, ld.layer, g, t);
+            if (!eval && !observes) continue;
+            const int n = u.size();
+            const auto& heads = sh.q_of_kv[size_t(g)];
+            const int nq = int(heads.size());
+            for (int i = 0; i < nq; ++i) {
+                const float* qr =
+                    ld.q.data() + (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d);
+                std::copy_n(qr, d, Q.row(i).data());
+            }
+            S.resize(nq, n);
+            scores(Q.data(), nq, u.k_rows(), n, d, S.data());
+            S *= sh.scale;
+            for (int i = 0; i < nq; ++i) {
+                float* row = S.row(i).data();
+                float m = -std::numeric_limits<float>::infinity();
+                for (int j = 0; j < n; ++j) m = std::max(m, row[j]);
+                double z = 0;
+                for (int j = 0; j < n; ++j) {
+                    row[j] = std::exp(row[j] - m);
+                    z += row[j];
+                }
+                const float inv = float(1.0 / z);
+                for (int j = 0; j < n; ++j) row[j] *= inv;
+                lse_c[size_t(i)] = m + float(std::log(z));
+            }
+            if (eval) {
+                O.resize(nq, d);
+                weighted_sum(S.data(), nq, u.v_rows(), n, d, O.data());
+                const bool exact_keys = u.all_fp16() && sh.f16;
+                if (!exact_keys) {
+                    // Recall with the original keys: the full-attention probability mass.
+                    S2.resize(nq, n);
+                    scores(Q.data(), nq, u.k_orig_rows(), n, d, S2.data());
+                }
+                double rec = 0, err = 0, cs = 0;
+                for (int i = 0; i < nq; ++i) {
+                    const int h = heads[size_t(i)];
+                    const float lse_full = ld.lse[size_t(h) * size_t(T) + size_t(t)];
+                    double lse_o = lse_c[size_t(i)];
+                    if (!exact_keys) {
+                        const float* row = S2.row(i).data();
+                        float m = -std::numeric_limits<float>::infinity();
+                        for (int j = 0; j < n; ++j) m = std::max(m, row[j] * sh.scale);
+                        double z = 0;
+                        for (int j = 0; j < n; ++j) z += std::exp(double(row[j] * sh.scale - m));
+                        lse_o = m + std::log(z);
+                    }
+                    rec += std::exp(lse_o - double(lse_full));
+                    const float* of = ld.o.data() + (size_t(h) * size_t(T) + size_t(t)) * size_t(d);
+                    const float* oc = O.row(i).data();
+                    double dd = 0, nf = 0, nc = 0, dot = 0;
+                    for (int c = 0; c < d; ++c) {
+                        const double a = oc[c], b = of[c];
+                        dd += (a - b) * (a - b);
+                        nf += b * b;
+                        nc += a * a;
+                        dot += a * b;
+                    }
+                    err += nf > 0 ? std::sqrt(dd / nf) : std::sqrt(dd);
+                    cs += (nf > 0 && nc > 0) ? dot / std::sqrt(nf * nc) : (nf == nc ? 1.0 : 0.0);
+                }
+                const size_t idx = (size_t(s) * size_t(L) + slot) * size_t(Hkv) + size_t(g);
+                R.recall[idx] = float(rec / nq);
+                R.err[idx] = float(err / nq);
+                R.cos[idx] = float(cs / nq);
+                R.held[idx] = n;
+                R.budget_tokens[idx] = int32_t(bt);
+                R.bytes[idx] = u.bytes();
+            }
+            if (ck >= 0) {
+                const size_t base = (size_t(ck) * size_t(L) * size_t(Hkv) + unit) * size_t(T);
+                const auto& sc = u.scores();
+                for (int j = 0; j < n; ++j) {
+                    const size_t p = size_t(u.pos(j));
+                    R.ckpt_bits[base + p] = uint8_t(u.bits(j));
+                    float v = sc[size_t(j)];
+                    if (!observes) v = nan_f16_bits();
+                    capture::f32_to_f16(&v, &R.ckpt_score[base + p], 1);
+                }
+            }
+            if (observes) lp->observe(t, g, S.data(), nq, u);
+        }
+    }
+    int64_t restores = 0;
+    for (auto& u : units) restores += u.restores();
+#pragma omp atomic
+    R.summary.restores += restores;
+}
+
+double mean_of(const std::vector<float>& v) {
+    double s = 0;
+    for (float x : v) s += x;
+    return v.empty() ? 0 : s / double(v.size());
+}
+double quantile(std::vector<float> v, double q) {
+    if (v.empty()) return 0;
+    const size_t k = std::min(v.size() - 1, size_t(std::floor(q * double(v.size() - 1) + 0.5)));
+    std::nth_element(v.begin(), v.begin() + ptrdiff_t(k), v.end());
+    return v[k];
+}
+
+}  // namespace
+
+Summary summarize(const RunResult& r) {
+    Summary s;
+    s.restores = r.summary.restores;
+    s.recall_mean = mean_of(r.recall);
+    s.recall_p5 = quantile(r.recall, 0.05);
+    s.err_mean = mean_of(r.err);
+    s.err_p95 = quantile(r.err, 0.95);
+    s.cos_mean = mean_of(r.cos);
+    s.cos_p5 = quantile(r.cos, 0.05);
+    double held = 0;
+    for (int32_t h : r.held) held += h;
+    s.held_mean = r.held.empty() ? 0 : held / double(r.held.size());
+    const size_t S = r.n_steps(), U = r.n_units();
+    double bsum = 0, fsum = 0;
+    for (size_t i = 0; i < S; ++i) {
+        double b = 0;
+        for (size_t u = 0; u < U; ++u) b += double(r.bytes[i * U + u]);
+        const double f = double(r.full_bytes[i]) * double(U);
+        bsum += b;
+        fsum += f;
+        if (b > s.bytes_peak) {
+            s.bytes_peak = b;
+            s.full_bytes_at_peak = f;
+        }
+    }
+    if (S > 0) {
+        s.bytes_mean = bsum / double(S);
+        s.full_bytes_mean = fsum / double(S);
+    }
+    s.ratio_mean = s.bytes_mean > 0 ? s.full_bytes_mean / s.bytes_mean : 0;
+    s.ratio_at_peak = s.bytes_peak > 0 ? s.full_bytes_at_peak / s.bytes_peak : 0;
+    return s;
+}
+
+std::vector<RunResult> replay_trace(const std::string& trace_path,
+                                    const std::vector<PolicySpec>& specs,
+                                    const ReplayOptions& opt) {
+    if (specs.empty()) fail("no policy given");
+    capture::TraceReader reader(trace_path);
+    const capture::TraceInfo& ti = reader.info();
+    const int64_t T = ti.n_tokens;
+    if (T < 2) fail("trace '{}' holds {} token(s): nothing to replay", trace_path, T);
+    if (!ti.complete && !opt.quiet)
+        fmt::print(stderr,
+                   "warning: trace '{}' is incomplete (the capture was interrupted): replaying "
+                   "the {} tokens it holds\n",
+                   trace_path, T);
+
+    Shared sh;
+    sh.T = T;
+    sh.H = ti.n_head;
+    sh.Hkv = ti.n_head_kv;
+    sh.d = ti.head_dim;
+    sh.n_layer = ti.n_layer;
+    sh.scale = float(ti.attn_scale);
+    sh.f16 = ti.dtype == capture::StorageDtype::F16;
+    sh.mode = opt.mode;
+    sh.q_of_kv.assign(size_t(sh.Hkv), {});
+    for (int h = 0; h < sh.H; ++h) {
+        const int g = ti.kv_head_of_q_head[size_t(h)];
+        if (g < 0 || g >= sh.Hkv) fail("trace '{}': kv_head_of_q_head[{}] = {}", trace_path, h, g);
+        sh.q_of_kv[size_t(g)].push_back(h);
+    }
+    std::vector<int> layers = opt.layers.empty() ? ti.layers : opt.layers;
+    for (int l : layers)
+        if (!reader.has_layer(l))
+            fail("trace '{}' has no layer {} (captured: {} layers)", trace_path, l,
+                 ti.layers.size());
+    sh.L = int(layers.size());
+
+    int64_t P = 0;
+    if (opt.mode == Mode::prefill) {
+        if (opt.prefill_len >= 0) {
+            P = opt.prefill_len;
+            if (P < 1 || P >= T)
+                fail("--prefill-len {} must be in [1, {}] for trace '{}' ({} tokens)", P, T - 1,
+                     trace_path, T);
+        } else {
+            P = ti.prompt_len < T ? ti.prompt_len : (3 * T) / 4;
+            if (P < 1 || P >= T) P = std::max<int64_t>(1, (3 * T) / 4);
+        }
+    }
+    sh.first_eval = P;
+    sh.first_update = P;
+    const int64_t S = T - P;
+
+    // Checkpoints: evenly spaced over the evaluated steps, the last one included.
+    const int64_t C = std::min<int64_t>(std::max(0, opt.checkpoints), S);
+    std::vector<int32_t> ckpt_steps;
+    sh.ckpt_of_step.assign(size_t(T), -1);
+    for (int64_t i = 0; i < C; ++i) {
+        const int64_t st = C == 1 ? S - 1 : (i * (S - 1) + (C - 1) / 2) / (C - 1);
+        const int64_t t = P + st;
+        if (!ckpt_steps.empty() && ckpt_steps.back() == t) continue;
+        sh.ckpt_of_step[size_t(t)] = int(ckpt_steps.size());
+        ckpt_steps.push_back(int32_t(t));
+    }
+
+    const size_t U = size_t(sh.L) * size_t(sh.Hkv);
+    std::vector<RunState> runs(specs.size());
+    PlanContext pc;
+    pc.reader = &reader;
+    pc.layers = layers;
+    pc.n_layer = ti.n_layer;
+    pc.n_head = sh.H;
+    pc.n_kv = sh.Hkv;
+    pc.d = sh.d;
+    pc.kv_of_q = ti.kv_head_of_q_head;
+    pc.n_tokens = T;
+    pc.prefill_len = P;
+    pc.mode = opt.mode;
+    pc.attn_scale = sh.scale;
+    const auto t_start = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < specs.size(); ++i) {
+        RunState& rs = runs[i];
+        rs.spec = &specs[i];
+        rs.policy = specs[i].entry->make(specs[i].params);
+        auto git = specs[i].params.values.find("group");
+        if (git != specs[i].params.values.end()) rs.group = std::stoi(git->second);
+        rs.plan = rs.policy->plan(pc);
+        RunResult& r = rs.res;
+        r.policy = specs[i].entry->info.name;
+        r.spec = specs[i].canonical;
+        r.params_json = params_json(specs[i]);
+        auto bit = specs[i].params.values.find("budget");
+        r.budget = bit != specs[i].params.values.end() ? bit->second : "";
+        r.mode = opt.mode;
+        r.prefill_len = P;
+        r.trace_path = trace_path;
+        r.trace_model = ti.model_name;
+        r.trace_task = ti.task.kind;
+        r.trace_complete = ti.complete;
+        r.n_tokens = T;
+        r.n_head = sh.H;
+        r.n_kv = sh.Hkv;
+        r.d = sh.d;
+        r.layers.assign(layers.begin(), layers.end());
+        for (int64_t s = 0; s < S; ++s) r.steps.push_back(int32_t(P + s));
+        const size_t n = size_t(S) * U;
+        r.recall.assign(n, 0);
+        r.err.assign(n, 0);
+        r.cos.assign(n, 0);
+        r.held.assign(n, 0);
+        r.budget_tokens.assign(n, -1);
+        r.bytes.assign(n, 0);
+        for (int64_t s = 0; s < S; ++s) r.full_bytes.push_back((P + s + 1) * 2 * int64_t(sh.d) * 2);
+        r.evicted_at.assign(U * size_t(T), -1);
+        r.ckpt_steps = ckpt_steps;
+        r.ckpt_bits.assign(ckpt_steps.size() * U * size_t(T), 0);
+        uint16_t nan16;
+        const float nanf = std::numeric_limits<float>::quiet_NaN();
+        capture::f32_to_f16(&nanf, &nan16, 1);
+        r.ckpt_score.assign(ckpt_steps.size() * U * size_t(T), nan16);
+    }
+
+    const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
+    const int batch = std::max(1, threads);
+    const int64_t total = int64_t(runs.size()) * sh.L;
+    int64_t done = 0;
+    Progress bar("replay", total, opt.quiet, "layer");
+    std::mutex err_mu;
+    std::string first_error;
+
+    std::atomic<int64_t> read_ns{0};
+    auto load_batch = [&](int b0) {
+        const auto r0 = std::chrono::steady_clock::now();
+        std::vector<LayerData> v;
+        for (int s = b0; s < std::min(sh.L, b0 + batch); ++s)
+            v.push_back(load_layer(reader, layers[size_t(s)], s, T));
+        read_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now() - r0)
+                       .count();
+        return v;
+    };
+    std::vector<LayerData> cur = load_batch(0);
+    for (int b0 = 0; b0 < sh.L; b0 += batch) {
+        std::future<std::vector<LayerData>> next;
+        if (b0 + batch < sh.L) next = std::async(std::launch::async, load_batch, b0 + batch);
+        const int n_items = int(runs.size() * cur.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int it = 0; it < n_items; ++it) {
+            RunState& rs = runs[size_t(it) / cur.size()];
+            const LayerData& ld = cur[size_t(it) % cur.size()];
+            const auto t0 = std::chrono::steady_clock::now();
+            try {
+                replay_layer(sh, rs, ld, opt.cancel);
+            } catch (const std::exception& e) {
+                std::lock_guard<std::mutex> lk(err_mu);
+                if (first_error.empty()) first_error = e.what();
+            }
+            const double sec =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+#pragma omp critical(kvs_replay_progress)
+            {
+                rs.item_seconds += sec;
+                ++done;
+                bar.update(done);
+                if (opt.on_progress) opt.on_progress(done, total);
+            }
+        }
+        std::vector<LayerData> nxt;
+        if (next.valid()) nxt = next.get();  // a read error propagates from here
+        if (!first_error.empty()) throw Error(first_error);
+        cur = std::move(nxt);
+    }
+    bar.finish(fmt::format("trace read {:.2f} s (overlapped)", double(read_ns.load()) * 1e-9));
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    double item_total = 0;
+    for (auto& rs : runs) item_total += rs.item_seconds;
+    std::vector<RunResult> out;
+    for (auto& rs : runs) {
+        // Each run's share of the wall time, in proportion to the compute it needed.
+        rs.res.seconds = item_total > 0 ? wall * rs.item_seconds / item_total : 0;
+        const int64_t restores = rs.res.summary.restores;
+        rs.res.summary = summarize(rs.res);
+        rs.res.summary.restores = restores;
+        out.push_back(std::move(rs.res));
+    }
+    return out;
+}
+
+}  // namespace kvs::sim
