@@ -20,10 +20,11 @@ namespace {
 
 using sim::PolicySpec;
 
-std::vector<PolicySpec> parse_specs(const std::vector<std::string>& texts, bool quiet) {
+std::vector<PolicySpec> parse_specs(const std::vector<std::string>& texts, bool quiet,
+                                    bool require_budget = true) {
     std::vector<PolicySpec> out;
     for (const auto& t : texts) {
-        out.push_back(sim::parse_spec(t));
+        out.push_back(sim::parse_spec(t, require_budget));
         for (const char* key : {"bits", "b_min", "b_max"}) {
             auto it = out.back().params.values.find(key);
             if (it == out.back().params.values.end()) continue;
@@ -172,7 +173,7 @@ void run_sweep(SweepArgs& a) {
     }
     // The base specs: a spec without budget= crosses with --budgets (when its policy takes one);
     // a spec with one, or a policy without budgets, runs once.
-    const std::vector<PolicySpec> base = parse_specs(a.c.policies, a.c.quiet);
+    const std::vector<PolicySpec> base = parse_specs(a.c.policies, a.c.quiet, false);
     std::vector<PolicySpec> specs;
     for (const auto& s : base) {
         const bool has_size = !s.params.values.count("budget") ||

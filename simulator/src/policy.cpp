@@ -162,7 +162,7 @@ std::string canonical_of(const PolicyInfo& info, const Params& ps) {
 
 }  // namespace
 
-PolicySpec parse_spec(const std::string& text) {
+PolicySpec parse_spec(const std::string& text, bool require_budget) {
     PolicySpec out;
     out.given = text;
     const size_t colon = text.find(':');
@@ -206,7 +206,7 @@ PolicySpec parse_spec(const std::string& text) {
         auto it = given.find(p.name);
         out.params.values[p.name] = it != given.end() ? it->second : p.def;
     }
-    if (info.needs_budget && out.params.values["budget"].empty())
+    if (require_budget && info.needs_budget && out.params.values["budget"].empty())
         fail("policy '{}' needs a budget (e.g. {}:budget=256 or budget=0.2)", name, name);
     out.canonical = canonical_of(info, out.params);
     return out;

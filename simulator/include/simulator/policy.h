@@ -157,7 +157,8 @@ struct PolicySpec {
 };
 // Throws kvs::Error with one line naming the cause (unknown policy: lists the valid ones;
 // unknown parameter: lists the policy's; a bad value: says the range).
-PolicySpec parse_spec(const std::string& text);
+// require_budget = false: a policy that needs a budget may come without one (a sweep adds it).
+PolicySpec parse_spec(const std::string& text, bool require_budget = true);
 // The same spec with budget= replaced.
 PolicySpec with_budget(const PolicySpec& s, const std::string& budget);
 

@@ -46,7 +46,7 @@ class DynamicKv final : public Policy {
         if (t0 >= c.n_tokens) return out;  // never over budget: uniform
         out->step = t0;
         const int64_t per = p_.budget.tokens(t0 + 1);
-        const int ws = int(std::min<int64_t>(p_.window, t0));
+        const int ws = int(std::min<int64_t>({int64_t(p_.window), t0, per}));
         // Per layer: pooled window scores of each KV head over keys [0, t0), window tokens
         // (always kept) excluded; the candidates are (score) values of all heads.
         std::vector<std::vector<float>> cand(L);

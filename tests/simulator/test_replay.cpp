@@ -1,0 +1,326 @@
+// Replay simulator: metrics against hand-made traces, budgets, quantization bytes and error,
+// determinism, spec parsing and results files.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "attn_trace.h"
+#include "engine/error.h"
+#include "simulator/policy.h"
+#include "simulator/replay.h"
+#include "simulator/results_io.h"
+#include "simulator/unit_cache.h"
+
+using namespace kvs;
+using namespace kvs::sim;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string tmp(const std::string& name) {
+    const fs::path dir = fs::temp_directory_path() / ("kvs_sim_test_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    return (dir / name).string();
+}
+
+// One trace per option set, written once per process.
+std::string trace(const test::AttnTraceOptions& o, const std::string& name) {
+    const std::string p = tmp(name);
+    if (!fs::exists(p)) test::write_attn_trace(p, o);
+    return p;
+}
+
+std::string plain_trace() {
+    return trace(test::AttnTraceOptions{}, "plain.h5");
+}
+
+RunResult run1(const std::string& path, const std::string& spec, Mode mode = Mode::stream,
+               int threads = 1) {
+    ReplayOptions o;
+    o.mode = mode;
+    o.threads = threads;
+    o.quiet = true;
+    o.checkpoints = 8;
+    auto r = replay_trace(path, {parse_spec(spec)}, o);
+    REQUIRE(r.size() == 1);
+    return std::move(r[0]);
+}
+
+double max_of(const std::vector<float>& v) {
+    double m = 0;
+    for (float x : v) m = std::max(m, double(x));
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("full: recall 1 and output error at fp16 rounding", "[cpu]") {
+    const RunResult r = run1(plain_trace(), "full");
+    REQUIRE(r.n_steps() == 160);
+    for (float x : r.recall) REQUIRE(std::fabs(x - 1.0f) < 1e-5f);
+    // K and V are stored at fp16: the error is fp16 rounding (2^-11 relative), not zero.
+    CHECK(max_of(r.err) < 2e-3);
+    CHECK(r.summary.err_mean > 1e-6);
+    CHECK(r.summary.cos_p5 > 0.99999);
+    CHECK(r.summary.ratio_mean == Approx(1.0));
+    // Held = every token so far; bytes = fp16 K+V of those.
+    for (size_t s = 0; s < r.n_steps(); ++s)
+        for (size_t u = 0; u < r.n_units(); ++u) {
+            REQUIRE(r.held[s * r.n_units() + u] == r.steps[s] + 1);
+            REQUIRE(r.bytes[s * r.n_units() + u] == int64_t(r.steps[s] + 1) * 2 * 16 * 2);
+        }
+}
+
+TEST_CASE("full on an f16 trace: recall within the fp16 rounding of q and k", "[cpu]") {
+    test::AttnTraceOptions o;
+    o.dtype = capture::StorageDtype::F16;
+    const RunResult r = run1(trace(o, "f16.h5"), "full");
+    for (float x : r.recall) REQUIRE(std::fabs(x - 1.0f) < 2e-3f);
+    CHECK(r.summary.err_p95 < 3e-3);
+}
+
+TEST_CASE("window with a budget >= T equals full", "[cpu]") {
+    const RunResult f = run1(plain_trace(), "full");
+    const RunResult w = run1(plain_trace(), "window:budget=1000");
+    CHECK(w.recall == f.recall);
+    CHECK(w.err == f.err);
+    CHECK(w.held == f.held);
+    CHECK(w.bytes == f.bytes);
+    // A smaller window is different: the test can fail.
+    const RunResult w2 = run1(plain_trace(), "window:budget=40");
+    CHECK(w2.summary.recall_mean < 0.99);
+}
+
+TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu]") {
+    const std::vector<std::string> specs = {
+        "window:budget=B",    "h2o:budget=B",        "tova:budget=B",          "snapkv:budget=B",
+        "pyramidkv:budget=B", "adakv:budget=B",      "dynamickv:budget=B",     "agd:budget=B",
+        "agacc:budget=B",     "h2o:budget=B,bits=4", "snapkv:budget=B,every=1"};
+    test::AttnTraceOptions o;
+    o.prompt_len = 120;
+    const std::string path = trace(o, "prompt120.h5");
+    for (const std::string b : {"24", "0.25"}) {
+        for (const Mode mode : {Mode::stream, Mode::prefill}) {
+            for (std::string s : specs) {
+                s.replace(s.find("=B"), 2, "=" + b);
+                INFO(s << " " << mode_name(mode));
+                const RunResult r = run1(path, s, mode);
+                const Budget bud = parse_budget(b);
+                const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
+                for (size_t st = 0; st < r.n_steps(); ++st) {
+                    const int64_t t = r.steps[st];
+                    const int64_t B = bud.tokens(t + 1);
+                    int64_t total = 0;
+                    for (size_t u = 0; u < U; ++u) {
+                        const int32_t held = r.held[st * U + u];
+                        const int32_t bt = r.budget_tokens[st * U + u];
+                        REQUIRE(bt >= 0);
+                        REQUIRE(held <= bt);
+                        total += held;
+                    }
+                    // Per-unit budgets (pyramidkv, dynamickv, adakv) move budget around; the
+                    // total never exceeds units x budget.
+                    REQUIRE(total <= int64_t(U) * B);
+                    if (r.policy == "adakv")
+                        for (size_t l = 0; l < r.layers.size(); ++l) {
+                            int64_t lt = 0;
+                            for (size_t g = 0; g < Hkv; ++g) lt += r.held[st * U + l * Hkv + g];
+                            REQUIRE(lt <= int64_t(Hkv) * B);
+                        }
+                }
+                // And it does compress: far fewer than the tokens so far at the end.
+                CHECK(r.held[(r.n_steps() - 1) * U] < 100);
+            }
+        }
+    }
+}
+
+TEST_CASE("quant: 16 bits is exact, error grows as bits shrink", "[cpu]") {
+    const RunResult f = run1(plain_trace(), "full");
+    const RunResult q16 = run1(plain_trace(), "quant:bits=16,residual=0");
+    CHECK(q16.err == f.err);
+    CHECK(q16.bytes == f.bytes);
+    double prev = f.summary.err_mean;
+    for (int bits : {8, 4, 2}) {
+        const RunResult q = run1(plain_trace(), "quant:residual=0,bits=" + std::to_string(bits));
+        INFO("bits " << bits << " err " << q.summary.err_mean << " prev " << prev);
+        CHECK(q.summary.err_mean > prev);
+        prev = q.summary.err_mean;
+        // Quantization does not evict: recall is computed with the original keys.
+        CHECK(q.summary.recall_mean == Approx(1.0).epsilon(1e-5));
+    }
+    for (const char* f2 : {"q8_0", "q4_0"}) {
+        const RunResult q = run1(plain_trace(), std::string("quant:residual=0,format=") + f2);
+        CHECK(q.summary.err_mean > f.summary.err_mean);
+    }
+}
+
+TEST_CASE("quant bytes match the formats' formulas", "[cpu]") {
+    // d = 16, T = 160. KIVI 4 bits, group 32, residual 16: at the last step (160 tokens)
+    // floor((160 - 16) / 32) = 4 key blocks of 32 tokens are quantized; 32 tokens stay fp16.
+    //   key block: 16 channels x (fp16 scale + zero) = 64 B + 32 tokens x 16 x 4 bits = 256 B
+    //   value per token: 1 group x 4 B + 16 x 4 bits = 12 B
+    //   fp16 token: K + V = 2 x 16 x 2 = 64 B
+    const RunResult k = run1(plain_trace(), "quant:bits=4,group=32,residual=16");
+    const size_t last = (k.n_steps() - 1) * k.n_units();
+    CHECK(k.bytes[last] == 4 * (64 + 256 + 32 * 12) + 32 * 64);
+    // 2 bits, group 8 (two value groups per token), residual 0: 20 blocks of 8 tokens.
+    //   key block: 16 x 4 B + 8 x 16 x 2 bits = 64 + 32; value: 2 x 4 + 4 = 12
+    const RunResult k2 = run1(plain_trace(), "quant:bits=2,group=8,residual=0");
+    CHECK(k2.bytes[(k2.n_steps() - 1) * k2.n_units()] == 20 * (64 + 32 + 8 * 12));
+    // q8_0: a 32-value block (one, zero-padded) is 34 B per row; q4_0: 18 B. K and V.
+    const RunResult q8 = run1(plain_trace(), "quant:format=q8_0,residual=0");
+    CHECK(q8.bytes[(q8.n_steps() - 1) * q8.n_units()] == 160 * 2 * 34);
+    const RunResult q4 = run1(plain_trace(), "quant:format=q4_0,residual=0");
+    CHECK(q4.bytes[(q4.n_steps() - 1) * q4.n_units()] == 160 * 2 * 18);
+    CHECK(q4.summary.ratio_mean > q8.summary.ratio_mean);
+}
+
+TEST_CASE("a token that gets all the attention: h2o keeps it, window drops it", "[cpu]") {
+    test::AttnTraceOptions o;
+    o.hot = 10;
+    const std::string path = trace(o, "hot.h5");
+    const RunResult h = run1(path, "h2o:budget=24,recent=8");
+    const RunResult w = run1(path, "window:budget=24");
+    const int64_t T = h.n_tokens;
+    for (size_t u = 0; u < h.n_units(); ++u) {
+        CHECK(h.evicted_at[u * size_t(T) + 10] == -1);
+        CHECK(w.evicted_at[u * size_t(T) + 10] >= 0);
+    }
+    // The hot token carries most of the attention: h2o keeps recall high, window loses it.
+    CHECK(h.summary.recall_mean > 0.9);
+    CHECK(w.summary.recall_mean < 0.5);
+    // The viewer's checkpoints show it held at 16 bits by h2o at the last step.
+    const size_t C = h.ckpt_steps.size();
+    REQUIRE(C > 0);
+    CHECK(h.ckpt_steps.back() == T - 1);
+    const size_t base = ((C - 1) * h.n_units()) * size_t(T);
+    CHECK(int(h.ckpt_bits[base + 10]) == 16);
+    CHECK(int(w.ckpt_bits[base + 10]) == 0);
+}
+
+TEST_CASE("replay is identical run to run and independent of --threads", "[cpu]") {
+    for (const char* spec : {"h2o:budget=30", "agacc:budget=40", "adakv:budget=0.3"}) {
+        INFO(spec);
+        const RunResult a = run1(plain_trace(), spec, Mode::stream, 1);
+        const RunResult b = run1(plain_trace(), spec, Mode::stream, 2);
+        const RunResult c = run1(plain_trace(), spec, Mode::stream, 2);
+        CHECK(a.recall == b.recall);
+        CHECK(a.err == b.err);
+        CHECK(a.bytes == b.bytes);
+        CHECK(a.evicted_at == b.evicted_at);
+        CHECK(a.ckpt_bits == b.ckpt_bits);
+        CHECK(a.ckpt_score == b.ckpt_score);
+        CHECK(b.recall == c.recall);
+    }
+}
+
+TEST_CASE("prefill mode: compress at P, evaluate the steps after it", "[cpu]") {
+    test::AttnTraceOptions o;
+    o.prompt_len = 120;
+    const std::string path = trace(o, "prompt120.h5");
+    const RunResult r = run1(path, "snapkv:budget=32", Mode::prefill);
+    CHECK(r.prefill_len == 120);
+    REQUIRE(r.n_steps() == 40);
+    CHECK(r.steps.front() == 120);
+    CHECK(r.held[0] == 32);
+    // A text trace (prompt = everything): P defaults to 3/4.
+    const RunResult t = run1(plain_trace(), "h2o:budget=32", Mode::prefill);
+    CHECK(t.prefill_len == 120);
+    // --prefill-len out of range.
+    ReplayOptions bad;
+    bad.mode = Mode::prefill;
+    bad.prefill_len = 160;
+    bad.quiet = true;
+    CHECK_THROWS_WITH(replay_trace(path, {parse_spec("full")}, bad),
+                      Catch::Contains("--prefill-len 160 must be in [1, 159]"));
+}
+
+TEST_CASE("an incomplete trace is replayed up to where it ends", "[cpu]") {
+    test::AttnTraceOptions o;
+    o.T = 50;
+    o.complete = false;
+    const RunResult r = run1(trace(o, "incomplete.h5"), "h2o:budget=16");
+    CHECK_FALSE(r.trace_complete);
+    CHECK(r.n_steps() == 50);
+}
+
+TEST_CASE("spec parsing: clear errors", "[cpu]") {
+    CHECK_THROWS_WITH(parse_spec("nope:budget=3"), Catch::Contains("unknown policy 'nope'") &&
+                                                       Catch::Contains("h2o") &&
+                                                       Catch::Contains("agacc"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget=3,bogus=1"),
+                      Catch::Contains("has no parameter 'bogus'") && Catch::Contains("recent"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget=0"), Catch::Contains("budget must be > 0"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget=-2"), Catch::Contains("budget must be > 0"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget=1.5"), Catch::Contains("fraction must be in (0, 1]"));
+    CHECK_THROWS_WITH(parse_spec("h2o"), Catch::Contains("needs a budget"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget=8,recent=x"), Catch::Contains("must be a number"));
+    CHECK_THROWS_WITH(parse_spec("quant:format=q5"), Catch::Contains("one of kivi, q8_0, q4_0"));
+    CHECK_THROWS_WITH(parse_spec("agd:gamma=2"), Catch::Contains("in [0, 1]"));
+    CHECK_THROWS_WITH(parse_spec("h2o:budget"), Catch::Contains("not key=value"));
+    const PolicySpec s = parse_spec("h2o:recent=8,budget=0.2");
+    CHECK(s.canonical == "h2o:budget=0.2,recent=8,gqa=mean,bits=16,group=32");
+    CHECK(parse_budget("0.2").tokens(11) == 3);
+    CHECK(parse_budget("256").tokens(11) == 256);
+    CHECK(policy_registry().size() == 11);
+}
+
+TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {
+    ReplayOptions o;
+    o.quiet = true;
+    o.checkpoints = 5;
+    const auto runs =
+        replay_trace(plain_trace(), {parse_spec("h2o:budget=20"), parse_spec("quant:bits=2")}, o);
+    const std::string p = tmp("results.h5");
+    write_results(p, runs, "test");
+    CHECK_FALSE(fs::exists(p + ".partial"));
+    const auto back = read_results(p);
+    REQUIRE(back.size() == 2);
+    for (size_t i = 0; i < 2; ++i) {
+        CHECK(back[i].spec == runs[i].spec);
+        CHECK(back[i].recall == runs[i].recall);
+        CHECK(back[i].err == runs[i].err);
+        CHECK(back[i].bytes == runs[i].bytes);
+        CHECK(back[i].evicted_at == runs[i].evicted_at);
+        CHECK(back[i].ckpt_bits == runs[i].ckpt_bits);
+        CHECK(back[i].ckpt_score == runs[i].ckpt_score);
+        CHECK(back[i].summary.recall_mean == runs[i].summary.recall_mean);
+    }
+    CHECK_THROWS_WITH(read_results(plain_trace()), Catch::Contains("not a kvscope results file"));
+    CHECK_THROWS_WITH(read_results(tmp("missing.h5")), Catch::Contains("no such file"));
+    { std::ofstream(tmp("junk.h5")) << "junk"; }
+    CHECK_THROWS_WITH(read_results(tmp("junk.h5")), Catch::Contains("not an HDF5 file"));
+    CHECK_THROWS_WITH(write_results(tmp("no/such/dir/r.h5"), runs, ""),
+                      Catch::Contains("does not exist"));
+    // Truncated copies: an error, never a crash.
+    const auto size = fs::file_size(p);
+    for (double f : {0.1, 0.5, 0.9}) {
+        const std::string c = tmp("cut.h5");
+        fs::copy_file(p, c, fs::copy_options::overwrite_existing);
+        fs::resize_file(c, uintmax_t(double(size) * f));
+        CHECK_THROWS_AS(read_results(c), kvs::Error);
+    }
+}
+
+TEST_CASE("sparse storage of pruned rows is counted in real bytes", "[cpu]") {
+    std::vector<float> k(64), v(64);
+    for (int i = 0; i < 64; ++i) k[size_t(i)] = float(i % 7) - 3.0f, v[size_t(i)] = float(i) * 0.1f;
+    UnitCache u(k.data(), v.data(), 1, 64, 32);
+    u.append(0);
+    CHECK(u.bytes() == 2 * 128);
+    // Half of each row pruned at 16 bits: 32 fp16 values (64 B) + an 8-byte bitmask = 72 B.
+    u.prune(0, 0.5, 16);
+    CHECK(u.bytes() == 2 * 72);
+    int zeros = 0;
+    for (int i = 0; i < 64; ++i) zeros += u.k_rows()[i] == 0.0f;
+    CHECK(zeros >= 32);
+    // Raising the precision back restores from the original copy (counted).
+    u.set_bits(0, 16);
+    CHECK(u.restores() == 1);
+    CHECK(u.bytes() == 2 * 128);
+    CHECK(u.k_rows()[5] == k[5]);
+}
