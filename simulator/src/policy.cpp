@@ -13,7 +13,8 @@ namespace kvs::sim {
 int64_t Budget::tokens(int64_t n) const {
     if (!set) return -1;
     if (!fraction) return int64_t(value);
-    return std::max<int64_t>(1, int64_t(std::ceil(value * double(n) - 1e-9)));
+    const int64_t f = int64_t(std::ceil(value * double(n) - 1e-9));
+    return std::max(f, std::min(n, kMinFractionTokens));
 }
 
 Budget parse_budget(const std::string& s) {
@@ -65,7 +66,7 @@ ParamDef param_budget(const std::string& help) {
     p.name = "budget";
     p.kind = ParamKind::budget;
     p.help = help.empty() ? "tokens held per (layer, KV head): a count (256) or a fraction of the "
-                            "tokens so far (0.2)"
+                            "tokens so far (0.2; at least 16 tokens)"
                           : help;
     return p;
 }

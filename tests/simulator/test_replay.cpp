@@ -264,7 +264,11 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK_THROWS_WITH(parse_spec("h2o:budget"), Catch::Contains("not key=value"));
     const PolicySpec s = parse_spec("h2o:recent=8,budget=0.2");
     CHECK(s.canonical == "h2o:budget=0.2,recent=8,gqa=mean,bits=16,group=32");
-    CHECK(parse_budget("0.2").tokens(11) == 3);
+    CHECK(parse_budget("0.2").tokens(100) == 20);
+    CHECK(parse_budget("0.2").tokens(101) == 21);
+    // A fraction keeps at least 16 tokens (all of them while there are fewer).
+    CHECK(parse_budget("0.2").tokens(11) == 11);
+    CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
     CHECK(policy_registry().size() == 11);
 }

@@ -38,13 +38,17 @@ inline const char* mode_name(Mode m) {
     return m == Mode::stream ? "stream" : "prefill";
 }
 
-// A token budget: a count ("256") or a fraction of the tokens so far ("0.2").
+// A token budget: a count ("256") or a fraction of the tokens so far ("0.2"). A fraction never
+// asks for fewer than kMinFractionTokens tokens (or all of them while there are fewer): in stream
+// mode "20 % of the first 5 tokens" would evict the attention sinks for good at step 1, and no
+// system runs a cache of one token.
+inline constexpr int64_t kMinFractionTokens = 16;
 struct Budget {
     bool set = false;
     bool fraction = false;
     double value = 0;
     std::string text;  // as given
-    // Tokens allowed when n tokens have been seen (at least 1).
+    // Tokens allowed when n tokens have been seen.
     int64_t tokens(int64_t n) const;
 };
 Budget parse_budget(const std::string& s);  // throws kvs::Error ("budget must be > 0 ...")

@@ -37,7 +37,7 @@ class AdaLayer final : public LayerPolicy {
         std::vector<std::vector<uint8_t>> keep(units.size());
         for (size_t g = 0; g < units.size(); ++g) {
             UnitCache& u = units[g];
-            keys[g] = units_[g].keys(t, u);
+            keys[g] = units_[g].keys(t, u, per);
             const int n = u.size();
             keep[g].assign(size_t(n), 0);
             std::vector<int> order(static_cast<size_t>(n));

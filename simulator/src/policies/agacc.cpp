@@ -38,7 +38,10 @@ class AgaccLayer final : public LayerPolicy {
             if (!due && !(p_.budget.set && u.size() > p_.budget.tokens(t + 1))) continue;
             std::vector<float> r = relative(t, u);
             if (p_.budget.set)
-                detail::evict_to(u, p_.budget.tokens(t + 1), detail::protect(u, r, 0, p_.recent));
+                detail::evict_to(
+                    u, p_.budget.tokens(t + 1),
+                    detail::protect(u, r, 0,
+                                    detail::recent_cap(p_.recent, p_.budget.tokens(t + 1))));
             if (!due) continue;
             r = relative(t, u);
             const int old = u.size() - p_.recent;

@@ -32,8 +32,10 @@ class AgdLayer final : public LayerPolicy {
         for (auto& u : units) {
             // The budget holds at every step; between updates only the eviction runs.
             if (p_.budget.set)
-                detail::evict_to(u, p_.budget.tokens(t + 1),
-                                 detail::protect(u, u.scores(), 0, p_.recent));
+                detail::evict_to(
+                    u, p_.budget.tokens(t + 1),
+                    detail::protect(u, u.scores(), 0,
+                                    detail::recent_cap(p_.recent, p_.budget.tokens(t + 1))));
             if (!due) continue;
             const int n = u.size();
             const int old = n - p_.recent;  // the newest `recent` stay fp16

@@ -34,7 +34,8 @@ inline void evict_to(UnitCache& u, int64_t keep, const std::vector<float>& key) 
 }
 
 // key[i] = the policy score, +inf for the first `sinks` tokens of the sequence and the newest
-// `recent` held tokens.
+// `recent` held tokens. Callers cap `recent` at half the budget (recent_cap): a recent window as
+// large as the budget would turn any policy into a sliding window and evict its best tokens.
 inline std::vector<float> protect(const UnitCache& u, const std::vector<float>& score, int sinks,
                                   int recent) {
     std::vector<float> key(score);
@@ -42,6 +43,10 @@ inline std::vector<float> protect(const UnitCache& u, const std::vector<float>& 
     for (int i = 0; i < n; ++i)
         if (u.pos(i) < sinks || i >= n - recent) key[size_t(i)] = kProtected;
     return key;
+}
+
+inline int recent_cap(int recent, int64_t keep) {
+    return keep < 0 ? recent : int(std::min<int64_t>(recent, keep / 2));
 }
 
 // Stores every fp16 token of `u` at `bits` per token (eviction policies with bits < 16

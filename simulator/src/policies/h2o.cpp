@@ -15,7 +15,8 @@ class H2oLayer final : public LayerPolicy {
     void update(int64_t t, std::vector<UnitCache>& units) override {
         const int64_t keep = budget_tokens(t, 0);
         for (auto& u : units) {
-            detail::evict_to(u, keep, detail::protect(u, u.scores(), 0, recent_));
+            detail::evict_to(u, keep,
+                             detail::protect(u, u.scores(), 0, detail::recent_cap(recent_, keep)));
             detail::store_at(u, bits_);
         }
     }

@@ -47,15 +47,19 @@ class SnapUnit {
   public:
     SnapUnit(int64_t n_tokens, const SnapParams& p) : p_(p), ow_(n_tokens, p.window) {}
     // Refreshes the unit's scores if a selection is due; returns the eviction keys.
-    std::vector<float> keys(int64_t t, UnitCache& u) {
-        if (last_sel_ < 0 || t - last_sel_ >= p_.every) {
+    std::vector<float> keys(int64_t t, UnitCache& u, int64_t keep) {
+        // Tokens appended since the last selection are kept unscored; re-select before they
+        // could fill half the budget.
+        const int64_t every = std::min<int64_t>(p_.every, std::max<int64_t>(1, keep / 2));
+        if (last_sel_ < 0 || t - last_sel_ >= every) {
             u.scores() = ow_.pooled(u, p_.kernel, p_.max_pool);
             last_sel_ = t;
         }
         std::vector<float> key = u.scores();
         const int n = u.size();
         for (int i = 0; i < n; ++i)
-            if (i >= n - p_.window || u.pos(i) >= last_sel_) key[size_t(i)] = kProtected;
+            if (i >= n - recent_cap(p_.window, keep) || u.pos(i) >= last_sel_)
+                key[size_t(i)] = kProtected;
         return key;
     }
     void observe(const float* probs, int n_q, const UnitCache& u) {
@@ -86,7 +90,7 @@ class SnapLayer final : public LayerPolicy {
         const int64_t keep = budget_tokens(t, 0);
         for (size_t g = 0; g < units.size(); ++g) {
             UnitCache& u = units[g];
-            if (u.size() > keep) evict_to(u, keep, units_[g].keys(t, u));
+            if (u.size() > keep) evict_to(u, keep, units_[g].keys(t, u, keep));
             store_at(u, p_.bits);
         }
     }

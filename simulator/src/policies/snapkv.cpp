@@ -28,7 +28,9 @@ PolicyEntry policy_snapkv() {
         "prompt (max/avg pooled over `kernel` positions); the newest `window` tokens and the top "
         "scored others are kept. Stream mode (and decode after P): the selection is re-applied "
         "every `every` steps with the last `window` queries as the observation window; between "
-        "selections the lowest-scored older token makes room for each new one, so the budget "
+        "selections (at most budget/2 steps apart) the lowest-scored older token makes room for "
+        "each "
+        "new one, so the budget "
         "holds at every step.";
     e.info.params = detail::snap_param_defs();
     e.info.needs_budget = e.info.takes_budget = true;
