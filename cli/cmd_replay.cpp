@@ -114,6 +114,8 @@ nlohmann::ordered_json run_json(const sim::RunResult& r) {
             {"full_bytes_mean", s.full_bytes_mean},
             {"ratio_mean", s.ratio_mean},
             {"ratio_at_peak", s.ratio_at_peak},
+            {"ratio_final", s.ratio_final},
+            {"answer_kept", s.answer_kept},
             {"restores", s.restores},
             {"seconds", r.seconds}};
 }

@@ -346,6 +346,18 @@ Summary summarize(const RunResult& r) {
     }
     s.ratio_mean = s.bytes_mean > 0 ? s.full_bytes_mean / s.bytes_mean : 0;
     s.ratio_at_peak = s.bytes_peak > 0 ? s.full_bytes_at_peak / s.bytes_peak : 0;
+    if (S > 0) {
+        for (size_t u = 0; u < U; ++u) s.bytes_final += double(r.bytes[(S - 1) * U + u]);
+        s.full_bytes_final = double(r.full_bytes[S - 1]) * double(U);
+        s.ratio_final = s.bytes_final > 0 ? s.full_bytes_final / s.bytes_final : 0;
+    }
+    int64_t kept = 0, n = 0;
+    for (int32_t p : r.answer_positions) {
+        if (p < 0 || p >= r.n_tokens) continue;
+        for (size_t u = 0; u < U; ++u, ++n)
+            kept += r.evicted_at[u * size_t(r.n_tokens) + size_t(p)] < 0;
+    }
+    if (n > 0) s.answer_kept = double(kept) / double(n);
     return s;
 }
 
@@ -446,6 +458,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
         r.trace_path = trace_path;
         r.trace_model = ti.model_name;
         r.trace_task = ti.task.kind;
+        if (ti.task.has_answer()) r.answer_positions = ti.task.answer_positions;
         r.trace_complete = ti.complete;
         r.n_tokens = T;
         r.n_head = sh.H;

@@ -11,6 +11,7 @@
 
 #include "capture/h5util.h"
 #include "engine/error.h"
+#include "simulator/policy.h"
 #include "simulator/results_schema.h"
 
 namespace kvs::sim {
@@ -148,10 +149,15 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
                 {"full_bytes_at_peak", s.full_bytes_at_peak},
                 {"ratio_mean", s.ratio_mean},
                 {"ratio_at_peak", s.ratio_at_peak},
+                {"bytes_final", s.bytes_final},
+                {"full_bytes_final", s.full_bytes_final},
+                {"ratio_final", s.ratio_final},
                 {"restores", double(s.restores)}};
             for (const auto& [k, v] : sums) h5::write_attr(G, k, v, path);
             const hsize_t L = r.layers.size(), S = r.steps.size(), H = hsize_t(r.n_kv),
                           T = hsize_t(r.n_tokens), C = r.ckpt_steps.size();
+            write_ds(G, "answer_positions", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                     {hsize_t(r.answer_positions.size())}, r.answer_positions.data(), path);
             write_ds(G, "layers", H5T_STD_I32LE, H5T_NATIVE_INT32, {L}, r.layers.data(), path);
             write_ds(G, "steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {S}, r.steps.data(), path);
             write_ds(G, "recall", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {S, L, H}, r.recall.data(),
@@ -248,7 +254,17 @@ std::vector<RunResult> read_results(const std::string& path) {
         s.full_bytes_at_peak = h5::read_attr_float(G, "full_bytes_at_peak", w);
         s.ratio_mean = h5::read_attr_float(G, "ratio_mean", w);
         s.ratio_at_peak = h5::read_attr_float(G, "ratio_at_peak", w);
+        s.bytes_final = h5::read_attr_float(G, "bytes_final", w);
+        s.full_bytes_final = h5::read_attr_float(G, "full_bytes_final", w);
+        s.ratio_final = h5::read_attr_float(G, "ratio_final", w);
         s.restores = int64_t(h5::read_attr_float(G, "restores", w));
+        s.answer_kept = h5::read_attr_float(G, "answer_kept", w);
+        {
+            const std::vector<uint64_t> sa =
+                h5::shape_of(h5::Id(H5Dopen2(G, "answer_positions", H5P_DEFAULT)).get());
+            if (sa.size() != 1 || sa[0] > 1000000) fail("{}: answer_positions must be 1-D", w);
+            read_ds(G, "answer_positions", H5T_NATIVE_INT32, sa, r.answer_positions, w);
+        }
         const std::vector<uint64_t> sl =
             h5::shape_of(h5::Id(H5Dopen2(G, "layers", H5P_DEFAULT)).get());
         const std::vector<uint64_t> ss =
@@ -295,16 +311,18 @@ void write_summary_csv(const std::string& path, const std::vector<RunResult>& ru
         if (!o) fail("cannot write '{}'", path);
         o << "trace,policy,spec,budget,mode,prefill_len,n_tokens,steps,recall_mean,recall_p5,"
              "err_mean,err_p95,cos_mean,cos_p5,held_mean,bytes_mean,bytes_peak,full_bytes_mean,"
-             "ratio_mean,ratio_at_peak,restores,seconds\n";
+             "ratio_mean,ratio_at_peak,ratio_final,restores,answer_kept,seconds\n";
         for (const auto& r : runs) {
             const Summary& s = r.summary;
             o << fmt::format(
                 "{},{},{},{},{},{},{},{},{:.6f},{:.6f},{:.6g},{:.6g},{:.6f},{:.6f},{:.2f},{:.0f},"
-                "{:.0f},{:.0f},{:.4f},{:.4f},{},{:.3f}\n",
+                "{:.0f},{:.0f},{:.4f},{:.4f},{:.4f},{},{},{:.3f}\n",
                 csv_field(r.trace_path), r.policy, csv_field(r.spec), r.budget, mode_name(r.mode),
                 r.prefill_len, r.n_tokens, r.steps.size(), s.recall_mean, s.recall_p5, s.err_mean,
                 s.err_p95, s.cos_mean, s.cos_p5, s.held_mean, s.bytes_mean, s.bytes_peak,
-                s.full_bytes_mean, s.ratio_mean, s.ratio_at_peak, s.restores, r.seconds);
+                s.full_bytes_mean, s.ratio_mean, s.ratio_at_peak, s.ratio_final, s.restores,
+                s.answer_kept < 0 ? std::string() : fmt::format("{:.4f}", s.answer_kept),
+                r.seconds);
         }
         if (!o.flush()) {
             std::remove(tmp.c_str());
@@ -316,19 +334,56 @@ void write_summary_csv(const std::string& path, const std::vector<RunResult>& ru
     if (ec) fail("cannot write '{}': {}", path, ec.message());
 }
 
+namespace {
+// The spec's parameters that differ from the policy's defaults, budget aside ("bits=2").
+std::string non_default(const RunResult& r) {
+    const PolicyEntry* e = find_policy(r.policy);
+    const size_t colon = r.spec.find(':');
+    if (colon == std::string::npos) return "";
+    std::string out, rest = r.spec.substr(colon + 1);
+    size_t i = 0;
+    while (i <= rest.size()) {
+        const size_t j = std::min(rest.find(',', i), rest.size());
+        const std::string kv = rest.substr(i, j - i);
+        i = j + 1;
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos) continue;
+        const std::string k = kv.substr(0, eq), v = kv.substr(eq + 1);
+        if (k == "budget") continue;
+        bool is_default = false;
+        if (e)
+            for (const auto& p : e->info.params)
+                if (p.name == k && p.def == v) is_default = true;
+        if (!is_default) out += (out.empty() ? "" : ",") + kv;
+    }
+    return out;
+}
+}  // namespace
+
 std::string summary_table(const std::vector<RunResult>& runs) {
-    std::string out = fmt::format("{:<10} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>7} {:>7}\n",
-                                  "policy", "budget", "recall", "recall", "out err", "out err",
-                                  "held", "KV MiB", "ratio", "sec");
-    out += fmt::format("{:<10} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9} {:>7} {:>7}\n", "", "",
-                       "mean", "p5", "mean", "p95", "mean", "mean", "mean", "");
+    bool answers = false;
+    for (const auto& r : runs) answers |= r.summary.answer_kept >= 0;
+    const std::string ans_h = answers ? fmt::format(" {:>7}", "answer") : "";
+    const std::string ans_h2 = answers ? fmt::format(" {:>7}", "kept") : "";
+    std::string out =
+        fmt::format("{:<10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8} {:>7}{} {:>6}  {}\n",
+                    "policy", "budget", "recall", "recall", "out err", "out err", "held", "KV MiB",
+                    "ratio", ans_h, "sec", "params");
+    out += fmt::format("{:<10} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8} {:>7}{} {:>6}\n", "", "",
+                       "mean", "p5", "mean", "p95", "mean", "mean", "mean", ans_h2, "");
     for (const auto& r : runs) {
         const Summary& s = r.summary;
+        std::string ans;
+        if (answers)
+            ans = s.answer_kept < 0 ? fmt::format(" {:>7}", "-")
+                                    : fmt::format(" {:>6.0f}%", 100.0 * s.answer_kept);
         out += fmt::format(
-            "{:<10} {:>7} {:>8.4f} {:>8.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.2f} {:>6.2f}x "
-            "{:>7.2f}\n",
+            "{:<10} {:>6} {:>7.4f} {:>7.4f} {:>8.4f} {:>8.4f} {:>7.1f} {:>8.2f} {:>6.2f}x{} "
+            "{:>6.2f}"
+            "  {}\n",
             r.policy, r.budget.empty() ? "-" : r.budget, s.recall_mean, s.recall_p5, s.err_mean,
-            s.err_p95, s.held_mean, s.bytes_mean / (1024.0 * 1024.0), s.ratio_mean, r.seconds);
+            s.err_p95, s.held_mean, s.bytes_mean / (1024.0 * 1024.0), s.ratio_mean, ans, r.seconds,
+            non_default(r));
     }
     return out;
 }

@@ -34,7 +34,11 @@ struct Summary {
     double recall_mean = 0, recall_p5 = 0, err_mean = 0, err_p95 = 0, cos_mean = 0, cos_p5 = 0;
     double held_mean = 0, bytes_mean = 0, bytes_peak = 0, full_bytes_mean = 0,
            full_bytes_at_peak = 0, ratio_mean = 0, ratio_at_peak = 0;
+    double bytes_final = 0, full_bytes_final = 0, ratio_final = 0;  // at the last step
     int64_t restores = 0;  // tokens brought back to higher precision from an offloaded copy
+    // Passkey / needle traces: the share of (unit, answer token) pairs still held (at any
+    // precision) at the last step; -1 when the trace has no answer.
+    double answer_kept = -1;
 };
 
 struct RunResult {
@@ -42,6 +46,7 @@ struct RunResult {
     Mode mode = Mode::stream;
     int64_t prefill_len = 0;
     std::string trace_path, trace_model, trace_task;
+    std::vector<int32_t> answer_positions;  // the task's answer tokens (passkey / needle)
     bool trace_complete = true;
     int64_t n_tokens = 0;
     int n_head = 0, n_kv = 0, d = 0;

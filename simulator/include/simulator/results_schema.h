@@ -43,8 +43,17 @@
 //       bytes_mean, bytes_peak           K+V bytes held, summed over units, per step
 //       full_bytes_mean, full_bytes_at_peak   fp16 full-cache bytes (same units), per step
 //       ratio_mean                       full_bytes_mean / bytes_mean
-//       ratio_at_peak                    full_bytes_at_peak / bytes_peak
+//       ratio_at_peak                    full_bytes_at_peak / bytes_peak (the first step where
+//                                        the held bytes peak: 1 for an eviction policy that
+//                                        fills its budget at full precision)
+//       bytes_final, full_bytes_final, ratio_final   the same at the last step
+//       restores                         tokens raised back to a higher precision from an
+//                                        offloaded full-precision copy (seed 001)
+//       answer_kept                      passkey / needle traces: the share of (unit, answer
+//                                        token) pairs held (at any precision) at the last step;
+//                                        -1 when the trace has no answer
 //   datasets
+//     answer_positions int32 [A]           the task's answer tokens (empty for other traces)
 //     layers        int32   [L]            model layer index of each replayed layer
 //     steps         int32   [S]            token index t of each evaluated step (query t attends
 //                                          the cache after token t was appended and the policy
