@@ -152,7 +152,8 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
                 {"bytes_final", s.bytes_final},
                 {"full_bytes_final", s.full_bytes_final},
                 {"ratio_final", s.ratio_final},
-                {"restores", double(s.restores)}};
+                {"restores", double(s.restores)},
+                {"answer_kept", s.answer_kept}};
             for (const auto& [k, v] : sums) h5::write_attr(G, k, v, path);
             const hsize_t L = r.layers.size(), S = r.steps.size(), H = hsize_t(r.n_kv),
                           T = hsize_t(r.n_tokens), C = r.ckpt_steps.size();
