@@ -1,16 +1,43 @@
 #!/usr/bin/env bash
-# The main job on the embedded model: set up, generate text from a prompt, measure
-# perplexity on a text the set-up installs (the GPL-3 text from Debian's base-files), and
-# capture an attention trace of a passkey prompt.
+# The main job, the lab's loop on the embedded model (SmolLM2-135M-Instruct):
+#   1. capture: a ~2000-token passkey prompt and the model's short answer -> traces/passkey.h5
+#   2. replay:  every policy at two budgets plus uniform quantization, stream mode, all 30 layers
+#               and 9 heads -> traces/results.h5 + traces/summary.csv, summary table on stdout
+#   3. viewer:  opens kvscope-view on them when a display is available; otherwise writes
+#               screenshots next to the results (when the viewer is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh release
 KVS=build/release/cli/kvscope
-TEXT=/usr/share/common-licenses/GPL-3
-echo "== kvscope generate --chat" >&2
-$KVS generate --chat -n 48 --prompt "What is a KV cache in a transformer? Answer in two sentences."
-echo "== kvscope perplexity on $TEXT (first 2048 tokens, windows of 512)" >&2
-$KVS perplexity --text-file "$TEXT" --ctx 512 --max-tokens 2048
-echo "== kvscope capture: a 1024-token passkey prompt into traces/passkey.h5" >&2
-$KVS capture --task passkey --ctx 1024 --depth 0.5 --out traces/passkey.h5
-$KVS info traces/passkey.h5
+VIEW=build/release/viewer/kvscope-view
+TRACE=traces/passkey.h5 RESULTS=traces/results.h5 SUMMARY=traces/summary.csv
+
+echo "== 1. kvscope capture: a 2048-token passkey prompt + the answer -> $TRACE" >&2
+$KVS capture --task passkey --ctx 2048 --depth 0.5 --seed 7 --out "$TRACE"
+$KVS info "$TRACE" | grep -E "^(tokens|storage|task|answer|generated)" || true
+
+echo "== 2. kvscope sweep: 10 policies x budgets 64, 256 + quantization (stream mode)" >&2
+$KVS sweep "$TRACE" \
+  --policy full --policy window --policy h2o --policy tova --policy snapkv \
+  --policy pyramidkv --policy adakv --policy dynamickv --policy agd --policy agacc \
+  --policy quant:bits=4 --policy quant:bits=2 --policy quant:format=q8_0,residual=0 \
+  --budgets 64,256 --checkpoints 16 --out "$RESULTS" --csv "$SUMMARY"
+
+echo "== 3. viewer" >&2
+if [ -x "$VIEW" ]; then
+  if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+    echo "opening: $VIEW $TRACE $RESULTS" >&2
+    "$VIEW" "$TRACE" "$RESULTS"
+  else
+    for v in timeline tokens grid curves; do
+      if command -v xvfb-run >/dev/null; then
+        xvfb-run -a -s "-screen 0 1920x1200x24" "$VIEW" "$TRACE" "$RESULTS" \
+          --screenshot "traces/view_$v.png" --view "$v" --size 1600x1000 >/dev/null 2>&1 &&
+          echo "screenshot: traces/view_$v.png" >&2
+      fi
+    done
+    echo "no display: open them later with  $VIEW $TRACE $RESULTS" >&2
+  fi
+else
+  echo "the viewer is not built (needs libglfw3-dev, libimgui-dev); results: $RESULTS, $SUMMARY" >&2
+fi

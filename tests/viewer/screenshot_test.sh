@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Screenshot test of kvscope-view under Xvfb with Mesa's software OpenGL:
+#   usage: screenshot_test.sh KVSCOPE_VIEW MAKE_FIXTURES CHECK_PNG OUT_DIR
+# Renders every view of a synthetic trace with a results file, checks the image size, that the
+# timeline heatmap is not blank (many colours), that it differs between two policies, and that a
+# newer-schema or non-HDF5 file gives a message (and a picture), not a crash.
+# Exit 77 (skipped) without xvfb-run.
+set -euo pipefail
+VIEW=$1 FIX=$2 CHECK=$3 OUT=$4
+if ! command -v xvfb-run >/dev/null; then
+  echo "SKIP: xvfb-run not found (Debian: apt-get install xvfb libgl1-mesa-dri xauth)"
+  exit 77
+fi
+rm -rf "$OUT"; mkdir -p "$OUT"
+"$FIX" "$OUT/fx" >/dev/null
+X=(xvfb-run -a -s "-screen 0 1920x1200x24")
+shot() { "${X[@]}" "$VIEW" "$@" --size 1200x800 --frames 2; }
+# The plot area of the timeline at 1200x800 (sidebar 330 px, axis margins).
+R="520 140 1040 640"
+
+for v in timeline tokens grid curves; do
+  shot "$OUT/fx/trace.h5" "$OUT/fx/a.h5" --view $v --step 120 --screenshot "$OUT/a_$v.png"
+  "$CHECK" size "$OUT/a_$v.png" 1200 800
+done
+shot "$OUT/fx/trace.h5" "$OUT/fx/b.h5" --view timeline --step 120 --screenshot "$OUT/b_timeline.png"
+# Two policies: the held/evicted heatmaps differ.
+"$CHECK" busy "$OUT/a_timeline.png" $R 4
+"$CHECK" differ "$OUT/a_timeline.png" "$OUT/b_timeline.png" $R 0.05
+# A trace alone: raw attention received, many colours.
+shot "$OUT/fx/trace.h5" --view timeline --screenshot "$OUT/trace_timeline.png"
+"$CHECK" busy "$OUT/trace_timeline.png" $R 30
+# Compare A - B in one picture; a 2x figure.
+shot "$OUT/fx/trace.h5" "$OUT/fx/a.h5" "$OUT/fx/b.h5" --a 0 --b 1 --view timeline --screenshot "$OUT/diff.png"
+"$CHECK" busy "$OUT/diff.png" $R 3
+shot "$OUT/fx/trace.h5" --view grid --scale 2 --screenshot "$OUT/grid_2x.png"
+"$CHECK" size "$OUT/grid_2x.png" 2400 1600
+# Bad files: a message in the window, exit 0, a picture.
+shot "$OUT/fx/bad.h5" --screenshot "$OUT/bad.png" 2>"$OUT/bad.err"
+grep -q "schema_version 2 is newer than this kvscope reads (1)" "$OUT/bad.err"
+echo "not hdf5" >"$OUT/notes.txt"
+shot "$OUT/notes.txt" --screenshot "$OUT/notes.png" 2>"$OUT/notes.err"
+grep -q "not an HDF5 file" "$OUT/notes.err"
+"$CHECK" size "$OUT/notes.png" 1200 800
+echo "viewer screenshots OK: $OUT"

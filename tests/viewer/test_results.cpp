@@ -1,0 +1,191 @@
+// The results reader on synthetic files (written to the schema) and on broken ones, and the
+// quantities computed from a run.
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "engine/error.h"
+#include "gguf_writer.h"
+#include "synthetic_results.h"
+#include "viewdata/quantities.h"
+#include "viewdata/results.h"
+
+using namespace kvs;
+using namespace kvs::view;
+
+TEST_CASE("results: synthetic file round trip", "[cpu]") {
+    const std::string path = test::temp_path("res.h5");
+    test::SyntheticRun a, b;
+    b.policy = "window2";
+    b.budget = 40;
+    b.prefill = 30;
+    test::write_synthetic_results(path, {a, b});
+    CHECK(detect_file_kind(path) == FileKind::Results);
+    const ResultsFile f = read_results(path);
+    REQUIRE(f.runs.size() == 2);
+    CHECK(f.schema_version == 1);
+    const RunData& r = f.runs[0];
+    CHECK(r.info.policy == "window");
+    CHECK(r.info.spec == "window:budget=24,sink=4");
+    CHECK(r.info.mode == "stream");
+    CHECK(r.info.summary.at("recall_mean") == Approx(0.9));
+    CHECK(r.S == 100);
+    CHECK(r.L == 2);
+    CHECK(r.H == 2);
+    CHECK(r.T == 100);
+    CHECK(r.C == 5);
+    CHECK(r.layers == std::vector<int32_t>{0, 2});
+    CHECK(f.runs[1].info.mode == "prefill");
+    CHECK(f.runs[1].S == 70);
+    CHECK(f.runs[1].steps.front() == 30);
+    CHECK(r.layer_index(2) == 1);
+    CHECK(r.layer_index(1) == -1);
+    // evicted_at agrees with the toy policy at every step.
+    for (int l = 0; l < 2; ++l)
+        for (int h = 0; h < 2; ++h)
+            for (int64_t j = 0; j < 100; j += 7)
+                for (int64_t t = 0; t < 100; t += 3)
+                    REQUIRE(r.held_at(l, h, j, t) == test::toy_held(a, j, t, l, h));
+    // The scores went through float16.
+    const int64_t c = 4, t = r.ckpt_steps[4];
+    CHECK(r.ckpt_score[r.clht(c, 0, 0, t)] == Approx(1.0f));
+    CHECK(std::isnan(r.ckpt_score[r.clht(c, 0, 0, 30)]));  // evicted at the last checkpoint
+    CHECK(int(r.ckpt_bits[r.clht(c, 0, 0, t)]) == 16);
+}
+
+TEST_CASE("results: quantities from a run", "[cpu]") {
+    const std::string path = test::temp_path("resq.h5");
+    test::SyntheticRun a;
+    test::write_synthetic_results(path, {a});
+    const RunData r = read_results(path).runs[0];
+    // Held, one unit: exactly the toy policy; NaN above the diagonal.
+    const Matrix held = results_matrix(r, Quantity::Held, 2, 1);
+    REQUIRE(held.rows == 100);
+    REQUIRE(held.cols == 100);
+    for (int64_t s = 0; s < 100; s += 3)
+        for (int64_t j = 0; j < 100; j += 5) {
+            if (j > s)
+                REQUIRE(std::isnan(held.at(s, j)));
+            else
+                REQUIRE(held.at(s, j) == (test::toy_held(a, j, s, 1, 1) ? 1.0f : 0.0f));
+        }
+    // Aggregated: the fraction of the 4 units holding the token.
+    const Matrix all = results_matrix(r, Quantity::Held, -1, -1);
+    for (int64_t s = 50; s < 100; s += 7)
+        for (int64_t j = 0; j <= s; j += 3) {
+            int n = 0;
+            for (int l = 0; l < 2; ++l)
+                for (int h = 0; h < 2; ++h) n += test::toy_held(a, j, s, l, h);
+            REQUIRE(all.at(s, j) == Approx(n / 4.0));
+        }
+    // Bits: the last checkpoint at or before the step, evictions applied at the step itself.
+    const Matrix bits = results_matrix(r, Quantity::Bits, 0, 0);
+    const int64_t c1 = r.ckpt_steps[1];
+    CHECK(std::isnan(bits.at(c1 - 1, 0)) == (r.ckpt_steps[0] > c1 - 1));
+    CHECK(bits.at(c1, c1) == 16);
+    CHECK(bits.at(c1 + 1, c1) == 16);            // carried forward
+    CHECK(std::isnan(bits.at(c1 + 1, c1 + 1)));  // arrived after the checkpoint
+    CHECK(bits.at(c1, 0) == 4);                  // a sink token, old: 4 bits
+    CHECK(bits.at(c1, c1 - 30) == 0);            // evicted
+    // A layer that was not replayed gives an all-NaN matrix.
+    const Matrix none = results_matrix(r, Quantity::Held, 1, -1);
+    CHECK(std::isnan(none.at(50, 0)));
+    // Difference with itself is 0 where defined.
+    const Matrix d = difference(held, r.steps, held, r.steps);
+    CHECK(d.at(60, 0) == 0);
+    CHECK(std::isnan(d.at(0, 60)));
+    // Curves and grid metrics.
+    const auto bytes = curve(r, Curve::CacheBytes, -1);
+    const auto ratio = curve(r, Curve::Ratio, -1);
+    REQUIRE(bytes.size() == 100);
+    double want = 0;
+    for (int l = 0; l < 2; ++l)
+        for (int h = 0; h < 2; ++h) want += double(r.bytes[r.slh(99, l, h)]);
+    CHECK(bytes[99] == Approx(want));
+    CHECK(ratio[99] == Approx(4.0 * double(r.full_bytes[99]) / want));
+    CHECK(curve(r, Curve::Recall, 2)[99] ==
+          Approx((r.recall[r.slh(99, 1, 0)] + r.recall[r.slh(99, 1, 1)]) / 2));
+    CHECK(unit_metric(r, Metric::Budget, 10, 1, 1) == 26);
+    // The answer tokens: sink tokens always kept, a middle token not at the end.
+    CHECK(answer_all_kept(r, {0, 1, 2}, 99));
+    CHECK_FALSE(answer_all_kept(r, {0, 50}, 99));
+    CHECK(answer_kept(r, {50}, 99)[0] == 0);
+    CHECK(answer_kept(r, {50}, 60)[0] == 1);
+}
+
+TEST_CASE("results: broken files give one clear line", "[cpu]") {
+    const std::string dir = test::temp_path("");
+    test::SyntheticRun a;
+    auto err = [](const std::string& p) {
+        try {
+            read_results(p);
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    {
+        const std::string p = test::temp_path("notes.txt");
+        std::ofstream(p) << "not hdf5\n";
+        CHECK(err(p) == "results '" + p + "': not an HDF5 file, so not a kvscope results file");
+        CHECK(detect_file_kind(p) == FileKind::NotHdf5);
+    }
+    CHECK(err(dir + "/missing.h5") == "results '" + dir + "/missing.h5': no such file");
+    CHECK(detect_file_kind(dir + "/missing.h5") == FileKind::Missing);
+    {
+        const std::string p = test::temp_path("v2.h5");
+        test::ResultsOptions o;
+        o.schema_version = 2;
+        test::write_synthetic_results(p, {a}, o);
+        CHECK(err(p) == "results '" + p +
+                            "': schema_version 2 is newer than this kvscope reads (1); update "
+                            "kvscope");
+    }
+    {
+        const std::string p = test::temp_path("fmt.h5");
+        test::ResultsOptions o;
+        o.format = "kvscope-trace";
+        test::write_synthetic_results(p, {a}, o);
+        CHECK(err(p) == "results '" + p +
+                            "': not a kvscope results file (format is 'kvscope-trace', expected "
+                            "'kvscope-results')");
+    }
+    {
+        const std::string p = test::temp_path("drop.h5");
+        test::ResultsOptions o;
+        o.drop_dataset = "recall";
+        test::write_synthetic_results(p, {a}, o);
+        CHECK(err(p) == "results '" + p + "': missing dataset 'runs/0000/recall'");
+    }
+    {
+        const std::string p = test::temp_path("shape.h5");
+        test::ResultsOptions o;
+        o.bad_shape = true;
+        test::write_synthetic_results(p, {a}, o);
+        CHECK(err(p) == "results '" + p +
+                            "': dataset 'runs/0000/held' has shape [100, 2, 3], expected [100, 2, "
+                            "2] (steps, layers, n_head_kv)");
+    }
+    {
+        const std::string p = test::temp_path("steps.h5");
+        test::ResultsOptions o;
+        o.bad_steps = true;
+        test::write_synthetic_results(p, {a}, o);
+        CHECK_THAT(err(p), Catch::Contains("'steps' must be ascending token indices in [0, 100)"));
+    }
+    {
+        const std::string p = test::temp_path("nruns.h5");
+        test::ResultsOptions o;
+        o.n_runs_attr = 3;
+        test::write_synthetic_results(p, {a}, o);
+        CHECK(err(p) == "results '" + p + "': missing group 'runs/0001' (n_runs = 3)");
+    }
+    {
+        // A truncated file.
+        const std::string good = test::temp_path("good.h5"), p = test::temp_path("trunc.h5");
+        test::write_synthetic_results(good, {a});
+        std::ifstream in(good, std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), {});
+        std::ofstream(p, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+        CHECK_THAT(err(p), Catch::StartsWith("results '" + p + "': "));
+    }
+}

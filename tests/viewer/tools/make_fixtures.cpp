@@ -1,0 +1,36 @@
+// Writes the screenshot test's inputs into a folder: trace.h5 (the capture tests' synthetic
+// trace, 3 layers, 4 heads, 2 KV heads, 160 tokens), a.h5 and b.h5 (results of two toy policies
+// with different budgets, synthetic_results.h), and bad.h5 (a results file of schema version 2).
+#include <cstdio>
+#include <filesystem>
+
+#include "gguf_writer.h"
+#include "synthetic_results.h"
+#include "synthetic_trace.h"
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: kvs_view_fixtures <out-dir>\n");
+        return 2;
+    }
+    const std::string d = argv[1];
+    std::filesystem::create_directories(d);
+    const int64_t T = 160;
+    kvs::test::write_synthetic_trace(d + "/trace.h5", T);
+    kvs::test::SyntheticRun a, b;
+    a.T = b.T = T;
+    a.layers = b.layers = {0, 1, 2};
+    a.policy = "window";
+    a.budget = 24;
+    b.policy = "window";
+    b.budget = 80;
+    b.sink = 0;
+    a.C = b.C = 16;
+    kvs::test::write_synthetic_results(d + "/a.h5", {a});
+    kvs::test::write_synthetic_results(d + "/b.h5", {b});
+    kvs::test::ResultsOptions bad;
+    bad.schema_version = 2;
+    kvs::test::write_synthetic_results(d + "/bad.h5", {a}, bad);
+    std::printf("fixtures in %s\n", d.c_str());
+    return 0;
+}

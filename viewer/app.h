@@ -1,0 +1,160 @@
+// kvscope-view's state: the open trace and results, the selection (quantity, layer, KV head,
+// step), the matrices being shown and the background jobs computing them, the settings. The
+// panels (panels/*.cpp) read and change it; app.cpp draws the frame around them.
+#pragma once
+#include <imgui.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gl_backend.h"
+#include "viewdata/colormap.h"
+#include "viewdata/jobs.h"
+#include "viewdata/quantities.h"
+#include "viewdata/reduce.h"
+#include "viewdata/replay_backend.h"
+#include "viewdata/results.h"
+#include "viewdata/settings.h"
+#include "viewdata/trace_data.h"
+
+namespace kvs::view {
+
+enum class ViewKind { Timeline, Tokens, Grid, Curves };
+inline constexpr const char* kViewNames[] = {"timeline", "tokens", "grid", "curves"};
+bool view_from_name(const std::string& s, ViewKind* out);
+
+// A [steps, tokens] matrix ready to draw: the data, its pyramid, what its rows mean.
+struct Heat {
+    std::string key;  // what it was computed from
+    Matrix m;
+    std::unique_ptr<Pyramid> pyr;
+    std::vector<int32_t> row_steps;  // row r = step row_steps[r]
+    Range range;                     // finite range
+    float p_lo = 0, p_hi = 1;        // percentiles used by the automatic colour scale
+    bool diverging = false;          // a difference: symmetric scale, diverging colours
+    std::string title;               // "attention, layer 3, KV head 1"
+};
+
+// One run of an open results file.
+struct RunEntry {
+    std::shared_ptr<ResultsFile> file;
+    int index = 0;
+    const RunData& run() const { return file->runs[size_t(index)]; }
+    std::string label;
+};
+
+// The panel the user is in, its rect (logical pixels) for exports.
+struct ExportRequest {
+    std::string png_path;
+    float scale = 1;
+};
+
+class App {
+  public:
+    App(Settings s, std::string settings_path);
+    ~App();
+
+    // --- files ---------------------------------------------------------------------------------
+    void open_file(const std::string& path);  // trace or results, in the background
+    void frame(Window& win);                  // draws one frame (the whole window)
+    // A job is running, or the last frame drew data that is about to change.
+    bool busy() const;
+    std::string status_line() const;
+
+    // --- selection -----------------------------------------------------------------------------
+    Settings settings;
+    std::string settings_path;
+    ViewKind view = ViewKind::Timeline;
+    bool force_view = false;  // select the view's tab on the next frame
+    Quantity quantity = Quantity::Attention;
+    Reduce reduce = Reduce::Mean;
+    ColorMap cmap = ColorMap::Viridis;
+    bool log_scale = true, auto_range = true;
+    float range_lo = 0, range_hi = 1;
+    int layer = -1, kv_head = -1;  // -1 = all
+    int64_t step = -1;             // token index of the selected step (-1 = last)
+    int run_a = -1, run_b = -1;    // index into runs; B >= 0: compare (A - B)
+    bool playing = false;
+
+    std::shared_ptr<TraceData> trace;
+    std::vector<RunEntry> runs;
+    std::vector<std::string> messages;  // errors shown in the window
+
+    // --- derived data ----------------------------------------------------------------------------
+    // The heatmap for the current selection (nullptr until computed); starts a job when the
+    // selection changed.
+    const Heat* heat();
+    std::string heat_key() const;
+    float heat_progress() const;  // < 0 when no job
+    ColorScale color_scale(const Heat& h) const;
+    ColorMap color_map(const Heat& h) const { return h.diverging ? ColorMap::RdBu : cmap; }
+    // Attention of the selected step, [L, HK, T] (trace only; nullptr until computed).
+    const std::vector<float>* step_attention();
+    int64_t n_tokens() const;
+    int64_t last_step() const;
+    int64_t cur_step() const { return step < 0 ? last_step() : step; }
+    const RunData* run(int i) const {
+        return i >= 0 && i < int(runs.size()) ? &runs[size_t(i)].run() : nullptr;
+    }
+    std::string token_text(int64_t j) const;
+    std::vector<int> layer_choices() const;  // model layers
+    int n_kv_heads() const;
+
+    // --- policy panel ----------------------------------------------------------------------------
+    std::unique_ptr<ReplayBackend> backend;
+    std::vector<PolicyDesc> policies;
+    std::string policies_error;
+    std::unique_ptr<Job> policies_job, replay_job;
+    std::string replay_out;  // the results file the running replay writes
+    void load_policies();
+    void start_replay(const std::string& spec);
+
+    // --- exports and figures -------------------------------------------------------------------
+    ImVec2 view_min{0, 0}, view_max{0, 0};  // the current view's rect, logical pixels
+    ExportRequest export_req;               // png_path non-empty: export on the next frame
+    std::string last_export;
+    void export_csv(const std::string& path);
+    // Timeline view window, shared with the benchmark: rows (steps) x0..x1, tokens y0..y1.
+    double vx0 = 0, vx1 = 0, vy0 = 0, vy1 = 0;
+    bool view_init = false;
+    void reset_view();
+
+  private:
+    struct Pending;
+    std::vector<std::unique_ptr<Job>> load_jobs_;
+    std::vector<std::string> open_queue_;
+    void start_load(const std::string& path);
+    std::shared_ptr<Pending> pending_;
+    bool stale_ = false;  // this frame drew something out of date
+    std::unique_ptr<Job> heat_job_;
+    std::string heat_job_key_;
+    std::shared_ptr<std::shared_ptr<Heat>> heat_out_;
+    std::string failed_key_;
+    void collect_heat();
+    std::shared_ptr<std::vector<float>> step_out_;
+    std::shared_ptr<std::vector<PolicyDesc>> policies_out_;
+    std::map<std::string, std::shared_ptr<Heat>> cache_;
+    std::vector<std::string> cache_order_;
+    std::shared_ptr<Heat> current_;
+    std::unique_ptr<Job> step_job_;
+    int64_t step_job_step_ = -2, step_att_step_ = -2;
+    std::vector<float> step_att_;
+    void poll_jobs();
+    void start_heat_job(const std::string& key);
+    void draw_sidebar();
+    void draw_status();
+};
+
+// Panels (panels/<name>.cpp).
+void draw_timeline(App& app);
+void draw_tokens(App& app);
+void draw_grid(App& app);
+void draw_curves(App& app);
+void draw_policy_panel(App& app);
+
+// Colours for runs in plots and lists: Okabe-Ito, colour-blind safe.
+ImU32 run_color(int i);
+
+}  // namespace kvs::view

@@ -1,0 +1,36 @@
+// Attention from a trace's stored q, k and lse, for a trace without results:
+// p(t, j) = exp(attn_scale * q_t . k_j - lse_t) for pos[j] <= pos[t] (what full attention gave
+// key j at query t). A selection is one captured layer or all (-1), one KV head or all (-1); a
+// KV head's value is the mean over the query heads that read it (as results files report
+// units), "all" the mean over the selected units.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <vector>
+
+#include "viewdata/matrix.h"
+#include "viewdata/trace_data.h"
+
+namespace kvs::view {
+
+// Called with the fraction done in [0, 1]; a job stops early (returning what it has, and the
+// caller discards it) when `cancel` becomes true.
+using ProgressFn = std::function<void(float)>;
+
+// [T steps, T tokens]: row t = query at step t, column j = key token j; NaN above the diagonal
+// (j not visible to t). `layer` is a model layer index.
+Matrix attention_matrix(const TraceData& tr, int layer, int kv_head, const ProgressFn& progress,
+                        const std::atomic<bool>* cancel = nullptr);
+
+// The cumulative attention each token has received up to step t (H2O's accumulated score):
+// out(t, j) = sum_{t' <= t} p(t', j). Same shape and NaN pattern.
+Matrix cumulative_rows(const Matrix& p);
+
+// Attention of the query at step t over every token, for each captured layer and KV head:
+// [L, n_head_kv, T] (mean over each KV head's query heads), NaN where j is not visible.
+std::vector<float> attention_at_step(const TraceData& tr, int64_t t);
+
+// Entropy (nats) of an attention row over its finite entries.
+double row_entropy(const float* p, int64_t n);
+
+}  // namespace kvs::view

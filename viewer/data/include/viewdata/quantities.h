@@ -1,0 +1,59 @@
+// What the viewer plots, computed from a results run (and its trace): [steps, tokens] matrices
+// for the timeline and the token strip, per-unit metrics at a step for the layer x head grid, and
+// per-step curves.
+//
+// A selection is a model layer or all (-1) and a KV head or all (-1); "all" averages over the
+// selected units (layer, KV head), except bytes, which add up.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "viewdata/matrix.h"
+#include "viewdata/results.h"
+
+namespace kvs::view {
+
+// Timeline quantities.
+enum class Quantity { Attention, AttentionCum, Held, Bits, Score };
+inline constexpr int kNumQuantities = 5;
+const char* quantity_name(Quantity q);  // "attention", "attention (cumulative)", "held", ...
+bool quantity_from_name(const std::string& s, Quantity* out);
+bool quantity_needs_results(Quantity q);  // held, bits, score
+
+// The units (layer index into run.layers, KV head) a selection covers; empty when the layer was
+// not replayed.
+struct Unit {
+    int l = 0, h = 0;
+};
+std::vector<Unit> select_units(const RunData& r, int layer, int kv_head);
+
+// [S, T] for a results run. Row s = step steps[s].
+//  Held: 1 held, 0 evicted (the fraction of units holding it when aggregated), NaN for j > step.
+//  Bits, Score: the last checkpoint at or before the step, carried forward (NaN before the first
+//  checkpoint and for tokens that arrived after it); 0 bits / NaN score where the token has been
+//  evicted by the step (from evicted_at, exact at every step).
+Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head);
+
+// a - b on the rows (steps) both have, by step value: [rows of a, min(cols)], NaN where either is.
+// `row_steps_a/b` map rows to step values.
+Matrix difference(const Matrix& a, const std::vector<int32_t>& row_steps_a, const Matrix& b,
+                  const std::vector<int32_t>& row_steps_b);
+
+// Per-unit metrics at step index s (for the grid).
+enum class Metric { Budget, Held, Recall, OutErr, OutCos, Bytes };
+inline constexpr int kNumMetrics = 6;
+const char* metric_name(Metric m);
+float unit_metric(const RunData& r, Metric m, int64_t s, int l, int h);
+
+// Per-step curves: one value per step (index s), over the selected layer (-1 = all layers).
+enum class Curve { CacheBytes, Ratio, Recall, OutErr, Held };
+inline constexpr int kNumCurves = 5;
+const char* curve_name(Curve c);
+std::vector<double> curve(const RunData& r, Curve c, int layer);
+
+// For passkey / needle traces: per answer token, the fraction of units holding it at step t.
+std::vector<float> answer_kept(const RunData& r, const std::vector<int32_t>& positions, int64_t t);
+// Every answer token held in every unit at step t.
+bool answer_all_kept(const RunData& r, const std::vector<int32_t>& positions, int64_t t);
+
+}  // namespace kvs::view

@@ -1,0 +1,59 @@
+// Runs a policy on a trace for the viewer's policy panel. The panel talks to this interface
+// only; SubprocessBackend runs `kvscope replay TRACE --policy SPEC --out OUT --quiet` (the same
+// replay code as the command line) and `kvscope policies --json` for the list, so the viewer
+// does not link the simulator.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kvs::view {
+
+struct PolicyParam {
+    std::string name, default_value, help;
+};
+struct PolicyDesc {
+    std::string name, summary;
+    std::vector<PolicyParam> params;
+};
+// Parses `kvscope policies --json`: [{"name","summary","params":[{"name","default","help"}]}].
+std::vector<PolicyDesc> parse_policies_json(const std::string& text);  // throws kvs::Error
+// "h2o" + {budget=128, recent=""} -> "h2o:budget=128" (empty values left out).
+std::string make_spec(const std::string& policy,
+                      const std::vector<std::pair<std::string, std::string>>& params);
+
+class ReplayBackend {
+  public:
+    virtual ~ReplayBackend() = default;
+    virtual std::vector<PolicyDesc> policies() = 0;  // throws kvs::Error
+    // Replays `spec` on `trace`, writing the results file `out`. Calls progress(f) with f in
+    // [0, 1], or -1 while unknown. Throws kvs::Error on failure or when `cancel` was set.
+    virtual void run(const std::string& trace, const std::string& spec, const std::string& out,
+                     const std::function<void(float)>& progress,
+                     const std::atomic<bool>& cancel) = 0;
+};
+
+class SubprocessBackend final : public ReplayBackend {
+  public:
+    explicit SubprocessBackend(std::string exe);
+    // $KVSCOPE_BIN, else the kvscope built next to the viewer (compile-time path), else "kvscope".
+    static std::string default_exe();
+    std::vector<PolicyDesc> policies() override;
+    void run(const std::string& trace, const std::string& spec, const std::string& out,
+             const std::function<void(float)>& progress, const std::atomic<bool>& cancel) override;
+    const std::string& exe() const { return exe_; }
+
+  private:
+    std::string exe_;
+};
+
+// Runs argv[0] with arguments; returns the exit status (128 + signal when killed), collects
+// stdout and stderr. Kills the child (SIGTERM, then SIGKILL after 2 s) when `cancel` becomes
+// true. `on_stderr_line` sees each stderr line as it arrives. Throws kvs::Error when it cannot
+// start.
+int run_process(const std::vector<std::string>& argv, std::string* out, std::string* err,
+                const std::atomic<bool>* cancel,
+                const std::function<void(const std::string&)>& on_stderr_line = {});
+
+}  // namespace kvs::view

@@ -1,0 +1,74 @@
+// Reader of kvscope results files (format: simulator/include/simulator/results_schema.h, schema
+// version 1), independent of the simulator's code. read_results() loads and validates every run
+// (a run's arrays are small: [S, L, Hkv] metrics, [L, Hkv, T] evictions, [C, L, Hkv, T]
+// checkpoints). Errors are one kvs::Error line naming the file and the field: not HDF5, not a
+// results file, a newer schema_version, a missing attribute or dataset, a shape that contradicts
+// the attributes, or a value out of range (a step outside the trace).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kvs::view {
+
+inline constexpr const char* kResultsFormat = "kvscope-results";
+inline constexpr int kResultsSchemaVersion = 1;
+
+struct RunInfo {
+    std::string group;  // "runs/0000"
+    std::string policy, spec, params_json, budget, mode;
+    int64_t prefill_len = 0;
+    std::string trace_path, trace_model, trace_task;
+    bool trace_complete = true;
+    int64_t n_tokens = 0;
+    int n_head = 0, n_head_kv = 0, head_dim = 0;
+    double seconds = 0;
+    std::map<std::string, double> summary;  // recall_mean, err_p95, ratio_mean, ... (those present)
+};
+
+// One run's arrays. S steps, L layers, H = n_head_kv, T tokens, C checkpoints.
+struct RunData {
+    RunInfo info;
+    int64_t S = 0, L = 0, H = 0, T = 0, C = 0;
+    std::vector<int32_t> layers;                      // [L] model layer indices
+    std::vector<int32_t> steps;                       // [S] token index of each step
+    std::vector<float> recall, out_rel_err, out_cos;  // [S, L, H]
+    std::vector<int32_t> held, budget_tokens;         // [S, L, H]
+    std::vector<int64_t> bytes;                       // [S, L, H]
+    std::vector<int64_t> full_bytes;                  // [S]
+    std::vector<int32_t> evicted_at;                  // [L, H, T]
+    std::vector<int32_t> ckpt_steps;                  // [C]
+    std::vector<uint8_t> ckpt_bits;                   // [C, L, H, T]
+    std::vector<float> ckpt_score;                    // [C, L, H, T] (from float16)
+
+    size_t slh(int64_t s, int64_t l, int64_t h) const { return size_t((s * L + l) * H + h); }
+    size_t lht(int64_t l, int64_t h, int64_t t) const { return size_t((l * H + h) * T + t); }
+    size_t clht(int64_t c, int64_t l, int64_t h, int64_t t) const {
+        return size_t(((c * L + l) * H + h) * T + t);
+    }
+    int layer_index(int model_layer) const;  // -1 when the layer was not replayed
+    int step_index(int64_t t) const;         // index s with steps[s] == t, else -1
+    // Token j is in the unit's cache at step t (token index): j <= t and not evicted by then.
+    bool held_at(int64_t l, int64_t h, int64_t j, int64_t t) const {
+        const int32_t e = evicted_at[lht(l, h, j)];
+        return j <= t && (e < 0 || t < e);
+    }
+    // A short label: "h2o:budget=128" (spec, shortened) for lists and legends.
+    std::string label() const;
+};
+
+struct ResultsFile {
+    std::string path;
+    int schema_version = 0;
+    std::string kvscope_version, created, command_line;
+    std::vector<RunData> runs;
+};
+
+ResultsFile read_results(const std::string& path);  // throws kvs::Error
+
+// What a file is, from its 'format' attribute, without validating the rest.
+enum class FileKind { Missing, NotHdf5, Trace, Results, OtherHdf5 };
+FileKind detect_file_kind(const std::string& path);
+
+}  // namespace kvs::view

@@ -1,0 +1,190 @@
+// Matrices, per-unit metrics and curves from results runs (see quantities.h).
+#include "viewdata/quantities.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kvs::view {
+
+namespace {
+const char* kQuantityNames[kNumQuantities] = {"attention", "attention (cumulative)", "held", "bits",
+                                              "score"};
+const char* kMetricNames[kNumMetrics] = {"budget (tokens)", "held (tokens)", "recall",
+                                         "output error",    "output cosine", "bytes"};
+const char* kCurveNames[kNumCurves] = {"cache bytes", "compression ratio", "recall", "output error",
+                                       "held (tokens)"};
+}  // namespace
+
+const char* quantity_name(Quantity q) {
+    return kQuantityNames[int(q)];
+}
+
+bool quantity_from_name(const std::string& s, Quantity* out) {
+    for (int i = 0; i < kNumQuantities; ++i)
+        if (s == kQuantityNames[i]) {
+            *out = Quantity(i);
+            return true;
+        }
+    return false;
+}
+
+bool quantity_needs_results(Quantity q) {
+    return q == Quantity::Held || q == Quantity::Bits || q == Quantity::Score;
+}
+
+const char* metric_name(Metric m) {
+    return kMetricNames[int(m)];
+}
+const char* curve_name(Curve c) {
+    return kCurveNames[int(c)];
+}
+
+std::vector<Unit> select_units(const RunData& r, int layer, int kv_head) {
+    std::vector<Unit> u;
+    int l0 = 0, l1 = int(r.L);
+    if (layer >= 0) {
+        const int li = r.layer_index(layer);
+        if (li < 0) return u;
+        l0 = li;
+        l1 = li + 1;
+    }
+    for (int l = l0; l < l1; ++l)
+        for (int h = 0; h < int(r.H); ++h)
+            if (kv_head < 0 || kv_head == h) u.push_back({l, h});
+    return u;
+}
+
+Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
+    const std::vector<Unit> units = select_units(r, layer, kv_head);
+    Matrix m(r.S, r.T, kNaN);
+    if (units.empty() || quantity_needs_results(q) == false) return m;
+    for (int64_t s = 0; s < r.S; ++s) {
+        const int64_t t = r.steps[size_t(s)];
+        float* o = m.row(s);
+        // The last checkpoint at or before this step.
+        int64_t c = -1;
+        if (q != Quantity::Held) {
+            auto it = std::upper_bound(r.ckpt_steps.begin(), r.ckpt_steps.end(), int32_t(t));
+            c = int64_t(it - r.ckpt_steps.begin()) - 1;
+            if (c < 0) continue;
+        }
+        const int64_t tc = c >= 0 ? r.ckpt_steps[size_t(c)] : t;
+        const int64_t jmax = std::min<int64_t>(q == Quantity::Held ? t : tc, r.T - 1);
+        for (int64_t j = 0; j <= jmax; ++j) {
+            double acc = 0;
+            int n = 0;
+            for (const Unit& u : units) {
+                const bool held = r.held_at(u.l, u.h, j, t);
+                if (q == Quantity::Held) {
+                    acc += held ? 1 : 0;
+                    ++n;
+                } else if (q == Quantity::Bits) {
+                    acc += held ? r.ckpt_bits[r.clht(c, u.l, u.h, j)] : 0;
+                    ++n;
+                } else if (held) {
+                    const float sc = r.ckpt_score[r.clht(c, u.l, u.h, j)];
+                    if (std::isfinite(sc)) {
+                        acc += sc;
+                        ++n;
+                    }
+                }
+            }
+            o[j] = n > 0 ? float(acc / n) : kNaN;
+        }
+    }
+    return m;
+}
+
+Matrix difference(const Matrix& a, const std::vector<int32_t>& row_steps_a, const Matrix& b,
+                  const std::vector<int32_t>& row_steps_b) {
+    const int64_t cols = std::min(a.cols, b.cols);
+    Matrix d(a.rows, cols, kNaN);
+    for (int64_t r = 0; r < a.rows; ++r) {
+        const int32_t st = r < int64_t(row_steps_a.size()) ? row_steps_a[size_t(r)] : int32_t(r);
+        auto it = std::lower_bound(row_steps_b.begin(), row_steps_b.end(), st);
+        if (it == row_steps_b.end() || *it != st) continue;
+        const int64_t rb = it - row_steps_b.begin();
+        if (rb >= b.rows) continue;
+        for (int64_t j = 0; j < cols; ++j) d.at(r, j) = a.at(r, j) - b.at(rb, j);
+    }
+    return d;
+}
+
+float unit_metric(const RunData& r, Metric m, int64_t s, int l, int h) {
+    const size_t i = r.slh(s, l, h);
+    switch (m) {
+        case Metric::Budget:
+            return r.budget_tokens[i] < 0 ? kNaN : float(r.budget_tokens[i]);
+        case Metric::Held:
+            return float(r.held[i]);
+        case Metric::Recall:
+            return r.recall[i];
+        case Metric::OutErr:
+            return r.out_rel_err[i];
+        case Metric::OutCos:
+            return r.out_cos[i];
+        case Metric::Bytes:
+            return float(r.bytes[i]);
+    }
+    return kNaN;
+}
+
+std::vector<double> curve(const RunData& r, Curve c, int layer) {
+    const std::vector<Unit> units = select_units(r, layer, -1);
+    std::vector<double> out(static_cast<size_t>(r.S), std::nan(""));
+    if (units.empty()) return out;
+    for (int64_t s = 0; s < r.S; ++s) {
+        double sum = 0, full = 0;
+        int n = 0;
+        for (const Unit& u : units) {
+            const size_t i = r.slh(s, u.l, u.h);
+            switch (c) {
+                case Curve::CacheBytes:
+                case Curve::Ratio:
+                    sum += double(r.bytes[i]);
+                    full += double(r.full_bytes[size_t(s)]);
+                    break;
+                case Curve::Recall:
+                    sum += r.recall[i];
+                    break;
+                case Curve::OutErr:
+                    sum += r.out_rel_err[i];
+                    break;
+                case Curve::Held:
+                    sum += r.held[i];
+                    break;
+            }
+            ++n;
+        }
+        if (c == Curve::CacheBytes)
+            out[size_t(s)] = sum;
+        else if (c == Curve::Ratio)
+            out[size_t(s)] = sum > 0 ? full / sum : std::nan("");
+        else
+            out[size_t(s)] = sum / n;
+    }
+    return out;
+}
+
+std::vector<float> answer_kept(const RunData& r, const std::vector<int32_t>& positions, int64_t t) {
+    std::vector<float> out;
+    const std::vector<Unit> units = select_units(r, -1, -1);
+    for (int32_t j : positions) {
+        if (j < 0 || j >= r.T || units.empty()) {
+            out.push_back(kNaN);
+            continue;
+        }
+        int n = 0;
+        for (const Unit& u : units) n += r.held_at(u.l, u.h, j, t) ? 1 : 0;
+        out.push_back(float(n) / float(units.size()));
+    }
+    return out;
+}
+
+bool answer_all_kept(const RunData& r, const std::vector<int32_t>& positions, int64_t t) {
+    for (float f : answer_kept(r, positions, t))
+        if (!(f >= 1.0f)) return false;
+    return !positions.empty();
+}
+
+}  // namespace kvs::view

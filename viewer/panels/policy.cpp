@@ -1,0 +1,129 @@
+// Policy panel (in the sidebar): the open runs (A, and B to compare), whether each kept the
+// answer's tokens, and running another policy on the open trace in the background through the
+// replay backend (kvscope replay as a subprocess), with progress and cancel.
+#include <imgui.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "app.h"
+#include "widgets.h"
+
+namespace kvs::view {
+
+void draw_policy_panel(App& app) {
+    const bool has_answer = app.trace && !app.trace->info.task.answer_positions.empty();
+    if (app.runs.empty()) ImGui::TextDisabled("no results open");
+    for (size_t i = 0; i < app.runs.size(); ++i) {
+        const RunData& r = app.runs[i].run();
+        ImGui::PushID(int(i));
+        const ImVec2 p = ImGui::GetCursorScreenPos();
+        const float fh = ImGui::GetFontSize();
+        ImGui::GetWindowDrawList()->AddRectFilled(
+            ImVec2(p.x, p.y + 3), ImVec2(p.x + fh * 0.7f, p.y + fh), run_color(int(i)));
+        ImGui::Dummy(ImVec2(fh * 0.8f, fh));
+        ImGui::SameLine();
+        if (ImGui::RadioButton("A", app.run_a == int(i))) app.run_a = int(i);
+        ImGui::SameLine();
+        bool b = app.run_b == int(i);
+        if (ImGui::Checkbox("B", &b)) app.run_b = b ? int(i) : -1;
+        if (ImGui::IsItemHovered()) ImGui::SetTooltip("compare: A - B heatmaps, both in the grid");
+        ImGui::SameLine();
+        ImGui::TextUnformatted(app.runs[i].label.c_str());
+        if (ImGui::IsItemHovered()) {
+            ImGui::BeginTooltip();
+            ImGui::Text("%s", r.info.spec.c_str());
+            ImGui::Text("file %s (%s)", app.runs[i].file->path.c_str(), r.info.group.c_str());
+            ImGui::Text("mode %s, %lld steps, %lld layers, %lld KV heads, %lld checkpoints",
+                        r.info.mode.c_str(), (long long)r.S, (long long)r.L, (long long)r.H,
+                        (long long)r.C);
+            for (const auto& [k, v] : r.info.summary)
+                ImGui::Text("%s = %s", k.c_str(), fmt_value(v).c_str());
+            ImGui::EndTooltip();
+        }
+        auto sm = [&](const char* k) {
+            auto it = r.info.summary.find(k);
+            return it == r.info.summary.end() ? std::string("-") : fmt_value(it->second);
+        };
+        ImGui::TextDisabled("   recall %s, error %s, ratio %s", sm("recall_mean").c_str(),
+                            sm("err_mean").c_str(), sm("ratio_mean").c_str());
+        if (has_answer) {
+            const auto& pos = app.trace->info.task.answer_positions;
+            const bool kept = answer_all_kept(r, pos, r.T - 1);
+            const auto frac = answer_kept(r, pos, r.T - 1);
+            float mn = 1;
+            for (float f : frac) mn = std::min(mn, std::isnan(f) ? 0.0f : f);
+            ImGui::SameLine();
+            if (kept)
+                ImGui::TextColored(ImVec4(0.3f, 0.85f, 0.5f, 1), " answer kept");
+            else
+                ImGui::TextColored(ImVec4(1, 0.45f, 0.35f, 1), " answer lost (%.0f%% of units)",
+                                   100 * (1 - mn));
+        }
+        ImGui::PopID();
+    }
+    ImGui::Separator();
+    if (!ImGui::TreeNode("run a policy on the open trace")) return;
+    struct Pop {
+        ~Pop() { ImGui::TreePop(); }
+    } pop;
+    ImGui::TextDisabled(
+        "backend: %s",
+        app.backend ? static_cast<SubprocessBackend*>(app.backend.get())->exe().c_str() : "-");
+    if (!app.trace) {
+        ImGui::TextDisabled("(open a trace first)");
+        return;
+    }
+    if (app.policies.empty() && !app.policies_job) {
+        if (!app.policies_error.empty()) {
+            ImGui::TextWrapped("cannot list policies: %s", app.policies_error.c_str());
+            if (ImGui::Button("Retry")) {
+                app.policies_error.clear();
+                app.load_policies();
+            }
+        } else {
+            app.load_policies();
+        }
+        return;
+    }
+    if (app.policies_job) {
+        ImGui::TextDisabled("listing policies ...");
+        return;
+    }
+    static int sel = 0;
+    static std::map<std::string, std::string> values;  // "policy.param" -> value
+    sel = std::clamp(sel, 0, int(app.policies.size()) - 1);
+    const PolicyDesc& pd = app.policies[size_t(sel)];
+    if (ImGui::BeginCombo("policy", pd.name.c_str())) {
+        for (size_t i = 0; i < app.policies.size(); ++i)
+            if (ImGui::Selectable(app.policies[i].name.c_str(), int(i) == sel)) sel = int(i);
+        ImGui::EndCombo();
+    }
+    if (!pd.summary.empty()) ImGui::TextWrapped("%s", pd.summary.c_str());
+    std::vector<std::pair<std::string, std::string>> params;
+    for (const PolicyParam& pp : pd.params) {
+        const std::string key = pd.name + "." + pp.name;
+        if (!values.count(key)) values[key] = pp.default_value;
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "%s", values[key].c_str());
+        if (ImGui::InputText(pp.name.c_str(), buf, sizeof buf)) values[key] = buf;
+        if (ImGui::IsItemHovered() && !pp.help.empty()) ImGui::SetTooltip("%s", pp.help.c_str());
+        params.emplace_back(pp.name, values[key]);
+    }
+    const std::string spec = make_spec(pd.name, params);
+    ImGui::TextWrapped("spec: %s", spec.c_str());
+    if (app.replay_job && !app.replay_job->done()) {
+        const float f = app.replay_job->progress();
+        char ov[64];
+        std::snprintf(ov, sizeof ov, "%.0f s", app.replay_job->seconds());
+        ImGui::ProgressBar(f >= 0 ? f : float(std::fmod(app.replay_job->seconds(), 1.0)),
+                           ImVec2(-70, 0), ov);
+        ImGui::SameLine();
+        if (ImGui::Button("Cancel")) app.replay_job->cancel();
+    } else if (ImGui::Button("Run")) {
+        app.start_replay(spec);
+    }
+}
+
+}  // namespace kvs::view

@@ -1,0 +1,235 @@
+// Drawing helpers (see widgets.h).
+#include "widgets.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+namespace kvs::view {
+
+std::vector<double> nice_ticks(double lo, double hi, int n) {
+    std::vector<double> t;
+    if (!(hi > lo) || n < 1) return t;
+    const double raw = (hi - lo) / n;
+    const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+    double step = mag;
+    for (double m : {1.0, 2.0, 5.0, 10.0})
+        if (m * mag >= raw) {
+            step = m * mag;
+            break;
+        }
+    for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step)
+        t.push_back(std::fabs(v) < 1e-12 * step ? 0.0 : v);
+    return t;
+}
+
+std::vector<double> log_ticks(double lo, double hi) {
+    std::vector<double> t;
+    if (!(lo > 0) || !(hi > lo)) return t;
+    for (int e = int(std::ceil(std::log10(lo) - 1e-9)); e <= int(std::floor(std::log10(hi) + 1e-9));
+         ++e)
+        t.push_back(std::pow(10.0, e));
+    return t;
+}
+
+std::string fmt_value(double v) {
+    char b[32];
+    if (std::isnan(v)) return "-";
+    const double a = std::fabs(v);
+    if (a == 0)
+        return "0";
+    else if (a >= 1e6 || a < 1e-3)
+        std::snprintf(b, sizeof b, "%.2g", v);
+    else if (a >= 100 && v == std::floor(v))
+        std::snprintf(b, sizeof b, "%.0f", v);
+    else if (a >= 100)
+        std::snprintf(b, sizeof b, "%.1f", v);
+    else
+        std::snprintf(b, sizeof b, "%.3g", v);
+    return b;
+}
+
+std::string fmt_bytes(double v) {
+    char b[32];
+    const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (std::fabs(v) >= 1024 && i < 4) {
+        v /= 1024;
+        ++i;
+    }
+    std::snprintf(b, sizeof b, i == 0 ? "%.0f %s" : "%.3g %s", v, u[i]);
+    return b;
+}
+
+void draw_text_vertical(ImDrawList* dl, ImVec2 center, ImU32 col, const char* text) {
+    // Draw horizontally, then rotate the new vertices by 90 degrees around the centre.
+    const ImVec2 sz = ImGui::CalcTextSize(text);
+    const int v0 = dl->VtxBuffer.Size;
+    // AddText drops glyphs outside the clip rect as laid out horizontally: lift the clip.
+    dl->PushClipRectFullScreen();
+    dl->AddText(ImVec2(center.x - sz.x / 2, center.y - sz.y / 2), col, text);
+    dl->PopClipRect();
+    for (int i = v0; i < dl->VtxBuffer.Size; ++i) {
+        ImDrawVert& v = dl->VtxBuffer[i];
+        const float dx = v.pos.x - center.x, dy = v.pos.y - center.y;
+        v.pos = ImVec2(center.x + dy, center.y - dx);
+    }
+}
+
+void draw_colorbar(ImDrawList* dl, ImVec2 p0, ImVec2 p1, ColorMap cm, const ColorScale& s,
+                   const char* title) {
+    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
+    const float h = p1.y - p0.y;
+    const int n = 64;
+    for (int i = 0; i < n; ++i) {
+        // Top = high values.
+        const float t0 = float(i) / n, t1 = float(i + 1) / n;
+        const Rgb8 c = colormap_at(cm, 1.0f - (t0 + t1) / 2);
+        dl->AddRectFilled(ImVec2(p0.x, p0.y + t0 * h), ImVec2(p1.x, p0.y + t1 * h + 1),
+                          IM_COL32(c.r, c.g, c.b, 255));
+    }
+    dl->AddRect(p0, p1, IM_COL32(160, 160, 160, 255));
+    const ImVec2 ts = ImGui::CalcTextSize(title);
+    dl->AddText(ImVec2(p0.x - 4, p0.y - ts.y - 4), text, title);
+    std::vector<double> ticks;
+    if (s.log)
+        ticks = log_ticks(s.lo, s.hi);
+    else
+        ticks = nice_ticks(s.lo, s.hi, 5);
+    if (ticks.size() < 2) ticks = {s.lo, s.hi};
+    const float fh = ImGui::GetFontSize();
+    for (double v : ticks) {
+        const float t = s.normalize(float(v));
+        const float y = p1.y - t * h;
+        dl->AddLine(ImVec2(p1.x, y), ImVec2(p1.x + 4, y), text);
+        const std::string l = fmt_value(v);
+        dl->AddText(ImVec2(p1.x + 6, y - fh / 2), text, l.c_str());
+    }
+}
+
+double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series, const char* title,
+                 const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
+                 bool bytes_axis) {
+    ImGui::PushID(id);
+    const ImVec2 p = ImGui::GetCursorScreenPos();
+    ImGui::InvisibleButton("plot", size);
+    const bool hovered = ImGui::IsItemHovered();
+    const bool clicked = ImGui::IsItemClicked();
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const float fh = ImGui::GetFontSize();
+    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
+    const ImU32 grid = IM_COL32(80, 80, 90, 255);
+    // Layout: title on top, y label + ticks on the left, x ticks + label at the bottom.
+    const float left = 16 + fh * 4.2f, bottom = fh * 2.6f, top = fh * 1.6f, right = 12;
+    const ImVec2 a(p.x + left, p.y + top), b(p.x + size.x - right, p.y + size.y - bottom);
+    dl->AddRectFilled(a, b, IM_COL32(24, 24, 28, 255));
+    dl->AddText(ImVec2(a.x, p.y + 2), text, title);
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (const Series& s : series)
+        for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+            if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
+            x0 = std::min(x0, s.x[i]);
+            x1 = std::max(x1, s.x[i]);
+            y0 = std::min(y0, s.y[i]);
+            y1 = std::max(y1, s.y[i]);
+        }
+    double result = std::numeric_limits<double>::quiet_NaN();
+    if (!(x1 >= x0)) {
+        const char* m = "no data";
+        const ImVec2 ms = ImGui::CalcTextSize(m);
+        dl->AddText(ImVec2((a.x + b.x - ms.x) / 2, (a.y + b.y - ms.y) / 2), text, m);
+        ImGui::PopID();
+        return result;
+    }
+    if (x1 == x0) x1 = x0 + 1;
+    if (log_y) {
+        y0 = std::pow(10.0, std::floor(std::log10(y0)));
+        y1 = std::pow(10.0, std::ceil(std::log10(y1)));
+        if (y1 <= y0) y1 = y0 * 10;
+    } else {
+        if (y0 > 0 && y0 < 0.5 * y1) y0 = 0;  // start at zero when it is near
+        const double pad = (y1 - y0) * 0.05 + (y1 == y0 ? std::max(1e-9, std::fabs(y1) * 0.1) : 0);
+        y1 += pad;
+        if (y0 != 0) y0 -= pad;
+    }
+    auto X = [&](double x) { return float(a.x + (x - x0) / (x1 - x0) * (b.x - a.x)); };
+    auto Y = [&](double y) {
+        const double t = log_y ? (std::log10(std::max(y, 1e-300)) - std::log10(y0)) /
+                                     (std::log10(y1) - std::log10(y0))
+                               : (y - y0) / (y1 - y0);
+        return float(b.y - t * (b.y - a.y));
+    };
+    for (double t : nice_ticks(x0, x1, std::max(2, int((b.x - a.x) / (fh * 6))))) {
+        dl->AddLine(ImVec2(X(t), a.y), ImVec2(X(t), b.y), grid);
+        const std::string l = fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        dl->AddText(ImVec2(X(t) - ls.x / 2, b.y + 3), text, l.c_str());
+    }
+    const std::vector<double> yt =
+        log_y ? log_ticks(y0, y1) : nice_ticks(y0, y1, std::max(2, int((b.y - a.y) / (fh * 3))));
+    for (double t : yt) {
+        dl->AddLine(ImVec2(a.x, Y(t)), ImVec2(b.x, Y(t)), grid);
+        const std::string l = bytes_axis ? fmt_bytes(t) : fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        dl->AddText(ImVec2(a.x - ls.x - 4, Y(t) - ls.y / 2), text, l.c_str());
+    }
+    const ImVec2 xs = ImGui::CalcTextSize(xlabel);
+    dl->AddText(ImVec2((a.x + b.x - xs.x) / 2, b.y + fh + 6), text, xlabel);
+    draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
+    dl->PushClipRect(a, b, true);
+    for (const Series& s : series) {
+        ImVec2 prev;
+        bool have = false;
+        const size_t n = std::min(s.x.size(), s.y.size());
+        // Thin to about two points per pixel.
+        const size_t stride = std::max<size_t>(1, n / size_t(std::max(1.0f, (b.x - a.x) * 2)));
+        for (size_t i = 0; i < n; i += stride) {
+            if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) {
+                have = false;
+                continue;
+            }
+            const ImVec2 q(X(s.x[i]), Y(s.y[i]));
+            if (have && !(s.dashed && (i / stride) % 2)) dl->AddLine(prev, q, s.color, 2.0f);
+            prev = q;
+            have = true;
+        }
+    }
+    if (std::isfinite(x_cursor))
+        dl->AddLine(ImVec2(X(x_cursor), a.y), ImVec2(X(x_cursor), b.y),
+                    IM_COL32(255, 255, 255, 160));
+    dl->PopClipRect();
+    dl->AddRect(a, b, IM_COL32(140, 140, 150, 255));
+    // Legend, top right.
+    float ly = a.y + 4;
+    for (const Series& s : series) {
+        const ImVec2 ns = ImGui::CalcTextSize(s.name.c_str());
+        const float lx = b.x - ns.x - 30;
+        dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(b.x - 2, ly + ns.y + 1),
+                          IM_COL32(24, 24, 28, 200));
+        dl->AddLine(ImVec2(lx, ly + ns.y / 2), ImVec2(lx + 18, ly + ns.y / 2), s.color, 3);
+        dl->AddText(ImVec2(lx + 24, ly), text, s.name.c_str());
+        ly += ns.y + 2;
+    }
+    const ImVec2 m = ImGui::GetIO().MousePos;
+    if (hovered && m.x >= a.x && m.x <= b.x) {
+        const double xv = x0 + (m.x - a.x) / (b.x - a.x) * (x1 - x0);
+        ImGui::BeginTooltip();
+        ImGui::Text("%s %s", xlabel, fmt_value(std::round(xv)).c_str());
+        for (const Series& s : series) {
+            if (s.x.empty()) continue;
+            auto it = std::lower_bound(s.x.begin(), s.x.end(), xv);
+            size_t i = size_t(std::min<ptrdiff_t>(it - s.x.begin(), ptrdiff_t(s.x.size()) - 1));
+            if (i < s.y.size())
+                ImGui::TextColored(
+                    ImGui::ColorConvertU32ToFloat4(s.color), "%s: %s", s.name.c_str(),
+                    bytes_axis ? fmt_bytes(s.y[i]).c_str() : fmt_value(s.y[i]).c_str());
+        }
+        ImGui::EndTooltip();
+        if (clicked) result = xv;
+    }
+    ImGui::PopID();
+    return result;
+}
+
+}  // namespace kvs::view

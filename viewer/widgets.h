@@ -1,0 +1,40 @@
+// Drawing helpers shared by the panels: axis ticks, number formatting, colour bars, line plots.
+#pragma once
+#include <imgui.h>
+
+#include <string>
+#include <vector>
+
+#include "viewdata/colormap.h"
+
+namespace kvs::view {
+
+// About n "nice" tick values (1, 2, 5 x 10^k steps) covering [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi, int n);
+// Powers of ten in [lo, hi] (lo > 0), for log axes.
+std::vector<double> log_ticks(double lo, double hi);
+std::string fmt_value(double v);  // "0.0123", "1.2e-05", "4096", "1.5 MB" (bytes: fmt_bytes)
+std::string fmt_bytes(double v);
+
+// A vertical colour bar in [p0, p1] with ticks and a title above it.
+void draw_colorbar(ImDrawList* dl, ImVec2 p0, ImVec2 p1, ColorMap cm, const ColorScale& s,
+                   const char* title);
+
+// Text drawn rotated 90 degrees counter-clockwise, its centre at `center`.
+void draw_text_vertical(ImDrawList* dl, ImVec2 center, ImU32 col, const char* text);
+
+struct Series {
+    std::string name;
+    std::vector<double> x, y;
+    ImU32 color = IM_COL32(230, 159, 0, 255);
+    bool dashed = false;
+};
+
+// A line plot filling `size` (logical pixels): axes with ticks, labels, a legend, a vertical
+// cursor at x_cursor (NaN: none), a tooltip with the values under the mouse. Returns the x under
+// the mouse when it was clicked (NaN otherwise).
+double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series, const char* title,
+                 const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
+                 bool bytes_axis = false);
+
+}  // namespace kvs::view
