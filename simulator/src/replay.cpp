@@ -178,6 +178,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     lc.plan = rs.plan.get();
     std::unique_ptr<LayerPolicy> lp = rs.policy->make_layer(lc);
     const bool observes = lp->observes();
+    const int64_t first_observed = observes ? lp->first_observed_step(sh.first_update) : T;
 
     std::vector<UnitCache> units;
     units.reserve(size_t(Hkv));
@@ -212,7 +213,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                     "internal error: policy '{}' holds {} tokens with a budget of {} (layer {}, "
                     "KV head {}, step {})",
                     R.policy, u.size(), bt, ld.layer, g, t);
-            if (!eval && !observes) continue;
+            if (!eval && (!observes || t < first_observed)) continue;
             const int n = u.size();
             const auto& heads = sh.q_of_kv[size_t(g)];
             const int nq = int(heads.size());

@@ -104,6 +104,13 @@ class LayerPolicy {
     // False when observe() is a no-op (the replay then skips the prompt's attention in prefill
     // mode, where nothing is measured).
     virtual bool observes() const { return true; }
+    // The first step whose observe() matters when nothing is evaluated before `first_update`
+    // (prefill mode): SnapKV-style policies only look at the last `window` prompt queries, so
+    // the replay skips the attention of the earlier ones.
+    virtual int64_t first_observed_step(int64_t first_update) const {
+        (void)first_update;
+        return 0;
+    }
     virtual int64_t budget_tokens(int64_t t, int g) const {
         (void)t, (void)g;
         return -1;

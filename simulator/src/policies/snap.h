@@ -97,6 +97,9 @@ class SnapLayer final : public LayerPolicy {
     void observe(int64_t, int g, const float* probs, int n_q, UnitCache& u) override {
         units_[size_t(g)].observe(probs, n_q, u);
     }
+    int64_t first_observed_step(int64_t first_update) const override {
+        return std::max<int64_t>(0, first_update - p_.window);
+    }
 
   private:
     SnapParams p_;
