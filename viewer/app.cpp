@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "viewdata/attention.h"
 #include "viewdata/csv.h"
+#include "viewdata/labels.h"
 #include "widgets.h"
 
 namespace kvs::view {
@@ -51,6 +52,33 @@ App::App(Settings s, std::string sp)
     view_from_name(settings.view, &view);
     log_scale = settings.log_scale;
     backend = std::make_unique<SubprocessBackend>(SubprocessBackend::default_exe());
+    load_policies();  // the policy defaults give the runs short labels
+}
+
+std::vector<int> App::plotted_runs() const {
+    std::vector<int> v;
+    for (int i = 0; i < int(runs.size()); ++i)
+        if (plotted(i)) v.push_back(i);
+    return v;
+}
+
+ImU32 App::plot_color(int i) const {
+    int slot = 0;
+    for (int k = 0; k < i && k < int(runs.size()); ++k) slot += plotted(k) ? 1 : 0;
+    return run_color(slot);
+}
+
+bool App::plot_dashed(int i) const {
+    int slot = 0;
+    for (int k = 0; k < i && k < int(runs.size()); ++k) slot += plotted(k) ? 1 : 0;
+    return slot >= 7;
+}
+
+void App::relabel() {
+    std::vector<std::string> labels;
+    for (const RunEntry& e : runs) labels.push_back(short_label(e.run().info, policies));
+    make_unique_labels(labels);
+    for (size_t i = 0; i < runs.size(); ++i) runs[i].label = labels[i];
 }
 
 App::~App() {
@@ -98,7 +126,7 @@ bool App::busy() const {
     if (!open_queue_.empty()) return true;
     for (const auto& j : load_jobs_)
         if (!j->done()) return true;
-    if (stale_ || heat_job_ || step_job_) return true;
+    if (stale_ || heat_job_ || step_job_ || policies_job) return true;
     return !pending_->traces.empty() || !pending_->results.empty();
 }
 
@@ -124,9 +152,12 @@ void App::poll_jobs() {
             RunEntry e;
             e.file = r;
             e.index = int(i);
-            e.label = r->runs[i].label();
             runs.push_back(std::move(e));
         }
+        // Nothing picked for the curves yet: the first 6 runs.
+        if (std::none_of(runs.begin(), runs.end(), [](const RunEntry& e) { return e.plot; }))
+            for (size_t i = 0; i < runs.size() && i < 6; ++i) runs[i].plot = true;
+        relabel();
         if (run_a < 0 && !runs.empty()) {
             run_a = 0;
             if (!trace && quantity != Quantity::Held) quantity = Quantity::Held;
@@ -191,16 +222,15 @@ void App::start_heat_job(const std::string& key) {
     std::string title = quantity_name(q);
     title += L < 0 ? ", all layers" : ", layer " + std::to_string(L);
     title += H < 0 ? ", all KV heads" : ", KV head " + std::to_string(H);
-    if (quantity_needs_results(q) && a) {
-        title += "  [" + a->label();
-        if (b) title += "  minus  " + b->label();
-        title += "]";
-    }
+    const int ia = quantity_needs_results(q) && a ? run_a : -1;
+    const int ib = ia >= 0 && b ? run_b : -1;
     heat_job_key_ = key;
     heat_job_ = std::make_unique<Job>("computing " + title, [=](Job& j) {
         auto h = std::make_shared<Heat>();
         h->key = key;
         h->title = title;
+        h->run_a = ia;
+        h->run_b = ib;
         if (!quantity_needs_results(q)) {
             h->m = attention_matrix(
                 *tr, L, H, [&](float f) { j.set_progress(0.95f * f); }, &j.cancel_flag());
@@ -212,6 +242,9 @@ void App::start_heat_job(const std::string& key) {
             j.set_progress(-1);
             h->m = results_matrix(*a, q, L, H);
             h->row_steps = a->steps;
+            h->note = quantity_provenance(*a, q);
+            if (b && quantity_provenance(*b, q) != h->note)
+                h->note = "A: " + h->note + "; B: " + quantity_provenance(*b, q);
             if (b) {
                 h->m = difference(h->m, a->steps, results_matrix(*b, q, L, H), b->steps);
                 h->diverging = true;
@@ -430,7 +463,7 @@ void App::export_csv(const std::string& path) {
             }
             case ViewKind::Curves: {
                 CsvWriter w(path);
-                std::vector<std::string> hdr = {"run", "step"};
+                std::vector<std::string> hdr = {"run", "spec", "step"};
                 for (int c = 0; c < kNumCurves; ++c) hdr.push_back(curve_name(Curve(c)));
                 w.row(hdr);
                 for (size_t i = 0; i < runs.size(); ++i) {
@@ -438,7 +471,7 @@ void App::export_csv(const std::string& path) {
                     std::vector<std::vector<double>> cs;
                     for (int c = 0; c < kNumCurves; ++c) cs.push_back(curve(r, Curve(c), layer));
                     for (int64_t s = 0; s < r.S; ++s) {
-                        std::vector<std::string> row = {runs[i].label,
+                        std::vector<std::string> row = {runs[i].label, r.info.spec,
                                                         std::to_string(r.steps[size_t(s)])};
                         for (auto& c : cs) row.push_back(csv_number(c[size_t(s)]));
                         w.row(row);
@@ -636,6 +669,7 @@ void App::frame(Window& win) {
         policies_error = policies_job->error();
         if (policies_error.empty() && policies_out_) policies = *policies_out_;
         policies_job.reset();
+        relabel();
     }
     if (replay_job && replay_job->done()) {
         const std::string e = replay_job->error();

@@ -35,6 +35,8 @@ struct Heat {
     float p_lo = 0, p_hi = 1;        // percentiles used by the automatic colour scale
     bool diverging = false;          // a difference: symmetric scale, diverging colours
     std::string title;               // "attention, layer 3, KV head 1"
+    int run_a = -1, run_b = -1;      // the runs it shows (A, and B for A - B); -1: none
+    std::string note;                // how exact it is ("carried forward from 16 checkpoints")
 };
 
 // One run of an open results file.
@@ -42,7 +44,9 @@ struct RunEntry {
     std::shared_ptr<ResultsFile> file;
     int index = 0;
     const RunData& run() const { return file->runs[size_t(index)]; }
-    std::string label;
+    std::string label;  // short: "h2o 256", "quant bits=2" (labels.h); the full spec without
+                        // kvscope's policy list
+    bool plot = false;  // drawn in the curves view (A and B always are)
 };
 
 // The panel the user is in, its rect (logical pixels) for exports.
@@ -76,6 +80,7 @@ class App {
     int layer = -1, kv_head = -1;  // -1 = all
     int64_t step = -1;             // token index of the selected step (-1 = last)
     int run_a = -1, run_b = -1;    // index into runs; B >= 0: compare (A - B)
+    bool err_log = true;           // curves view: output error on a log axis
     bool playing = false;
 
     std::shared_ptr<TraceData> trace;
@@ -98,6 +103,17 @@ class App {
     const RunData* run(int i) const {
         return i >= 0 && i < int(runs.size()) ? &runs[size_t(i)].run() : nullptr;
     }
+    std::string run_label(int i) const {
+        return i >= 0 && i < int(runs.size()) ? runs[size_t(i)].label : "";
+    }
+    // The runs the curves view draws, in run order: A, B and those with `plot` set.
+    bool plotted(int i) const { return i == run_a || i == run_b || runs[size_t(i)].plot; }
+    std::vector<int> plotted_runs() const;
+    // Colour and dash of run i in plots: by its place among the plotted runs (7 colours, then
+    // the same dashed), so up to 7 plotted runs never share a colour.
+    ImU32 plot_color(int i) const;
+    bool plot_dashed(int i) const;
+    void relabel();  // short labels from the policy list (after it arrives)
     std::string token_text(int64_t j) const;
     std::vector<int> layer_choices() const;  // model layers
     int n_kv_heads() const;

@@ -75,6 +75,11 @@ int main(int argc, char** argv) {
     cli.add_option("--reduce", reduce, "per pixel: mean, min or max");
     cli.add_option("--a", run_a, "run shown as A (index over the runs of the files, in order)");
     cli.add_option("--b", run_b, "run B: compare A - B");
+    std::vector<int> plot_runs;
+    cli.add_option("--plot", plot_runs,
+                   "runs drawn in the curves view besides A and B (indices, comma-separated; "
+                   "default: the first 6)")
+        ->delimiter(',');
     cli.add_option("--bench-pan", bench, "pan the timeline for N frames, print frames/s, exit");
     cli.add_flag("--no-settings", no_settings, "neither read nor write the settings file");
     CLI11_PARSE(cli, argc, argv);
@@ -170,6 +175,11 @@ int main(int argc, char** argv) {
             if (!applied_runs && !app.runs.empty() && !app.busy()) {
                 if (run_a >= 0 && run_a < int(app.runs.size())) app.run_a = run_a;
                 if (run_b >= 0 && run_b < int(app.runs.size())) app.run_b = run_b;
+                if (!plot_runs.empty()) {
+                    for (RunEntry& e : app.runs) e.plot = false;
+                    for (int i : plot_runs)
+                        if (i >= 0 && i < int(app.runs.size())) app.runs[size_t(i)].plot = true;
+                }
                 if (!quantity_set && !quantity_needs_results(app.quantity))
                     app.quantity = Quantity::Held;
                 applied_runs = true;

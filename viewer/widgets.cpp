@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "viewdata/series.h"
+
 namespace kvs::view {
 
 std::vector<double> nice_ticks(double lo, double hi, int n) {
@@ -108,9 +110,73 @@ void draw_colorbar(ImDrawList* dl, ImVec2 p0, ImVec2 p1, ColorMap cm, const Colo
     }
 }
 
+namespace {
+
+// A polyline, solid or dashed (6 px on, 4 px off, measured along the line).
+void stroke(ImDrawList* dl, const std::vector<ImVec2>& pts, ImU32 col, bool dashed, float thick) {
+    if (pts.size() < 2) return;
+    if (!dashed) {
+        dl->AddPolyline(pts.data(), int(pts.size()), col, 0, thick);
+        return;
+    }
+    const float on = 6, period = 10;
+    float phase = 0;  // distance along the line, modulo the period
+    for (size_t i = 1; i < pts.size(); ++i) {
+        const ImVec2 p = pts[i - 1], q = pts[i];
+        const float dx = q.x - p.x, dy = q.y - p.y;
+        const float len = std::sqrt(dx * dx + dy * dy);
+        float d = 0;
+        while (d < len) {
+            const float left = phase < on ? on - phase : period - phase;
+            const float e = std::min(len, d + left);
+            if (!(e > d)) {
+                // float rounding left no progress (phase a hair below a boundary): snap to it,
+                // or this loops forever (found with a dashed run on a 2054-step curve).
+                phase = phase < on ? on : 0.0f;
+                if (left <= 0 || d + left <= d) d = std::nextafter(d, len);
+                continue;
+            }
+            if (phase < on)
+                dl->AddLine(ImVec2(p.x + dx * d / len, p.y + dy * d / len),
+                            ImVec2(p.x + dx * e / len, p.y + dy * e / len), col, thick);
+            phase = std::fmod(phase + (e - d), period);
+            d = e;
+        }
+    }
+}
+
+}  // namespace
+
+void legend_row(const std::vector<Series>& series, float width, int* hovered) {
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const ImVec2 p0 = ImGui::GetCursorScreenPos();
+    const float fh = ImGui::GetFontSize(), sample = fh * 1.6f, gap = fh * 1.2f;
+    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
+    const ImVec2 m = ImGui::GetIO().MousePos;
+    float x = 0, y = 0;
+    if (hovered) *hovered = -1;
+    for (size_t i = 0; i < series.size(); ++i) {
+        const Series& s = series[i];
+        const ImVec2 ns = ImGui::CalcTextSize(s.name.c_str());
+        const float w = sample + 6 + ns.x;
+        if (x > 0 && x + w > width) {
+            x = 0;
+            y += fh + 4;
+        }
+        const ImVec2 a(p0.x + x, p0.y + y);
+        stroke(dl, {ImVec2(a.x, a.y + fh / 2), ImVec2(a.x + sample, a.y + fh / 2)}, s.color,
+               s.dashed, 3);
+        dl->AddText(ImVec2(a.x + sample + 6, a.y), text, s.name.c_str());
+        if (hovered && m.x >= a.x && m.x < a.x + w && m.y >= a.y && m.y < a.y + fh + 4)
+            *hovered = int(i);
+        x += w + gap;
+    }
+    ImGui::Dummy(ImVec2(width, series.empty() ? 0 : y + fh + 4));
+}
+
 double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series, const char* title,
                  const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
-                 bool bytes_axis) {
+                 bool bytes_axis, bool legend) {
     ImGui::PushID(id);
     const ImVec2 p = ImGui::GetCursorScreenPos();
     ImGui::InvisibleButton("plot", size);
@@ -178,36 +244,37 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
     dl->AddText(ImVec2((a.x + b.x - xs.x) / 2, b.y + fh + 6), text, xlabel);
     draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
     dl->PushClipRect(a, b, true);
+    std::vector<ImVec2> pts;
     for (const Series& s : series) {
-        ImVec2 prev;
-        bool have = false;
-        const size_t n = std::min(s.x.size(), s.y.size());
-        // Thin to about two points per pixel.
-        const size_t stride = std::max<size_t>(1, n / size_t(std::max(1.0f, (b.x - a.x) * 2)));
-        for (size_t i = 0; i < n; i += stride) {
+        // Per pixel column: first, lowest, highest, last (spikes and the last step survive).
+        const std::vector<size_t> idx =
+            decimate_minmax(s.x, s.y, x0, x1, std::max(1, int(b.x - a.x)));
+        pts.clear();
+        for (size_t i : idx) {
             if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) {
-                have = false;
+                stroke(dl, pts, s.color, s.dashed, 2.0f);
+                pts.clear();
                 continue;
             }
-            const ImVec2 q(X(s.x[i]), Y(s.y[i]));
-            if (have && !(s.dashed && (i / stride) % 2)) dl->AddLine(prev, q, s.color, 2.0f);
-            prev = q;
-            have = true;
+            pts.push_back(ImVec2(X(s.x[i]), Y(s.y[i])));
         }
+        stroke(dl, pts, s.color, s.dashed, 2.0f);
     }
     if (std::isfinite(x_cursor))
         dl->AddLine(ImVec2(X(x_cursor), a.y), ImVec2(X(x_cursor), b.y),
                     IM_COL32(255, 255, 255, 160));
     dl->PopClipRect();
     dl->AddRect(a, b, IM_COL32(140, 140, 150, 255));
-    // Legend, top right.
+    // Legend, top right (only for a few short series: many share a legend_row instead).
     float ly = a.y + 4;
-    for (const Series& s : series) {
+    for (size_t k = 0; legend && k < series.size(); ++k) {
+        const Series& s = series[k];
         const ImVec2 ns = ImGui::CalcTextSize(s.name.c_str());
         const float lx = b.x - ns.x - 30;
         dl->AddRectFilled(ImVec2(lx - 4, ly - 1), ImVec2(b.x - 2, ly + ns.y + 1),
                           IM_COL32(24, 24, 28, 200));
-        dl->AddLine(ImVec2(lx, ly + ns.y / 2), ImVec2(lx + 18, ly + ns.y / 2), s.color, 3);
+        stroke(dl, {ImVec2(lx, ly + ns.y / 2), ImVec2(lx + 18, ly + ns.y / 2)}, s.color, s.dashed,
+               3);
         dl->AddText(ImVec2(lx + 24, ly), text, s.name.c_str());
         ly += ns.y + 2;
     }

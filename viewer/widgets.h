@@ -30,11 +30,19 @@ struct Series {
     bool dashed = false;
 };
 
-// A line plot filling `size` (logical pixels): axes with ticks, labels, a legend, a vertical
-// cursor at x_cursor (NaN: none), a tooltip with the values under the mouse. Returns the x under
-// the mouse when it was clicked (NaN otherwise).
+// A line plot filling `size` (logical pixels): axes with ticks, labels, a legend in the top
+// right corner when `legend` (for one or two short series; plots of many runs share a
+// legend_row above them instead), a vertical cursor at x_cursor (NaN: none), a tooltip with the
+// values under the mouse. Each series is reduced to the first, lowest, highest and last point per
+// pixel column (decimate_minmax), so spikes and the last step are drawn. Returns the x under the
+// mouse when it was clicked (NaN otherwise).
 double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series, const char* title,
                  const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
-                 bool bytes_axis = false);
+                 bool bytes_axis = false, bool legend = true);
+
+// A legend laid out in rows across `width` (logical pixels) at the cursor: a line sample (dashed
+// like the series) and the name of each series. Advances the cursor below it. `hovered` gets the
+// index of the entry under the mouse (-1: none) when not null.
+void legend_row(const std::vector<Series>& series, float width, int* hovered = nullptr);
 
 }  // namespace kvs::view

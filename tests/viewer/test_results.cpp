@@ -1,5 +1,6 @@
 // The results reader on synthetic files (written to the schema) and on broken ones, and the
 // quantities computed from a run.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 
@@ -8,6 +9,7 @@
 #include "synthetic_results.h"
 #include "viewdata/quantities.h"
 #include "viewdata/results.h"
+#include "viewdata/series.h"
 
 using namespace kvs;
 using namespace kvs::view;
@@ -188,4 +190,98 @@ TEST_CASE("results: broken files give one clear line", "[cpu]") {
         std::ofstream(p, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
         CHECK_THAT(err(p), Catch::StartsWith("results '" + p + "': "));
     }
+}
+
+TEST_CASE("results: every plotted curve spans every evaluated step", "[cpu]") {
+    // The curves view once showed most runs ending a third of the way along (a legend of 22
+    // runs drawn over the plots, and a thinning stride that dropped the last step): the data
+    // handed to the plot must run from the first evaluated step to the last, and its reduction
+    // to pixel columns must keep both ends and the extremes.
+    const std::string path = test::temp_path("res_span.h5");
+    test::SyntheticRun a, b;
+    a.T = 2054;
+    a.C = 16;
+    b.T = 2054;
+    b.C = 16;
+    b.prefill = 500;
+    test::write_synthetic_results(path, {a, b});
+    const ResultsFile f = read_results(path);
+    for (const RunData& r : f.runs)
+        for (int c = 0; c < kNumCurves; ++c) {
+            const XY s = curve_series(r, Curve(c), -1);
+            REQUIRE(s.x.size() == size_t(r.S));
+            REQUIRE(s.y.size() == size_t(r.S));
+            CHECK(s.x.front() == r.steps.front());
+            CHECK(s.x.back() == r.steps.back());
+            CHECK(s.x.back() == double(r.T - 1));
+            for (size_t i = 0; i < s.y.size(); ++i) REQUIRE(std::isfinite(s.y[i]));
+            // Reduced to 300 columns (a plot ~300 px wide): both ends, the lowest and the
+            // highest point survive, and it is far smaller.
+            const std::vector<size_t> idx = decimate_minmax(s.x, s.y, s.x.front(), s.x.back(), 300);
+            REQUIRE(!idx.empty());
+            CHECK(idx.front() == 0);
+            CHECK(idx.back() == s.x.size() - 1);
+            CHECK(idx.size() <= 4 * 301);
+            CHECK(std::is_sorted(idx.begin(), idx.end()));
+            const size_t lo = size_t(std::min_element(s.y.begin(), s.y.end()) - s.y.begin());
+            const size_t hi = size_t(std::max_element(s.y.begin(), s.y.end()) - s.y.begin());
+            CHECK(std::count(idx.begin(), idx.end(), lo) + std::count(idx.begin(), idx.end(), hi) >=
+                  1 + (lo != hi));
+            // Every column that has points keeps one: no gap wider than a column.
+            const double col = (s.x.back() - s.x.front()) / 300;
+            for (size_t k = 1; k < idx.size(); ++k)
+                REQUIRE(s.x[idx[k]] - s.x[idx[k - 1]] <= 2 * col + 1);
+        }
+}
+
+TEST_CASE("series: per-column reduction keeps spikes and breaks", "[cpu]") {
+    std::vector<double> x, y;
+    for (int i = 0; i < 1000; ++i) {
+        x.push_back(i);
+        y.push_back(0.1);
+    }
+    y[437] = 5;    // a spike
+    y[712] = -3;   // a dip
+    y[800] = NAN;  // a gap
+    const std::vector<size_t> idx = decimate_minmax(x, y, 0, 999, 50);
+    CHECK(std::find(idx.begin(), idx.end(), 437) != idx.end());
+    CHECK(std::find(idx.begin(), idx.end(), 712) != idx.end());
+    CHECK(std::find(idx.begin(), idx.end(), 800) != idx.end());
+    CHECK(idx.back() == 999);
+    CHECK(idx.size() <= 4 * 51 + 1);
+    // Few points: all of them.
+    CHECK(decimate_minmax({0, 1, 2}, {1, 2, 3}, 0, 2, 100).size() == 3);
+    CHECK(decimate_minmax({}, {}, 0, 1, 10).empty());
+}
+
+TEST_CASE("results: held and single-width bits are exact at every step", "[cpu]") {
+    const std::string path = test::temp_path("res_exact.h5");
+    test::SyntheticRun a;
+    a.T = 120;
+    a.C = 4;
+    test::write_synthetic_results(path, {a});
+    RunData r = read_results(path).runs[0];
+    CHECK(uniform_bits(r) == 0);  // 16 and 4 bits: carried forward
+    CHECK(quantity_provenance(r, Quantity::Bits).find("carried forward") != std::string::npos);
+    CHECK(quantity_provenance(r, Quantity::Held).find("exact") != std::string::npos);
+    // An eviction-only run: every held token at 16 bits.
+    for (uint8_t& b : r.ckpt_bits)
+        if (b) b = 16;
+    CHECK(uniform_bits(r) == 16);
+    CHECK(quantity_provenance(r, Quantity::Bits).find("exact") != std::string::npos);
+    const Matrix bits = results_matrix(r, Quantity::Bits, 2, 1);
+    const Matrix held = results_matrix(r, Quantity::Held, 2, 1);
+    for (int64_t s = 0; s < r.S; ++s)
+        for (int64_t j = 0; j < r.T; ++j) {
+            const int64_t t = r.steps[size_t(s)];
+            if (j > t) {
+                REQUIRE(std::isnan(bits.at(s, j)));
+                REQUIRE(std::isnan(held.at(s, j)));
+            } else {
+                // Between checkpoints too (no staircase), and for tokens newer than the last one.
+                const bool h = test::toy_held(a, j, t, 1, 1);
+                REQUIRE(held.at(s, j) == (h ? 1.0f : 0.0f));
+                REQUIRE(bits.at(s, j) == (h ? 16.0f : 0.0f));
+            }
+        }
 }

@@ -1,10 +1,12 @@
-// Curves over time: cache bytes, compression ratio, recall and output error per step for every
-// open run (per layer or aggregated); for a trace alone, each token's log-probability.
+// Curves over time: cache bytes, compression ratio, recall and output error per step for the
+// plotted runs (A, B and those ticked 'plot' in the run list; per layer or aggregated), one
+// legend above the four plots; for a trace alone, each token's log-probability.
 #include <imgui.h>
 
 #include <cmath>
 
 #include "app.h"
+#include "viewdata/series.h"
 #include "widgets.h"
 
 namespace kvs::view {
@@ -12,6 +14,7 @@ namespace kvs::view {
 void draw_curves(App& app) {
     const float fh = ImGui::GetFontSize();
     const ImVec2 avail = ImGui::GetContentRegionAvail();
+    const float top = ImGui::GetCursorScreenPos().y;
     const double cursor = double(app.cur_step());
     if (app.runs.empty()) {
         if (!app.trace) return;
@@ -30,34 +33,50 @@ void draw_curves(App& app) {
         if (std::isfinite(c)) app.step = int64_t(c);
         return;
     }
-    ImGui::Text("%s; one colour per run (as in the run list); click a plot to select a step",
+    const std::vector<int> shown = app.plotted_runs();
+    ImGui::Text("%s; %zu of %zu runs (tick 'plot' in the run list); click a plot to select a step",
                 app.layer < 0 ? "all layers (bytes summed, the rest averaged over units)"
-                              : ("layer " + std::to_string(app.layer)).c_str());
+                              : ("layer " + std::to_string(app.layer)).c_str(),
+                shown.size(), app.runs.size());
+    ImGui::SameLine();
+    ImGui::Checkbox("log error axis", &app.err_log);
+    if (ImGui::IsItemHovered())
+        ImGui::SetTooltip(
+            "output error on a log axis: spikes of one run no longer flatten the others");
+    // One legend for the four plots, above them (same colours in every plot and the run list).
+    std::vector<Series> legend;
+    for (int i : shown) {
+        Series s;
+        s.name = (i == app.run_a ? "A: " : i == app.run_b ? "B: " : "") + app.runs[size_t(i)].label;
+        s.color = app.plot_color(i);
+        s.dashed = app.plot_dashed(i);
+        legend.push_back(std::move(s));
+    }
+    int hov = -1;
+    legend_row(legend, avail.x, &hov);
+    if (hov >= 0)
+        ImGui::SetTooltip("%s", app.runs[size_t(shown[size_t(hov)])].run().info.spec.c_str());
+    const float used = ImGui::GetCursorScreenPos().y - top;
     const Curve kinds[4] = {Curve::CacheBytes, Curve::Ratio, Curve::Recall, Curve::OutErr};
     const char* ylabels[4] = {"K+V bytes", "full / compressed", "attention recall",
                               "relative L2 error"};
-    const ImVec2 cell((avail.x - 8) / 2, (avail.y - fh * 2) / 2);
+    const ImVec2 cell((avail.x - 8) / 2, std::max(fh * 8, (avail.y - used - fh * 0.5f) / 2));
     for (int k = 0; k < 4; ++k) {
         std::vector<Series> ss;
-        for (size_t i = 0; i < app.runs.size(); ++i) {
-            const RunData& r = app.runs[i].run();
-            Series s;
-            s.name = (int(i) == app.run_a   ? "A "
-                      : int(i) == app.run_b ? "B "
-                                            : "") +
-                     app.runs[i].label;
-            s.color = run_color(int(i));
-            const std::vector<double> y = curve(r, kinds[k], app.layer);
-            for (int64_t t = 0; t < r.S; ++t) {
-                s.x.push_back(r.steps[size_t(t)]);
-                s.y.push_back(y[size_t(t)]);
-            }
+        for (size_t n = 0; n < shown.size(); ++n) {
+            const RunData& r = app.runs[size_t(shown[n])].run();
+            XY xy = curve_series(r, kinds[k], app.layer);
+            Series s = legend[n];
+            s.x = std::move(xy.x);
+            s.y = std::move(xy.y);
             ss.push_back(std::move(s));
         }
         if (k % 2) ImGui::SameLine();
+        const bool log_y = kinds[k] == Curve::OutErr && app.err_log;
         const double c =
-            line_plot(curve_name(kinds[k]), cell, ss, curve_name(kinds[k]), "decode step",
-                      ylabels[k], false, cursor, kinds[k] == Curve::CacheBytes);
+            line_plot(curve_name(kinds[k]), cell, ss,
+                      log_y ? "output error (log axis)" : curve_name(kinds[k]), "decode step",
+                      ylabels[k], log_y, cursor, kinds[k] == Curve::CacheBytes, false);
         if (std::isfinite(c)) app.step = int64_t(c);
     }
 }

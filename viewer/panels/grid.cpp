@@ -128,7 +128,8 @@ void draw_grid(App& app) {
             }
             if (i) ImGui::SameLine();
             ImGui::BeginGroup();
-            const std::string title = std::string(i == 0 ? "A: " : "B: ") + r->label();
+            const std::string title =
+                std::string(i == 0 ? "A: " : "B: ") + app.run_label(i == 0 ? app.run_a : app.run_b);
             if (s < 0) {
                 ImGui::Text("%s: no step at or before %lld", title.c_str(), (long long)step);
             } else {

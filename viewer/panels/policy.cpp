@@ -15,13 +15,29 @@ namespace kvs::view {
 void draw_policy_panel(App& app) {
     const bool has_answer = app.trace && !app.trace->info.task.answer_positions.empty();
     if (app.runs.empty()) ImGui::TextDisabled("no results open");
+    if (app.runs.size() > 1) {
+        ImGui::TextDisabled("plot in curves:");
+        ImGui::SameLine();
+        if (ImGui::SmallButton("all"))
+            for (RunEntry& e : app.runs) e.plot = true;
+        ImGui::SameLine();
+        if (ImGui::SmallButton("none (A, B)"))
+            for (RunEntry& e : app.runs) e.plot = false;
+    }
     for (size_t i = 0; i < app.runs.size(); ++i) {
         const RunData& r = app.runs[i].run();
         ImGui::PushID(int(i));
         const ImVec2 p = ImGui::GetCursorScreenPos();
         const float fh = ImGui::GetFontSize();
+        // The run's colour in the curves view; grey when it is not plotted.
+        const bool plotted = app.plotted(int(i));
         ImGui::GetWindowDrawList()->AddRectFilled(
-            ImVec2(p.x, p.y + 3), ImVec2(p.x + fh * 0.7f, p.y + fh), run_color(int(i)));
+            ImVec2(p.x, p.y + 3), ImVec2(p.x + fh * 0.7f, p.y + fh),
+            plotted ? app.plot_color(int(i)) : IM_COL32(70, 70, 78, 255));
+        if (plotted && app.plot_dashed(int(i)))  // dashed in the plots: a notch in the swatch
+            ImGui::GetWindowDrawList()->AddRectFilled(ImVec2(p.x, p.y + fh * 0.5f),
+                                                      ImVec2(p.x + fh * 0.7f, p.y + fh * 0.65f),
+                                                      IM_COL32(15, 15, 18, 255));
         ImGui::Dummy(ImVec2(fh * 0.8f, fh));
         ImGui::SameLine();
         if (ImGui::RadioButton("A", app.run_a == int(i))) app.run_a = int(i);
@@ -30,10 +46,20 @@ void draw_policy_panel(App& app) {
         if (ImGui::Checkbox("B", &b)) app.run_b = b ? int(i) : -1;
         if (ImGui::IsItemHovered()) ImGui::SetTooltip("compare: A - B heatmaps, both in the grid");
         ImGui::SameLine();
+        const bool ab = int(i) == app.run_a || int(i) == app.run_b;
+        bool pl = plotted;
+        if (ab) ImGui::BeginDisabled();
+        if (ImGui::Checkbox("plot", &pl)) app.runs[i].plot = pl;
+        if (ab) ImGui::EndDisabled();
+        if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+            ImGui::SetTooltip(ab ? "A and B are always plotted in the curves view"
+                                 : "draw this run in the curves view");
+        ImGui::SameLine();
         ImGui::TextUnformatted(app.runs[i].label.c_str());
         if (ImGui::IsItemHovered()) {
             ImGui::BeginTooltip();
-            ImGui::Text("%s", r.info.spec.c_str());
+            ImGui::Text("%s", app.runs[i].label.c_str());
+            ImGui::Text("spec %s", r.info.spec.c_str());
             ImGui::Text("file %s (%s)", app.runs[i].file->path.c_str(), r.info.group.c_str());
             ImGui::Text("mode %s, %lld steps, %lld layers, %lld KV heads, %lld checkpoints",
                         r.info.mode.c_str(), (long long)r.S, (long long)r.L, (long long)r.H,
@@ -46,7 +72,7 @@ void draw_policy_panel(App& app) {
             auto it = r.info.summary.find(k);
             return it == r.info.summary.end() ? std::string("-") : fmt_value(it->second);
         };
-        ImGui::TextDisabled("   recall %s, error %s, ratio %s", sm("recall_mean").c_str(),
+        ImGui::TextDisabled("   recall %s, err %s, ratio %s", sm("recall_mean").c_str(),
                             sm("err_mean").c_str(), sm("ratio_mean").c_str());
         if (has_answer) {
             const auto& pos = app.trace->info.task.answer_positions;

@@ -62,7 +62,24 @@ void draw_timeline(App& app) {
     const Matrix& m = h->m;
     if (!app.view_init || app.vx1 > double(m.rows) + 1e-9 || app.vy1 > double(m.cols) + 1e-9)
         app.reset_view();
-    ImGui::TextUnformatted(h->title.c_str());
+    {
+        std::string title = h->title;
+        if (h->run_a >= 0) {
+            title += "  [" + app.run_label(h->run_a);
+            if (h->run_b >= 0) title += "  minus  " + app.run_label(h->run_b);
+            title += "]";
+        }
+        ImGui::TextUnformatted(title.c_str());
+        if (!h->note.empty()) {
+            ImGui::SameLine();
+            ImGui::TextDisabled("(%s)", h->note.c_str());
+        }
+        if (ImGui::IsItemHovered() && h->run_a >= 0)
+            ImGui::SetTooltip(
+                "A: %s%s%s", app.runs[size_t(h->run_a)].run().info.spec.c_str(),
+                h->run_b >= 0 ? "\nB: " : "",
+                h->run_b >= 0 ? app.runs[size_t(h->run_b)].run().info.spec.c_str() : "");
+    }
     if (prog > -2) {
         ImGui::SameLine();
         ImGui::ProgressBar(prog < 0 ? 0.0f : prog, ImVec2(160, 0), "updating");
@@ -254,7 +271,7 @@ void draw_timeline(App& app) {
                     ev = std::max(ev, run->evicted_at[run->lht(u.l, u.h, j)]);
                 }
                 ImGui::Separator();
-                ImGui::Text("run A: %s", run->label().c_str());
+                ImGui::Text("run A: %s", app.run_label(app.run_a).c_str());
                 if (units.size() == 1) {
                     const Unit& u = units[0];
                     ImGui::Text("held at this step: %s", held ? "yes" : "no");

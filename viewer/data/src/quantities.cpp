@@ -54,22 +54,53 @@ std::vector<Unit> select_units(const RunData& r, int layer, int kv_head) {
     return u;
 }
 
+int uniform_bits(const RunData& r) {
+    int w = 0;
+    for (uint8_t b : r.ckpt_bits) {
+        if (b == 0 || b == w) continue;
+        if (w != 0) return 0;
+        w = b;
+    }
+    return w;
+}
+
+std::string quantity_provenance(const RunData& r, Quantity q) {
+    const std::string ck = std::to_string(r.C) + " checkpoint" + (r.C == 1 ? "" : "s");
+    switch (q) {
+        case Quantity::Held:
+            return "exact at every step (from evicted_at)";
+        case Quantity::Bits:
+            if (const int w = uniform_bits(r))
+                return "exact at every step: held tokens are all " + std::to_string(w) + "-bit";
+            return "bits carried forward from the last of " + ck +
+                   " (staircase); evictions exact at every step";
+        case Quantity::Score:
+            return "scores carried forward from the last of " + ck +
+                   " (staircase); evictions exact at every step";
+        default:
+            return "";
+    }
+}
+
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
     const std::vector<Unit> units = select_units(r, layer, kv_head);
     Matrix m(r.S, r.T, kNaN);
     if (units.empty() || quantity_needs_results(q) == false) return m;
+    // One width for every held token: bits are exact at every step, like held.
+    const int ubits = q == Quantity::Bits ? uniform_bits(r) : 0;
+    const bool exact = q == Quantity::Held || ubits > 0;
     for (int64_t s = 0; s < r.S; ++s) {
         const int64_t t = r.steps[size_t(s)];
         float* o = m.row(s);
         // The last checkpoint at or before this step.
         int64_t c = -1;
-        if (q != Quantity::Held) {
+        if (!exact) {
             auto it = std::upper_bound(r.ckpt_steps.begin(), r.ckpt_steps.end(), int32_t(t));
             c = int64_t(it - r.ckpt_steps.begin()) - 1;
             if (c < 0) continue;
         }
         const int64_t tc = c >= 0 ? r.ckpt_steps[size_t(c)] : t;
-        const int64_t jmax = std::min<int64_t>(q == Quantity::Held ? t : tc, r.T - 1);
+        const int64_t jmax = std::min<int64_t>(exact ? t : tc, r.T - 1);
         for (int64_t j = 0; j <= jmax; ++j) {
             double acc = 0;
             int n = 0;
@@ -77,6 +108,9 @@ Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
                 const bool held = r.held_at(u.l, u.h, j, t);
                 if (q == Quantity::Held) {
                     acc += held ? 1 : 0;
+                    ++n;
+                } else if (ubits > 0) {
+                    acc += held ? ubits : 0;
                     ++n;
                 } else if (q == Quantity::Bits) {
                     acc += held ? r.ckpt_bits[r.clht(c, u.l, u.h, j)] : 0;

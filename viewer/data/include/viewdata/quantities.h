@@ -28,11 +28,22 @@ struct Unit {
 std::vector<Unit> select_units(const RunData& r, int layer, int kv_head);
 
 // [S, T] for a results run. Row s = step steps[s].
-//  Held: 1 held, 0 evicted (the fraction of units holding it when aggregated), NaN for j > step.
-//  Bits, Score: the last checkpoint at or before the step, carried forward (NaN before the first
-//  checkpoint and for tokens that arrived after it); 0 bits / NaN score where the token has been
-//  evicted by the step (from evicted_at, exact at every step).
+//  Held: 1 held, 0 evicted (the fraction of units holding it when aggregated), NaN for j > step;
+//  exact at every step, from evicted_at.
+//  Bits: when the run stores every held token at one width (uniform_bits > 0: eviction-only
+//  policies, full), that width where held and 0 where evicted, exact at every step. Otherwise,
+//  and for Score: the last checkpoint at or before the step, carried forward (NaN before the
+//  first checkpoint and for tokens that arrived after it); 0 bits / NaN score where the token has
+//  been evicted by the step (from evicted_at, exact at every step).
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head);
+
+// The one width every held token has at every checkpoint (16 for eviction-only policies), or 0
+// when the checkpoints show more than one (a quantizing policy) or none.
+int uniform_bits(const RunData& r);
+
+// How exact a results quantity is, for legends: "exact at every step (evicted_at)", "carried
+// forward from 16 checkpoints; evictions exact", ...
+std::string quantity_provenance(const RunData& r, Quantity q);
 
 // a - b on the rows (steps) both have, by step value: [rows of a, min(cols)], NaN where either is.
 // `row_steps_a/b` map rows to step values.
