@@ -6,12 +6,14 @@
 #include <immintrin.h>
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <future>
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "capture/half.h"
 #include "capture/trace_reader.h"
@@ -152,6 +154,8 @@ struct RunState {
     RunResult res;
     int group = 32;
     double item_seconds = 0;
+    std::mutex mu;
+    std::vector<std::vector<int32_t>> layer_events;
 };
 
 float nan_f16_bits() {
@@ -191,6 +195,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     int nq_max = 0;
     for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
     RowMat Q(nq_max, d), S, S2, O;
+    std::vector<int32_t> events;  // this layer's bit_events rows
     std::vector<float> lse_c(static_cast<size_t>(nq_max));
 
     for (int64_t t = 0; t < T; ++t) {
@@ -207,6 +212,9 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
             for (int32_t p : u.evicted_log())
                 R.evicted_at[unit * size_t(T) + size_t(p)] = int32_t(t);
             u.evicted_log().clear();
+            for (const auto& [p, b] : u.bits_log())
+                events.insert(events.end(), {int32_t(unit), p, int32_t(t), b});
+            u.bits_log().clear();
             const int64_t bt = lp->budget_tokens(t, g);
             if (t >= sh.first_update && bt >= 0 && u.size() > bt)
                 fail(
@@ -295,6 +303,10 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
             }
             if (observes) lp->observe(t, g, S.data(), nq, u);
         }
+    }
+    {
+        std::lock_guard<std::mutex> lk(rs.mu);
+        rs.layer_events.push_back(std::move(events));
     }
     int64_t restores = 0;
     for (auto& u : units) restores += u.restores();
@@ -543,6 +555,16 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
     for (auto& rs : runs) {
         // Each run's share of the wall time, in proportion to the compute it needed.
         rs.res.seconds = item_total > 0 ? wall * rs.item_seconds / item_total : 0;
+        // bit_events of all layers, in (step, unit, token) order whatever the thread schedule.
+        std::vector<std::array<int32_t, 4>> ev;
+        for (const auto& le : rs.layer_events)
+            for (size_t i = 0; i + 3 < le.size(); i += 4)
+                ev.push_back({le[i], le[i + 1], le[i + 2], le[i + 3]});
+        std::sort(ev.begin(), ev.end(), [](const auto& a, const auto& b) {
+            return std::tie(a[2], a[0], a[1]) < std::tie(b[2], b[0], b[1]);
+        });
+        for (const auto& e : ev)
+            rs.res.bit_events.insert(rs.res.bit_events.end(), e.begin(), e.end());
         const int64_t restores = rs.res.summary.restores;
         rs.res.summary = summarize(rs.res);
         rs.res.summary.restores = restores;

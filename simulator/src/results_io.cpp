@@ -172,6 +172,8 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
             write_ds(G, "bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {S, L, H}, r.bytes.data(), path);
             write_ds(G, "full_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {S}, r.full_bytes.data(),
                      path);
+            write_ds(G, "bit_events", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                     {hsize_t(r.bit_events.size() / 4), 4}, r.bit_events.data(), path);
             write_ds(G, "evicted_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T},
                      r.evicted_at.data(), path);
             write_ds(G, "ckpt_steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {C}, r.ckpt_steps.data(),
@@ -287,6 +289,13 @@ std::vector<RunResult> read_results(const std::string& path) {
         read_ds(G, "bytes", H5T_NATIVE_INT64, {S, L, H}, r.bytes, w);
         read_ds(G, "full_bytes", H5T_NATIVE_INT64, {S}, r.full_bytes, w);
         read_ds(G, "evicted_at", H5T_NATIVE_INT32, {L, H, T}, r.evicted_at, w);
+        if (h5::link_exists(G, "bit_events")) {  // optional (files before it existed lack it)
+            const std::vector<uint64_t> se =
+                h5::shape_of(h5::Id(H5Dopen2(G, "bit_events", H5P_DEFAULT)).get());
+            if (se.size() != 2 || se[1] != 4 || se[0] > (uint64_t(1) << 32))
+                fail("{}: bit_events must be [E, 4]", w);
+            read_ds(G, "bit_events", H5T_NATIVE_INT32, se, r.bit_events, w);
+        }
         read_ds(G, "ckpt_steps", H5T_NATIVE_INT32, {C}, r.ckpt_steps, w);
         read_ds(G, "ckpt_bits", H5T_NATIVE_UINT8, {C, L, H, T}, r.ckpt_bits, w);
         read_ds(G, "ckpt_score", f16.get(), {C, L, H, T}, r.ckpt_score, w);

@@ -130,7 +130,7 @@ void UnitCache::set_bits(int i, int bits) {
     }
     const bool was_lossy = store_[ui] != Store::fp16;
     store_[ui] = bits == 16 ? Store::fp16 : Store::per_token;
-    bits_[ui] = uint8_t(bits);
+    set_width(ui, bits);
     n_lossy_ += int(store_[ui] != Store::fp16) - int(was_lossy);
     const int64_t rb =
         bits == 16 ? fp16_row_bytes(d_)
@@ -153,7 +153,7 @@ void UnitCache::set_block_format(int i, Store fmt) {
     }
     if (store_[ui] == Store::fp16) ++n_lossy_;
     store_[ui] = fmt;
-    bits_[ui] = uint8_t(fmt == Store::q8_0 ? 8 : 4);
+    set_width(ui, fmt == Store::q8_0 ? 8 : 4);
     set_token_bytes(i, int64_t(nb), int64_t(nb));
 }
 
@@ -218,7 +218,7 @@ void UnitCache::prune(int i, double p, int bits) {
     }
     if (store_[ui] == Store::fp16) ++n_lossy_;
     store_[ui] = Store::sparse;
-    bits_[ui] = uint8_t(bits);
+    set_width(ui, bits);
     set_token_bytes(i, row_bytes[0], row_bytes[1]);
 }
 
@@ -242,7 +242,7 @@ void UnitCache::quantize_kivi_block(int i0, int n, int bits) {
         std::copy_n(vr, d, tmp_.data());
         requant_row(vr, tmp_.data(), bits);
         store_[ui] = Store::kivi_block;
-        bits_[ui] = uint8_t(bits);
+        set_width(ui, bits);
         ++n_lossy_;
         // The block's key bytes, spread over its tokens; the remainder goes to the first.
         const int64_t kb = int64_t(nb) / n + (j == 0 ? int64_t(nb) % n : 0);

@@ -328,3 +328,32 @@ TEST_CASE("sparse storage of pruned rows is counted in real bytes", "[cpu]") {
     CHECK(u.bytes() == 2 * 128);
     CHECK(u.k_rows()[5] == k[5]);
 }
+
+TEST_CASE("bit_events reproduce the checkpoints' bits at every checkpoint", "[cpu]") {
+    for (const char* spec :
+         {"quant:bits=2,residual=16", "agacc:budget=60", "agd", "h2o:budget=30,bits=4"}) {
+        INFO(spec);
+        const RunResult r = run1(plain_trace(), spec);
+        const size_t U = r.n_units(), T = size_t(r.n_tokens);
+        REQUIRE(r.bit_events.size() % 4 == 0);
+        if (std::string(spec).rfind("quant", 0) == 0) REQUIRE(r.bit_events.size() > 0);
+        std::vector<int> bits(U * T, 16);
+        size_t e = 0, compared = 0;
+        for (size_t c = 0; c < r.ckpt_steps.size(); ++c) {
+            const int32_t t = r.ckpt_steps[c];
+            for (; e < r.bit_events.size() && r.bit_events[e + 2] <= t; e += 4) {
+                if (e >= 4) REQUIRE(r.bit_events[e + 2] >= r.bit_events[e - 2]);  // step order
+                bits[size_t(r.bit_events[e]) * T + size_t(r.bit_events[e + 1])] =
+                    r.bit_events[e + 3];
+            }
+            for (size_t u = 0; u < U; ++u)
+                for (size_t j = 0; j <= size_t(t); ++j) {
+                    const int ck = r.ckpt_bits[(c * U + u) * T + j];
+                    if (ck == 0) continue;  // not held
+                    REQUIRE(bits[u * T + j] == ck);
+                    ++compared;
+                }
+        }
+        CHECK(compared > 100);
+    }
+}

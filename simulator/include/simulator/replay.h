@@ -57,6 +57,7 @@ struct RunResult {
     std::vector<int64_t> bytes;                // [S, L, Hkv]
     std::vector<int64_t> full_bytes;           // [S]
     std::vector<int32_t> evicted_at;           // [L, Hkv, T]
+    std::vector<int32_t> bit_events;           // [E, 4]: unit, token, step, bits (step order)
     std::vector<int32_t> ckpt_steps;           // [C]
     std::vector<uint8_t> ckpt_bits;            // [C, L, Hkv, T]
     std::vector<uint16_t> ckpt_score;          // [C, L, Hkv, T] binary16

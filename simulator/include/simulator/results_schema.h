@@ -73,6 +73,13 @@
 //                                          (t+1) * 2 * d * 2
 //     evicted_at    int32   [L, Hkv, T]    the step at which token j left the unit's cache for
 //                                          the last time; -1 if it was held at the end
+//     bit_events    int32   [E, 4]         every change of a held token's storage width, in step
+//                                          order: rows (unit, token, step, bits), unit = layer
+//                                          slot * Hkv + KV head. Token j's width at step t is the
+//                                          `bits` of its last event with step <= t (16 = fp16
+//                                          when it has none) while it is held; with evicted_at
+//                                          this gives exact per-step bit maps. (Optional: files
+//                                          written before it existed lack it.)
 //     ckpt_steps    int32   [C]            the steps recorded in full below (evenly spaced over
 //                                          the evaluated steps, the last step always included)
 //     ckpt_bits     uint8   [C, L, Hkv, T] bits token j was held at when the query of that step

@@ -22,6 +22,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace kvs::sim {
@@ -74,6 +75,8 @@ class UnitCache {
     int64_t restores() const { return restores_; }
     // Tokens evicted since the last call (the replay records when each one left).
     std::vector<int32_t>& evicted_log() { return evicted_log_; }
+    // (token, new bits) of every change of a held token's width since the last call.
+    std::vector<std::pair<int32_t, int32_t>>& bits_log() { return bits_log_; }
 
   private:
     void set_token_bytes(int i, int64_t kb, int64_t vb);
@@ -91,6 +94,11 @@ class UnitCache {
     int n_lossy_ = 0;
     int64_t restores_ = 0;
     std::vector<int32_t> evicted_log_;
+    std::vector<std::pair<int32_t, int32_t>> bits_log_;
+    void set_width(size_t i, int bits) {
+        if (bits_[i] != bits) bits_log_.emplace_back(pos_[i], bits);
+        bits_[i] = uint8_t(bits);
+    }
     std::vector<uint8_t> scratch_;
     std::vector<float> tmp_;
 };
