@@ -191,7 +191,8 @@ PolicyEntry policy_agacc() {
         param_int("block", "16", 1, 1e6, "positions per importance block"),
         param_int("k", "16", 1, 1e9, "apply the tiers every k steps"),
         param_int("nr", "128", 1, 1e9, "re-evaluate (may raise precision) every nr steps"),
-        param_int("recent", "32", 0, 1e9, "newest tokens kept fp16, never evicted"),
+        param_int("recent", "32", 0, 1e9,
+                  "newest tokens kept fp16, never evicted (at most half the budget)"),
         param_gqa(),
         param_group()};
     e.info.takes_budget = true;

@@ -111,7 +111,8 @@ PolicyEntry policy_agd() {
                      param_int("k", "16", 1, 1e9, "update the bits every k steps"),
                      param_int("b_min", "2", 2, 16, "bits of the least attended token"),
                      param_int("b_max", "16", 2, 16, "bits of the most attended token"),
-                     param_int("recent", "32", 0, 1e9, "newest tokens kept fp16, never evicted"),
+                     param_int("recent", "32", 0, 1e9,
+                               "newest tokens kept fp16, never evicted (at most half the budget)"),
                      param_gqa(),
                      param_group()};
     e.info.takes_budget = true;

@@ -64,9 +64,10 @@ PolicyEntry policy_h2o() {
         "tokens held at that step). Whenever the cache is over budget, the lowest-scored token "
         "outside the `recent` newest is evicted. Prefill mode: the prompt's queries score the "
         "prompt (full causal attention) before the first eviction at position P.";
-    e.info.params = {param_budget(),
-                     param_int("recent", "32", 0, 1e9, "newest tokens never evicted"), param_gqa(),
-                     param_bits(), param_group()};
+    e.info.params = {
+        param_budget(),
+        param_int("recent", "32", 0, 1e9, "newest tokens never evicted (at most half the budget)"),
+        param_gqa(), param_bits(), param_group()};
     e.info.needs_budget = e.info.takes_budget = true;
     e.make = [](const Params& p) { return std::make_unique<H2o>(p); };
     return e;

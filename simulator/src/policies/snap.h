@@ -32,7 +32,7 @@ inline std::vector<ParamDef> snap_param_defs() {
     return {param_budget(),
             param_int("window", "32", 1, 1e6,
                       "observation window: last queries scored, and "
-                      "newest tokens always kept"),
+                      "newest tokens always kept (at most half the budget)"),
             param_int("kernel", "7", 1, 1e6, "pooling width along positions"),
             param_choice("pool", "max", {"max", "avg"}, "pooling kind"),
             param_int("every", "16", 1, 1e9,
