@@ -29,10 +29,12 @@ if [ -x "$VIEW" ]; then
     echo "opening: $VIEW $TRACE $RESULTS" >&2
     "$VIEW" "$TRACE" "$RESULTS"
   else
+    # Run A = snapkv at 256 (the 9th run of the sweep above), B = window at 256.
     for v in timeline tokens grid curves; do
       if command -v xvfb-run >/dev/null; then
-        xvfb-run -a -s "-screen 0 1920x1200x24" "$VIEW" "$TRACE" "$RESULTS" \
-          --screenshot "traces/view_$v.png" --view "$v" --size 1600x1000 >/dev/null 2>&1 &&
+        timeout 120 xvfb-run -a -s "-screen 0 1920x1200x24" "$VIEW" "$TRACE" "$RESULTS" \
+          --screenshot "traces/view_$v.png" --view "$v" --size 1600x1000 --a 8 --b 2 \
+          --layer 14 --head 0 --no-settings >/dev/null 2>&1 &&
           echo "screenshot: traces/view_$v.png" >&2
       fi
     done
