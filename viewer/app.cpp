@@ -377,8 +377,23 @@ void App::load_policies() {
         std::make_unique<Job>("listing policies", [be, out](Job&) { *out = be->policies(); });
 }
 
+void App::request_replay(const std::string& spec) {
+    replay_queue_.push_back(spec);
+    open_policy_panel = true;
+}
+
 void App::start_replay(const std::string& spec) {
-    if (!trace || (replay_job && !replay_job->done())) return;
+    if (replay_job && !replay_job->done()) return;
+    replay_spec = spec;
+    replay_result.clear();
+    replay_failed = false;
+    if (!trace) {
+        replay_failed = true;
+        replay_result = "cannot run '" + spec + "': open a trace first (kvscope replays a trace)";
+        messages.push_back(replay_result);
+        return;
+    }
+    runs_before_replay_ = runs.size();
     const std::string dir = std::filesystem::temp_directory_path().string();
     static int n = 0;
     replay_out =
@@ -522,14 +537,14 @@ void App::draw_sidebar() {
         if (trace) {
             const auto& I = trace->info;
             ImGui::TextWrapped("trace: %s", I.path.c_str());
-            ImGui::Text("%s, %lld tokens (prompt %lld)", I.model_name.c_str(),
-                        (long long)I.n_tokens, (long long)I.prompt_len);
+            ImGui::TextWrapped("%s, %lld tokens (prompt %lld)", I.model_name.c_str(),
+                               (long long)I.n_tokens, (long long)I.prompt_len);
             ImGui::Text("%zu layers, %d heads, %d KV heads, d %d", I.layers.size(), I.n_head,
                         I.n_head_kv, I.head_dim);
             if (I.task.has_answer())
-                ImGui::Text("task %s: answer \"%s\" (%s)", I.task.kind.c_str(),
-                            I.task.answer.c_str(),
-                            I.task.correct ? "model correct" : "model wrong");
+                ImGui::TextWrapped("task %s: answer \"%s\" (%s)", I.task.kind.c_str(),
+                                   I.task.answer.c_str(),
+                                   I.task.correct ? "model correct" : "model wrong");
             if (!I.complete) ImGui::TextColored(ImVec4(1, 0.6f, 0.2f, 1), "trace is incomplete");
         } else {
             ImGui::TextDisabled("no trace open");
@@ -640,7 +655,7 @@ void App::draw_status() {
         if (p >= 0)
             ImGui::ProgressBar(p, ImVec2(360, 0), ov);
         else
-            ImGui::ProgressBar(float(std::fmod(j->seconds(), 1.0)), ImVec2(360, 0), ov);
+            busy_bar(j->seconds(), ImVec2(360, 0), ov);
         ImGui::SameLine();
     }
     if (jobs.empty()) ImGui::TextDisabled("ready");
@@ -673,11 +688,31 @@ void App::frame(Window& win) {
     }
     if (replay_job && replay_job->done()) {
         const std::string e = replay_job->error();
-        if (e.empty())
+        if (e.empty()) {
             open_file(replay_out);
-        else
+            await_replay_run_ = true;
+            replay_result = "ok (" + std::to_string(int(std::lround(replay_job->seconds()))) +
+                            " s): " + replay_out;
+        } else {
+            replay_failed = true;
+            replay_result = e;
             messages.push_back(e);
+        }
         replay_job.reset();
+    }
+    // The run a replay added becomes A and is plotted (once its file is loaded).
+    if (await_replay_run_ && runs.size() > runs_before_replay_) {
+        run_a = int(runs_before_replay_);
+        runs.back().plot = true;
+        await_replay_run_ = false;
+    }
+    // --run-policy: the next queued spec once the files are open and no replay runs.
+    if (!replay_queue_.empty() && !replay_job && open_queue_.empty() && load_jobs_.empty() &&
+        pending_->traces.empty() && pending_->results.empty()) {
+        const std::string spec = replay_queue_.front();
+        replay_queue_.erase(replay_queue_.begin());
+        start_replay(spec);
+        open_policy_panel = true;
     }
 
     const ImGuiViewport* vp = ImGui::GetMainViewport();
@@ -695,13 +730,14 @@ void App::frame(Window& win) {
     ImGui::SameLine();
     ImGui::BeginChild("main", ImVec2(0, -status_h), false);
     for (size_t i = 0; i < messages.size();) {
-        ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.45f, 0.4f, 1));
-        ImGui::TextWrapped("%s", messages[i].c_str());
-        ImGui::PopStyleColor();
-        ImGui::SameLine();
+        // The button first: after wrapped text it would cover the end of the message.
         ImGui::PushID(int(i));
         const bool close = ImGui::SmallButton("dismiss");
         ImGui::PopID();
+        ImGui::SameLine();
+        ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.45f, 0.4f, 1));
+        ImGui::TextWrapped("%s", messages[i].c_str());
+        ImGui::PopStyleColor();
         if (close)
             messages.erase(messages.begin() + ptrdiff_t(i));
         else

@@ -16,6 +16,7 @@
 #include "viewdata/reduce.h"
 #include "viewdata/replay_backend.h"
 #include "viewdata/results.h"
+#include "viewdata/series.h"
 #include "viewdata/settings.h"
 #include "viewdata/trace_data.h"
 
@@ -123,9 +124,26 @@ class App {
     std::vector<PolicyDesc> policies;
     std::string policies_error;
     std::unique_ptr<Job> policies_job, replay_job;
-    std::string replay_out;  // the results file the running replay writes
+    std::string replay_out;   // the results file the running replay writes
+    std::string replay_spec;  // the spec it runs (or ran last)
+    // The last replay's outcome for the panel: "" while none finished, else "ok: ..." or the
+    // error (replay_failed).
+    std::string replay_result;
+    bool replay_failed = false;
+    bool open_policy_panel = false;  // open the panel's "run a policy" node on the next frame
     void load_policies();
+    // The Run button: starts `kvscope replay TRACE --policy spec` in the background; when it
+    // ends, App::frame() opens its results file (the run joins the list, becomes A and is
+    // plotted) or shows its error in the window.
     void start_replay(const std::string& spec);
+    // --run-policy: queued specs, started one after another through start_replay() once the
+    // files are open (messages say why when there is no trace).
+    void request_replay(const std::string& spec);
+    bool replay_active() const { return replay_job != nullptr || !replay_queue_.empty(); }
+
+    // --- curves view
+    // ------------------------------------------------------------------------------
+    CurveCache curve_cache;  // per (run, curve, layer) series and their reduction to pixels
 
     // --- exports and figures -------------------------------------------------------------------
     ImVec2 view_min{0, 0}, view_max{0, 0};  // the current view's rect, logical pixels
@@ -138,6 +156,9 @@ class App {
     void reset_view();
 
   private:
+    std::vector<std::string> replay_queue_;
+    size_t runs_before_replay_ = 0;
+    bool await_replay_run_ = false;  // a replay succeeded: its run becomes A once loaded
     struct Pending;
     std::vector<std::unique_ptr<Job>> load_jobs_;
     std::vector<std::string> open_queue_;

@@ -3,7 +3,12 @@
 //   kvscope-view trace.h5 results.h5 --screenshot out.png [--view timeline|tokens|grid|curves]
 //       [--layer L] [--head H] [--step S] [--size 1600x1000] [--scale 2] [--frames N]
 //                                                            headless figure (run under xvfb-run)
+//   kvscope-view trace.h5 --run-policy h2o:budget=256 --screenshot out.png
+//                                   run a policy like the policy panel's Run button, then the
+//                                   figure
 //   kvscope-view trace.h5 --bench-pan 300                    frames/s while panning the timeline
+//   kvscope-view trace.h5 results.h5 --view curves --bench-pan 300
+//                                   frames/s of the curves view while the step cursor moves
 #include <GLFW/glfw3.h>
 #include <imgui.h>
 #include <CLI/CLI.hpp>
@@ -80,7 +85,16 @@ int main(int argc, char** argv) {
                    "runs drawn in the curves view besides A and B (indices, comma-separated; "
                    "default: the first 6)")
         ->delimiter(',');
-    cli.add_option("--bench-pan", bench, "pan the timeline for N frames, print frames/s, exit");
+    cli.add_option("--bench-pan", bench,
+                   "pan the timeline (with --view curves: move the step cursor) for N frames, "
+                   "print frames/s, exit");
+    std::vector<std::string> run_policies;
+    cli.add_option("--run-policy", run_policies,
+                   "run this policy spec on the open trace as the policy panel's Run button does "
+                   "(kvscope replay in the background; repeatable, one after another), add the "
+                   "results to the run list, then go on (--screenshot: after it finished)")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     cli.add_flag("--no-settings", no_settings, "neither read nor write the settings file");
     CLI11_PARSE(cli, argc, argv);
 
@@ -138,7 +152,7 @@ int main(int argc, char** argv) {
             glfwSwapInterval(0);
 
         int idle = 0, frame_no = 0;
-        bool applied_runs = false;
+        bool applied_runs = false, requested = run_policies.empty();
         const double t_start = now_s();
         double bench_t0 = 0;
         int bench_frames = -1;
@@ -165,12 +179,19 @@ int main(int argc, char** argv) {
                     app.messages.push_back("cannot write " + req.png_path);
                 continue;
             }
-            const bool active = app.busy() || app.playing || bench > 0 || !screenshot.empty();
+            const bool active = app.busy() || app.replay_active() || app.playing || bench > 0 ||
+                                !screenshot.empty();
             const double tf0 = now_s();
             win.begin_frame(active ? 0 : 0.25, headless && scale != 1 ? scale : 0);
             app.frame(win);
             const double tf1 = now_s();
             ++frame_no;
+            // --run-policy: once the files are open, queue the specs for the policy panel's Run
+            // path (App::start_replay, one after another, frames keep drawing meanwhile).
+            if (!requested && !app.busy()) {
+                for (const auto& spec : run_policies) app.request_replay(spec);
+                requested = true;
+            }
             // Results arrive in the background: apply --a/--b and the default quantity once.
             if (!applied_runs && !app.runs.empty() && !app.busy()) {
                 if (run_a >= 0 && run_a < int(app.runs.size())) app.run_a = run_a;
@@ -184,7 +205,7 @@ int main(int argc, char** argv) {
                     app.quantity = Quantity::Held;
                 applied_runs = true;
             }
-            idle = app.busy() ? 0 : idle + 1;
+            idle = app.busy() || !requested || app.replay_active() ? 0 : idle + 1;
             if (!screenshot.empty()) {
                 const bool ready = idle >= std::max(frames, 2) &&
                                    (applied_runs || app.runs.empty() || !app.messages.empty());
@@ -203,14 +224,35 @@ int main(int argc, char** argv) {
                         std::fprintf(stderr, "kvscope-view: cannot write %s\n", screenshot.c_str());
                         return 1;
                     }
-                    std::printf("wrote %s (%d x %d, %s view)\n", screenshot.c_str(), fw, fh,
-                                kViewNames[int(app.view)]);
+                    std::printf("wrote %s (%d x %d, %s view, %zu run%s)\n", screenshot.c_str(), fw,
+                                fh, kViewNames[int(app.view)], app.runs.size(),
+                                app.runs.size() == 1 ? "" : "s");
                     return 0;
                 }
             } else if (bench > 0 && idle >= 2) {
                 // Pan the timeline: a quarter of the steps visible, all tokens, moving right
-                // then left by 1/200 of the trace per frame.
-                if (bench_frames < 0) {
+                // then left by 1/200 of the trace per frame. In the curves view: move the step
+                // cursor by 1/200 of the trace per frame instead (the plots redraw every frame).
+                const bool curves = app.view == ViewKind::Curves;
+                if (bench_frames < 0 && curves) {
+                    bench_frames = 0;
+                    bench_t0 = now_s();
+                    reduce_sum = 0;
+                } else if (curves) {
+                    const int64_t T = std::max<int64_t>(1, app.n_tokens());
+                    app.step = (int64_t(bench_frames) * std::max<int64_t>(1, T / 200)) % T;
+                    if (++bench_frames >= bench) {
+                        const double dt = now_s() - bench_t0;
+                        std::printf(
+                            "bench-pan (curves view, %zu runs plotted): %d frames in %.2f s = "
+                            "%.1f frames/s; per frame: UI %.2f ms, render %.2f ms, swap %.2f ms; "
+                            "%d x %d window; %s; %lld tokens\n",
+                            app.plotted_runs().size(), bench, dt, bench / dt, 1e3 * t_ui / bench,
+                            1e3 * t_render / bench, 1e3 * t_swap / bench, w, h,
+                            win.gl_renderer().c_str(), (long long)app.n_tokens());
+                        return 0;
+                    }
+                } else if (bench_frames < 0) {
                     app.view = ViewKind::Timeline;
                     app.force_view = true;
                     const double rows = app.vx1 > 0 ? app.vx1 : double(app.n_tokens());

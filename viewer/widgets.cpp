@@ -147,6 +147,40 @@ void stroke(ImDrawList* dl, const std::vector<ImVec2>& pts, ImU32 col, bool dash
 
 }  // namespace
 
+bool same_line_if_fits(float width) {
+    ImGui::SameLine();
+    if (ImGui::GetContentRegionAvail().x >= width) return true;
+    ImGui::NewLine();
+    return false;
+}
+
+std::string fit_text(const std::string& text, float width) {
+    if (ImGui::CalcTextSize(text.c_str()).x <= width) return text;
+    std::string s = text;
+    while (!s.empty() && ImGui::CalcTextSize((s + "...").c_str()).x > width) s.pop_back();
+    return s + "...";
+}
+
+void busy_bar(double seconds, ImVec2 size, const char* overlay) {
+    // An empty bar with the overlay, then the sliding segment drawn over its frame.
+    ImGui::ProgressBar(0.0f, size, "");
+    const ImVec2 a = ImGui::GetItemRectMin(), b = ImGui::GetItemRectMax();
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const float w = b.x - a.x, seg = std::max(8.0f, w * 0.25f);
+    const double ph = std::fmod(std::max(0.0, seconds) / 1.5, 2.0);  // 1.5 s per sweep
+    const float f = float(ph < 1 ? ph : 2 - ph);
+    const float x = a.x + f * (w - seg);
+    dl->AddRectFilled(ImVec2(x, a.y + 2), ImVec2(x + seg, b.y - 2),
+                      ImGui::GetColorU32(ImGuiCol_PlotHistogram), 2.0f);
+    if (overlay && *overlay) {
+        const ImVec2 ts = ImGui::CalcTextSize(overlay);
+        const ImVec2 tp((a.x + b.x - ts.x) / 2, (a.y + b.y - ts.y) / 2);
+        dl->AddRectFilled(ImVec2(tp.x - 3, tp.y), ImVec2(tp.x + ts.x + 3, tp.y + ts.y),
+                          IM_COL32(20, 20, 24, 190), 2.0f);
+        dl->AddText(tp, ImGui::GetColorU32(ImGuiCol_Text), overlay);
+    }
+}
+
 void legend_row(const std::vector<Series>& series, float width, int* hovered) {
     ImDrawList* dl = ImGui::GetWindowDrawList();
     const ImVec2 p0 = ImGui::GetCursorScreenPos();
@@ -192,14 +226,16 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
     dl->AddRectFilled(a, b, IM_COL32(24, 24, 28, 255));
     dl->AddText(ImVec2(a.x, p.y + 2), text, title);
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    for (const Series& s : series)
-        for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-            if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
-            x0 = std::min(x0, s.x[i]);
-            x1 = std::max(x1, s.x[i]);
-            y0 = std::min(y0, s.y[i]);
-            y1 = std::max(y1, s.y[i]);
+    for (const Series& s : series) {
+        const std::vector<double>&sx = s.xs(), &sy = s.ys();
+        for (size_t i = 0; i < sx.size() && i < sy.size(); ++i) {
+            if (!std::isfinite(sy[i]) || (log_y && sy[i] <= 0)) continue;
+            x0 = std::min(x0, sx[i]);
+            x1 = std::max(x1, sx[i]);
+            y0 = std::min(y0, sy[i]);
+            y1 = std::max(y1, sy[i]);
         }
+    }
     double result = std::numeric_limits<double>::quiet_NaN();
     if (!(x1 >= x0)) {
         const char* m = "no data";
@@ -245,18 +281,25 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
     draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
     dl->PushClipRect(a, b, true);
     std::vector<ImVec2> pts;
+    std::vector<size_t> local;
     for (const Series& s : series) {
-        // Per pixel column: first, lowest, highest, last (spikes and the last step survive).
-        const std::vector<size_t> idx =
-            decimate_minmax(s.x, s.y, x0, x1, std::max(1, int(b.x - a.x)));
+        const std::vector<double>&sx = s.xs(), &sy = s.ys();
+        // Per pixel column: first, lowest, highest, last (spikes and the last step survive);
+        // kept in s.dec between frames when the caller gives one.
+        const int cols = std::max(1, int(b.x - a.x));
+        const std::vector<size_t>* idx = &local;
+        if (s.dec)
+            idx = &s.dec->get(sx, sy, x0, x1, cols);
+        else
+            local = decimate_minmax(sx, sy, x0, x1, cols);
         pts.clear();
-        for (size_t i : idx) {
-            if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) {
+        for (size_t i : *idx) {
+            if (!std::isfinite(sy[i]) || (log_y && sy[i] <= 0)) {
                 stroke(dl, pts, s.color, s.dashed, 2.0f);
                 pts.clear();
                 continue;
             }
-            pts.push_back(ImVec2(X(s.x[i]), Y(s.y[i])));
+            pts.push_back(ImVec2(X(sx[i]), Y(sy[i])));
         }
         stroke(dl, pts, s.color, s.dashed, 2.0f);
     }
@@ -284,13 +327,14 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
         ImGui::BeginTooltip();
         ImGui::Text("%s %s", xlabel, fmt_value(std::round(xv)).c_str());
         for (const Series& s : series) {
-            if (s.x.empty()) continue;
-            auto it = std::lower_bound(s.x.begin(), s.x.end(), xv);
-            size_t i = size_t(std::min<ptrdiff_t>(it - s.x.begin(), ptrdiff_t(s.x.size()) - 1));
-            if (i < s.y.size())
+            const std::vector<double>&sx = s.xs(), &sy = s.ys();
+            if (sx.empty()) continue;
+            auto it = std::lower_bound(sx.begin(), sx.end(), xv);
+            size_t i = size_t(std::min<ptrdiff_t>(it - sx.begin(), ptrdiff_t(sx.size()) - 1));
+            if (i < sy.size())
                 ImGui::TextColored(
                     ImGui::ColorConvertU32ToFloat4(s.color), "%s: %s", s.name.c_str(),
-                    bytes_axis ? fmt_bytes(s.y[i]).c_str() : fmt_value(s.y[i]).c_str());
+                    bytes_axis ? fmt_bytes(sy[i]).c_str() : fmt_value(sy[i]).c_str());
         }
         ImGui::EndTooltip();
         if (clicked) result = xv;

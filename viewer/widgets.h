@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "viewdata/colormap.h"
+#include "viewdata/series.h"
 
 namespace kvs::view {
 
@@ -28,7 +29,24 @@ struct Series {
     std::vector<double> x, y;
     ImU32 color = IM_COL32(230, 159, 0, 255);
     bool dashed = false;
+    // Cached data instead of x, y (not copied each frame), and where to keep the per-column
+    // reduction between frames (CurveCache); both optional.
+    const XY* xy = nullptr;
+    Decimation* dec = nullptr;
+    const std::vector<double>& xs() const { return xy ? xy->x : x; }
+    const std::vector<double>& ys() const { return xy ? xy->y : y; }
 };
+
+// SameLine() when an item `width` wide still fits on the current line, else a new line (so
+// that text is not cut at a child window's edge). Returns whether it stayed on the line.
+bool same_line_if_fits(float width);
+// `text` shortened with "..." to fit `width` (logical pixels) in the current font.
+std::string fit_text(const std::string& text, float width);
+
+// A progress bar for work of unknown length (kvscope replay --quiet prints no progress): a
+// segment sliding back and forth, `overlay` (e.g. the elapsed seconds) on top. `seconds` drives
+// the animation. Width <= 0: the available width minus -width (as ImGui::ProgressBar).
+void busy_bar(double seconds, ImVec2 size, const char* overlay);
 
 // A line plot filling `size` (logical pixels): axes with ticks, labels, a legend in the top
 // right corner when `legend` (for one or two short series; plots of many runs share a

@@ -1,6 +1,8 @@
 // Test helper: writes a small results file that follows simulator/results_schema.h exactly,
 // from a toy policy (keep `sink` first tokens and the `budget - sink` most recent ones; older
 // held tokens at 4 bits, the 16 most recent at 16), with knobs to break it for the error tests.
+// bit_events (optional in the schema) hold the toy's one change per token: (unit, j, j + 16, 4)
+// when token j is still held at step j + 16; toy_bits() is the exact width at any step.
 #pragma once
 #include <hdf5.h>
 
@@ -21,17 +23,19 @@ struct SyntheticRun {
     int64_t T = 100;
     std::vector<int32_t> layers = {0, 2};
     int n_head = 4, n_head_kv = 2, head_dim = 8;
-    int C = 5;            // checkpoints
-    int64_t prefill = 0;  // prefill mode when > 0
+    int C = 5;               // checkpoints
+    int64_t prefill = 0;     // prefill mode when > 0
+    bool bit_events = true;  // write the optional bit_events dataset
 };
 
 struct ResultsOptions {
     int schema_version = 1;
     std::string format = "kvscope-results";
-    std::string drop_dataset;  // e.g. "recall": left out of run 0
-    bool bad_shape = false;    // held written as [S, L, H + 1]
-    bool bad_steps = false;    // a step outside [0, T)
-    int n_runs_attr = -1;      // -1: the real count
+    std::string drop_dataset;     // e.g. "recall": left out of run 0
+    bool bad_shape = false;       // held written as [S, L, H + 1]
+    bool bad_steps = false;       // a step outside [0, T)
+    int n_runs_attr = -1;         // -1: the real count
+    bool bad_bit_events = false;  // a bit_events row naming a unit that does not exist
 };
 
 namespace detail {
@@ -55,6 +59,13 @@ inline bool toy_held(const SyntheticRun& r, int64_t j, int64_t t, int l, int h) 
     const int b = r.budget + l + h;  // differs per unit, so aggregation is visible
     if (t + 1 <= b) return true;
     return j < r.sink || j > t - (b - r.sink);
+}
+
+// The width the toy policy holds token j at in step t: 16 for the 16 most recent tokens, then 4;
+// 0 when not held.
+inline int toy_bits(const SyntheticRun& r, int64_t j, int64_t t, int l, int h) {
+    if (!toy_held(r, j, t, l, h)) return 0;
+    return t - j < 16 ? 16 : 4;
 }
 
 inline void write_synthetic_results(const std::string& path, const std::vector<SyntheticRun>& runs,
@@ -153,6 +164,17 @@ inline void write_synthetic_results(const std::string& path, const std::vector<S
                         }
                     }
         capture::f32_to_f16(sc32.data(), score.data(), sc32.size());
+        // bit_events in step order (then unit, token): token j drops to 4 bits at step j + 16.
+        std::vector<int32_t> events;
+        for (int64_t t = 16; t < T; ++t)
+            for (int l = 0; l < L; ++l)
+                for (int h = 0; h < H; ++h) {
+                    const int64_t j = t - 16;
+                    if (toy_held(r, j, t, l, h))
+                        events.insert(events.end(),
+                                      {int32_t(l * H + h), int32_t(j), int32_t(t), int32_t(4)});
+                }
+        if (o.bad_bit_events && !events.empty()) events[0] = int32_t(L * H);
 
         using detail::write_ds;
         const hsize_t uS = hsize_t(S), uL = hsize_t(L), uH = hsize_t(H), uT = hsize_t(T),
@@ -178,6 +200,9 @@ inline void write_synthetic_results(const std::string& path, const std::vector<S
         write_ds(gi, "evicted_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {uL, uH, uT}, ev.data());
         write_ds(gi, "ckpt_steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {uC}, ck.data());
         write_ds(gi, "ckpt_bits", H5T_STD_U8LE, H5T_NATIVE_UINT8, {uC, uL, uH, uT}, bits.data());
+        if (r.bit_events)
+            write_ds(gi, "bit_events", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                     {hsize_t(events.size() / 4), 4}, events.data());
         h5::Id f16 = h5::f16_type();
         write_ds(gi, "ckpt_score", f16.get(), f16.get(), {uC, uL, uH, uT}, score.data());
     }

@@ -57,6 +57,7 @@ TEST_CASE("results: synthetic file round trip", "[cpu]") {
 TEST_CASE("results: quantities from a run", "[cpu]") {
     const std::string path = test::temp_path("resq.h5");
     test::SyntheticRun a;
+    a.bit_events = false;  // an older file: bits carried forward from the checkpoints
     test::write_synthetic_results(path, {a});
     const RunData r = read_results(path).runs[0];
     // Held, one unit: exactly the toy policy; NaN above the diagonal.
@@ -259,8 +260,10 @@ TEST_CASE("results: held and single-width bits are exact at every step", "[cpu]"
     test::SyntheticRun a;
     a.T = 120;
     a.C = 4;
+    a.bit_events = false;
     test::write_synthetic_results(path, {a});
     RunData r = read_results(path).runs[0];
+    CHECK_FALSE(r.has_bit_events);
     CHECK(uniform_bits(r) == 0);  // 16 and 4 bits: carried forward
     CHECK(quantity_provenance(r, Quantity::Bits).find("carried forward") != std::string::npos);
     CHECK(quantity_provenance(r, Quantity::Held).find("exact") != std::string::npos);
@@ -284,4 +287,106 @@ TEST_CASE("results: held and single-width bits are exact at every step", "[cpu]"
                 REQUIRE(bits.at(s, j) == (h ? 16.0f : 0.0f));
             }
         }
+}
+
+TEST_CASE("results: bits are exact at every step from bit_events", "[cpu]") {
+    const std::string path = test::temp_path("res_events.h5");
+    test::SyntheticRun a;
+    a.T = 90;
+    a.C = 3;  // checkpoints far apart: the carried-forward staircase would be wrong in between
+    test::SyntheticRun old = a;
+    old.bit_events = false;
+    test::write_synthetic_results(path, {a, old});
+    const ResultsFile f = read_results(path);
+    const RunData& r = f.runs[0];
+    REQUIRE(r.has_bit_events);
+    REQUIRE(r.bit_events.size() % 4 == 0);
+    CHECK(r.bit_events.size() > 0);
+    CHECK(quantity_provenance(r, Quantity::Bits).find("exact at every step (from bit_events") !=
+          std::string::npos);
+    // One unit: exactly the toy's width at every (step, token); NaN for future tokens.
+    for (int l = 0; l < 2; ++l)
+        for (int h = 0; h < 2; ++h) {
+            const Matrix bits = results_matrix(r, Quantity::Bits, r.layers[size_t(l)], h);
+            REQUIRE(bits.rows == r.S);
+            for (int64_t s = 0; s < r.S; ++s)
+                for (int64_t j = 0; j < r.T; ++j) {
+                    const int64_t t = r.steps[size_t(s)];
+                    if (j > t) {
+                        REQUIRE(std::isnan(bits.at(s, j)));
+                        continue;
+                    }
+                    const int want = test::toy_bits(a, j, t, l, h);
+                    REQUIRE(bits.at(s, j) == float(want));
+                    REQUIRE(token_bits(r, l, h, j, t) == want);
+                }
+        }
+    // All units: the mean width over them (0 where a unit evicted the token).
+    const Matrix all = results_matrix(r, Quantity::Bits, -1, -1);
+    for (int64_t s = 0; s < r.S; s += 3)
+        for (int64_t j = 0; j <= r.steps[size_t(s)]; j += 2) {
+            const int64_t t = r.steps[size_t(s)];
+            double want = 0;
+            for (int l = 0; l < 2; ++l)
+                for (int h = 0; h < 2; ++h) want += test::toy_bits(a, j, t, l, h);
+            REQUIRE(all.at(s, j) == Approx(want / 4));
+        }
+    // The checkpoints agree with the events where both exist.
+    for (int64_t c = 0; c < r.C; ++c) {
+        const int64_t t = r.ckpt_steps[size_t(c)];
+        for (int64_t j = 0; j <= t; ++j)
+            REQUIRE(int(r.ckpt_bits[r.clht(c, 1, 0, j)]) == token_bits(r, 1, 0, j, t));
+    }
+    // The same run without bit_events: the fallback carries the last checkpoint forward, so
+    // between checkpoints it lags (a token 16 steps old is still 16 bits there).
+    const RunData& o = f.runs[1];
+    REQUIRE_FALSE(o.has_bit_events);
+    CHECK(quantity_provenance(o, Quantity::Bits).find("carried forward") != std::string::npos);
+    const Matrix ob = results_matrix(o, Quantity::Bits, 0, 0);
+    const Matrix eb = results_matrix(r, Quantity::Bits, 0, 0);
+    const int64_t c0 = o.ckpt_steps[0], c1 = o.ckpt_steps[1];
+    REQUIRE(c1 - c0 > 20);
+    const int64_t t = c0 + 18, j = c0;  // held, dropped to 4 bits at c0 + 16
+    REQUIRE(test::toy_held(a, j, t, 0, 0));
+    CHECK(ob.at(t, j) == 16);  // carried forward from c0
+    CHECK(eb.at(t, j) == 4);   // exact
+    bool exact = true;
+    CHECK(token_bits(o, 0, 0, j, t, &exact) == 16);
+    CHECK_FALSE(exact);
+    // Broken rows give one clear line.
+    const std::string bad = test::temp_path("res_events_bad.h5");
+    test::ResultsOptions bo;
+    bo.bad_bit_events = true;
+    test::write_synthetic_results(bad, {a}, bo);
+    try {
+        read_results(bad);
+        FAIL("no error");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).find("'bit_events' row 0") != std::string::npos);
+    }
+}
+
+TEST_CASE("series: the curve cache computes each series once and keeps its reduction", "[cpu]") {
+    const std::string path = test::temp_path("res_cache.h5");
+    test::SyntheticRun a;
+    a.T = 400;
+    test::write_synthetic_results(path, {a});
+    const RunData r = read_results(path).runs[0];
+    CurveCache cache;
+    CurveCache::Entry& e = cache.get(r, Curve::Recall, -1);
+    const XY want = curve_series(r, Curve::Recall, -1);
+    CHECK(e.xy.x == want.x);
+    CHECK(e.xy.y == want.y);
+    CHECK(&cache.get(r, Curve::Recall, -1) == &e);  // same entry, not recomputed
+    CHECK(cache.computed() == 1);
+    cache.get(r, Curve::Recall, 2);
+    cache.get(r, Curve::OutErr, -1);
+    CHECK(cache.computed() == 3);
+    // The reduction: the same as decimate_minmax, recomputed only when width or range change.
+    const auto& i1 = e.dec.get(e.xy.x, e.xy.y, 0, 399, 50);
+    CHECK(i1 == decimate_minmax(want.x, want.y, 0, 399, 50));
+    const size_t* p1 = i1.data();
+    CHECK(e.dec.get(e.xy.x, e.xy.y, 0, 399, 50).data() == p1);
+    CHECK(e.dec.get(e.xy.x, e.xy.y, 0, 399, 60) == decimate_minmax(want.x, want.y, 0, 399, 60));
+    CHECK(e.dec.columns == 60);
 }

@@ -38,7 +38,7 @@ void draw_curves(App& app) {
                 app.layer < 0 ? "all layers (bytes summed, the rest averaged over units)"
                               : ("layer " + std::to_string(app.layer)).c_str(),
                 shown.size(), app.runs.size());
-    ImGui::SameLine();
+    same_line_if_fits(ImGui::CalcTextSize("log error axis").x + fh * 2);
     ImGui::Checkbox("log error axis", &app.err_log);
     if (ImGui::IsItemHovered())
         ImGui::SetTooltip(
@@ -64,11 +64,13 @@ void draw_curves(App& app) {
     for (int k = 0; k < 4; ++k) {
         std::vector<Series> ss;
         for (size_t n = 0; n < shown.size(); ++n) {
+            // Cached per (run, curve, layer) with its per-column reduction (per plot width and
+            // x range): a frame only draws.
             const RunData& r = app.runs[size_t(shown[n])].run();
-            XY xy = curve_series(r, kinds[k], app.layer);
+            CurveCache::Entry& e = app.curve_cache.get(r, kinds[k], app.layer);
             Series s = legend[n];
-            s.x = std::move(xy.x);
-            s.y = std::move(xy.y);
+            s.xy = &e.xy;
+            s.dec = &e.dec;
             ss.push_back(std::move(s));
         }
         if (k % 2) ImGui::SameLine();

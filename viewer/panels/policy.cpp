@@ -55,7 +55,10 @@ void draw_policy_panel(App& app) {
             ImGui::SetTooltip(ab ? "A and B are always plotted in the curves view"
                                  : "draw this run in the curves view");
         ImGui::SameLine();
-        ImGui::TextUnformatted(app.runs[i].label.c_str());
+        // Cut to the sidebar's width ("..."): the tooltip has the whole label and spec.
+        const std::string shown =
+            fit_text(app.runs[i].label, std::max(fh * 2, ImGui::GetContentRegionAvail().x));
+        ImGui::TextUnformatted(shown.c_str());
         if (ImGui::IsItemHovered()) {
             ImGui::BeginTooltip();
             ImGui::Text("%s", app.runs[i].label.c_str());
@@ -72,31 +75,49 @@ void draw_policy_panel(App& app) {
             auto it = r.info.summary.find(k);
             return it == r.info.summary.end() ? std::string("-") : fmt_value(it->second);
         };
-        ImGui::TextDisabled("   recall %s, err %s, ratio %s", sm("recall_mean").c_str(),
+        ImGui::TextDisabled("   recall %s, err %s, %sx", sm("recall_mean").c_str(),
                             sm("err_mean").c_str(), sm("ratio_mean").c_str());
+        if (ImGui::IsItemHovered())
+            ImGui::SetTooltip(
+                "means over every step and unit: attention recall, relative output error, "
+                "compression ratio (full / compressed bytes)");
         if (has_answer) {
             const auto& pos = app.trace->info.task.answer_positions;
             const bool kept = answer_all_kept(r, pos, r.T - 1);
             const auto frac = answer_kept(r, pos, r.T - 1);
             float mn = 1;
             for (float f : frac) mn = std::min(mn, std::isnan(f) ? 0.0f : f);
-            ImGui::SameLine();
+            // "answer: kept" / "answer: lost" after the metrics when it fits, else below them.
+            char note[64];
             if (kept)
-                ImGui::TextColored(ImVec4(0.3f, 0.85f, 0.5f, 1), " answer kept");
+                std::snprintf(note, sizeof note, "answer: kept");
             else
-                ImGui::TextColored(ImVec4(1, 0.45f, 0.35f, 1), " answer lost (%.0f%% of units)",
-                                   100 * (1 - mn));
+                std::snprintf(note, sizeof note, "answer: lost");
+            same_line_if_fits(ImGui::CalcTextSize(note).x + fh);
+            ImGui::TextColored(kept ? ImVec4(0.3f, 0.85f, 0.5f, 1) : ImVec4(1, 0.45f, 0.35f, 1),
+                               "%s%s", ImGui::GetCursorPosX() < fh ? "   " : " ", note);
+            if (ImGui::IsItemHovered())
+                ImGui::SetTooltip(kept ? "every answer token is held in every unit at the last step"
+                                       : "at the last step, %.0f%% of the units (layer, KV head) "
+                                         "miss at least one answer token",
+                                  100 * (1 - mn));
         }
         ImGui::PopID();
     }
     ImGui::Separator();
+    if (app.open_policy_panel) {  // --run-policy: show the job and its outcome
+        ImGui::SetNextItemOpen(true);
+        app.open_policy_panel = false;
+    }
     if (!ImGui::TreeNode("run a policy on the open trace")) return;
     struct Pop {
         ~Pop() { ImGui::TreePop(); }
     } pop;
-    ImGui::TextDisabled(
+    ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
+    ImGui::TextWrapped(
         "backend: %s",
         app.backend ? static_cast<SubprocessBackend*>(app.backend.get())->exe().c_str() : "-");
+    ImGui::PopStyleColor();
     if (!app.trace) {
         ImGui::TextDisabled("(open a trace first)");
         return;
@@ -140,15 +161,32 @@ void draw_policy_panel(App& app) {
     const std::string spec = make_spec(pd.name, params);
     ImGui::TextWrapped("spec: %s", spec.c_str());
     if (app.replay_job && !app.replay_job->done()) {
+        ImGui::TextWrapped("running: %s", app.replay_spec.c_str());
+        // kvscope replay --quiet prints no progress: a sliding bar and the elapsed seconds
+        // (a real fraction if a "progress a/b" line ever arrives).
         const float f = app.replay_job->progress();
+        const double sec = app.replay_job->seconds();
         char ov[64];
-        std::snprintf(ov, sizeof ov, "%.0f s", app.replay_job->seconds());
-        ImGui::ProgressBar(f >= 0 ? f : float(std::fmod(app.replay_job->seconds(), 1.0)),
-                           ImVec2(-70, 0), ov);
+        if (f >= 0 && f < 1)
+            std::snprintf(ov, sizeof ov, "%.0f%%, %.0f s", 100.0 * double(f), sec);
+        else
+            std::snprintf(ov, sizeof ov, "%.0f s elapsed", sec);
+        if (f > 0 && f < 1)
+            ImGui::ProgressBar(f, ImVec2(-70, 0), ov);
+        else
+            busy_bar(sec, ImVec2(-70, 0), ov);
         ImGui::SameLine();
         if (ImGui::Button("Cancel")) app.replay_job->cancel();
     } else if (ImGui::Button("Run")) {
         app.start_replay(spec);
+    }
+    if (!app.replay_result.empty() && !(app.replay_job && !app.replay_job->done())) {
+        ImGui::TextDisabled("last: %s", app.replay_spec.c_str());
+        if (app.replay_failed) ImGui::TextColored(ImVec4(1, 0.45f, 0.35f, 1), "failed:");
+        ImGui::PushStyleColor(ImGuiCol_Text, app.replay_failed ? ImVec4(1, 0.6f, 0.5f, 1)
+                                                               : ImVec4(0.55f, 0.8f, 0.6f, 1));
+        ImGui::TextWrapped("%s", app.replay_result.c_str());
+        ImGui::PopStyleColor();
     }
 }
 

@@ -70,24 +70,32 @@ void draw_timeline(App& app) {
             title += "]";
         }
         ImGui::TextUnformatted(title.c_str());
-        if (!h->note.empty()) {
-            ImGui::SameLine();
-            ImGui::TextDisabled("(%s)", h->note.c_str());
-        }
         if (ImGui::IsItemHovered() && h->run_a >= 0)
             ImGui::SetTooltip(
                 "A: %s%s%s", app.runs[size_t(h->run_a)].run().info.spec.c_str(),
                 h->run_b >= 0 ? "\nB: " : "",
                 h->run_b >= 0 ? app.runs[size_t(h->run_b)].run().info.spec.c_str() : "");
+        if (!h->note.empty()) {
+            // How exact it is: after the title when it fits, else wrapped on the next line.
+            const std::string note = "(" + h->note + ")";
+            same_line_if_fits(ImGui::CalcTextSize(note.c_str()).x + fh * 3);
+            ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
+            ImGui::TextWrapped("%s", note.c_str());
+            ImGui::PopStyleColor();
+        }
     }
     if (prog > -2) {
-        ImGui::SameLine();
+        same_line_if_fits(160);
         ImGui::ProgressBar(prog < 0 ? 0.0f : prog, ImVec2(160, 0), "updating");
     }
-    ImGui::SameLine();
-    ImGui::TextDisabled(
-        "   wheel: zoom (shift: steps, ctrl: tokens), drag: pan, click: step, "
-        "double-click: all");
+    // The mouse help: a marker with a tooltip (it no longer competes with the note for the
+    // title line).
+    same_line_if_fits(fh * 3);
+    ImGui::TextDisabled("(?)");
+    if (ImGui::IsItemHovered())
+        ImGui::SetTooltip(
+            "wheel: zoom (shift: steps only, ctrl: tokens only)\ndrag: pan\nclick: select the "
+            "step\ndouble-click: show everything\nhover: the exact value of a cell");
 
     const ImVec2 p = ImGui::GetCursorScreenPos();
     const ImVec2 avail = ImGui::GetContentRegionAvail();
@@ -280,6 +288,9 @@ void draw_timeline(App& app) {
                         ImGui::Text("evicted at step %d", e);
                     else
                         ImGui::Text("never evicted");
+                    bool exact = false;
+                    const int bits = token_bits(*run, u.l, u.h, j, t, &exact);
+                    if (exact) ImGui::Text("bits at this step: %d (exact, from bit_events)", bits);
                     auto it = std::upper_bound(run->ckpt_steps.begin(), run->ckpt_steps.end(),
                                                int32_t(t));
                     if (it != run->ckpt_steps.begin()) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 
 namespace kvs::view {
 
@@ -70,10 +71,11 @@ std::string quantity_provenance(const RunData& r, Quantity q) {
         case Quantity::Held:
             return "exact at every step (from evicted_at)";
         case Quantity::Bits:
+            if (r.has_bit_events) return "exact at every step (from bit_events and evicted_at)";
             if (const int w = uniform_bits(r))
                 return "exact at every step: held tokens are all " + std::to_string(w) + "-bit";
             return "bits carried forward from the last of " + ck +
-                   " (staircase); evictions exact at every step";
+                   " (staircase: this file has no bit_events); evictions exact at every step";
         case Quantity::Score:
             return "scores carried forward from the last of " + ck +
                    " (staircase); evictions exact at every step";
@@ -82,10 +84,75 @@ std::string quantity_provenance(const RunData& r, Quantity q) {
     }
 }
 
+namespace {
+
+// Bits from bit_events, exact at every step: per unit, replay its events in step order over a
+// width per token (16 before the first event), add the width of each held token to the cell;
+// then the mean over the units.
+Matrix bits_from_events(const RunData& r, const std::vector<Unit>& units) {
+    Matrix m(r.S, r.T, kNaN);
+    for (int64_t s = 0; s < r.S; ++s) {
+        const int64_t jmax = std::min<int64_t>(r.steps[size_t(s)], r.T - 1);
+        std::fill(m.row(s), m.row(s) + jmax + 1, 0.0f);
+    }
+    // Each selected unit's events (token, step, bits), in step order.
+    std::vector<int> slot(static_cast<size_t>(r.L * r.H), -1);
+    for (size_t k = 0; k < units.size(); ++k) slot[size_t(units[k].l * r.H + units[k].h)] = int(k);
+    std::vector<std::vector<int32_t>> ev(units.size());
+    for (size_t e = 0; e + 3 < r.bit_events.size(); e += 4) {
+        const int k = slot[size_t(r.bit_events[e])];
+        if (k >= 0)
+            ev[size_t(k)].insert(ev[size_t(k)].end(), r.bit_events.begin() + std::ptrdiff_t(e) + 1,
+                                 r.bit_events.begin() + std::ptrdiff_t(e) + 4);
+    }
+    std::vector<uint8_t> w(static_cast<size_t>(r.T));
+    for (size_t k = 0; k < units.size(); ++k) {
+        const Unit& u = units[k];
+        const std::vector<int32_t>& uev = ev[k];
+        std::fill(w.begin(), w.end(), uint8_t(16));
+        const int32_t* evicted = r.evicted_at.data() + r.lht(u.l, u.h, 0);
+        size_t e = 0;
+        for (int64_t s = 0; s < r.S; ++s) {
+            const int64_t t = r.steps[size_t(s)];
+            for (; e + 2 < uev.size() && uev[e + 1] <= t; e += 3)
+                w[size_t(uev[e])] = uint8_t(uev[e + 2]);
+            float* o = m.row(s);
+            const int64_t jmax = std::min<int64_t>(t, r.T - 1);
+            for (int64_t j = 0; j <= jmax; ++j) {
+                const int32_t ej = evicted[j];
+                if (ej < 0 || t < ej) o[j] += float(w[size_t(j)]);
+            }
+        }
+    }
+    const float inv = 1.0f / float(units.size());
+    for (float& v : m.v) v *= inv;  // NaN stays NaN
+    return m;
+}
+
+}  // namespace
+
+int token_bits(const RunData& r, int l, int h, int64_t j, int64_t t, bool* exact) {
+    if (exact) *exact = r.has_bit_events;
+    if (j < 0 || j >= r.T || !r.held_at(l, h, j, t)) return 0;
+    if (r.has_bit_events) {
+        const int32_t unit = int32_t(l * r.H + h);
+        int b = 16;
+        for (size_t e = 0; e + 3 < r.bit_events.size() && r.bit_events[e + 2] <= t; e += 4)
+            if (r.bit_events[e] == unit && r.bit_events[e + 1] == j) b = r.bit_events[e + 3];
+        return b;
+    }
+    auto it = std::upper_bound(r.ckpt_steps.begin(), r.ckpt_steps.end(), int32_t(t));
+    if (it == r.ckpt_steps.begin()) return -1;
+    const int64_t c = (it - r.ckpt_steps.begin()) - 1;
+    if (j > r.ckpt_steps[size_t(c)]) return -1;
+    return r.ckpt_bits[r.clht(c, l, h, j)];
+}
+
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
     const std::vector<Unit> units = select_units(r, layer, kv_head);
     Matrix m(r.S, r.T, kNaN);
     if (units.empty() || quantity_needs_results(q) == false) return m;
+    if (q == Quantity::Bits && r.has_bit_events) return bits_from_events(r, units);
     // One width for every held token: bits are exact at every step, like held.
     const int ubits = q == Quantity::Bits ? uniform_bits(r) : 0;
     const bool exact = q == Quantity::Held || ubits > 0;

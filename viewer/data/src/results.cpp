@@ -173,6 +173,30 @@ void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r
         ld.read<uint8_t>(p + "ckpt_bits", Kind::Int, {C, L, H, T}, clht, H5T_NATIVE_UINT8);
     r.ckpt_score = ld.read_floats(p + "ckpt_score", {C, L, H, T}, clht);
 
+    // Optional (files written before it existed lack it): [E, 4].
+    if (h5::link_exists(gi, "bit_events")) {
+        Id d(H5Dopen2(gi, "bit_events", H5P_DEFAULT));
+        if (!d.valid()) fail("{}: 'bit_events' is not a readable dataset: {}", w, h5::last_error());
+        const std::vector<uint64_t> sh = h5::shape_of(d.get());
+        if (sh.size() != 2 || sh[1] != 4)
+            fail(
+                "{}: dataset '{}bit_events' has shape {}, expected [E, 4] (unit, token, step, "
+                "bits)",
+                w, p, h5::shape_str(sh));
+        r.bit_events = ld.read<int32_t>(p + "bit_events", Kind::Int, sh, "E, 4", H5T_NATIVE_INT32);
+        r.has_bit_events = true;
+        const int64_t U = r.L * r.H;
+        for (size_t e = 0; e + 3 < r.bit_events.size(); e += 4) {
+            const int32_t* row = r.bit_events.data() + e;
+            if (row[0] < 0 || row[0] >= U || row[1] < 0 || row[1] >= r.T || row[2] < 0 ||
+                row[2] >= r.T || row[3] < 0 || row[3] > 64 || (e > 0 && row[2] < row[-2]))
+                fail(
+                    "{}: 'bit_events' row {} is ({}, {}, {}, {}): want unit in [0, {}), token and "
+                    "step in [0, {}), bits in [0, 64], steps ascending",
+                    w, e / 4, row[0], row[1], row[2], row[3], U, r.T);
+        }
+    }
+
     // Values the viewer indexes with: never trust them.
     for (size_t k = 0; k < r.steps.size(); ++k)
         if (r.steps[k] < 0 || r.steps[k] >= r.T || (k > 0 && r.steps[k] <= r.steps[k - 1]))

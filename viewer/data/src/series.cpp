@@ -53,4 +53,29 @@ std::vector<size_t> decimate_minmax(const std::vector<double>& x, const std::vec
     return out;
 }
 
+const std::vector<size_t>& Decimation::get(const std::vector<double>& x,
+                                           const std::vector<double>& y, double x0_, double x1_,
+                                           int columns_) {
+    const size_t n_ = std::min(x.size(), y.size());
+    if (!valid || x0_ != x0 || x1_ != x1 || columns_ != columns || n_ != n) {
+        idx = decimate_minmax(x, y, x0_, x1_, columns_);
+        x0 = x0_;
+        x1 = x1_;
+        columns = columns_;
+        n = n_;
+        valid = true;
+    }
+    return idx;
+}
+
+CurveCache::Entry& CurveCache::get(const RunData& r, Curve c, int layer) {
+    auto& e = map_[{&r, r.S, int(c), layer}];
+    if (!e) {
+        e = std::make_unique<Entry>();
+        e->xy = curve_series(r, c, layer);
+        ++computed_;
+    }
+    return *e;
+}
+
 }  // namespace kvs::view

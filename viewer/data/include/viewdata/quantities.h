@@ -30,12 +30,18 @@ std::vector<Unit> select_units(const RunData& r, int layer, int kv_head);
 // [S, T] for a results run. Row s = step steps[s].
 //  Held: 1 held, 0 evicted (the fraction of units holding it when aggregated), NaN for j > step;
 //  exact at every step, from evicted_at.
-//  Bits: when the run stores every held token at one width (uniform_bits > 0: eviction-only
-//  policies, full), that width where held and 0 where evicted, exact at every step. Otherwise,
-//  and for Score: the last checkpoint at or before the step, carried forward (NaN before the
-//  first checkpoint and for tokens that arrived after it); 0 bits / NaN score where the token has
-//  been evicted by the step (from evicted_at, exact at every step).
+//  Bits: exact at every step when the run has bit_events (the width of the token's last event at
+//  or before the step, 16 before its first one, where held; 0 where evicted), or when it stores
+//  every held token at one width (uniform_bits > 0: eviction-only policies, full). Otherwise
+//  (files without bit_events), and for Score: the last checkpoint at or before the step, carried
+//  forward (NaN before the first checkpoint and for tokens that arrived after it); 0 bits / NaN
+//  score where the token has been evicted by the step (from evicted_at, exact at every step).
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head);
+
+// The width token j is held at in unit (l, h) at step t (token index): 0 when not held; from
+// bit_events when the run has them, else from the last checkpoint at or before t (-1 when there
+// is none or the token arrived after it). `exact` (optional) says which.
+int token_bits(const RunData& r, int l, int h, int64_t j, int64_t t, bool* exact = nullptr);
 
 // The one width every held token has at every checkpoint (16 for eviction-only policies), or 0
 // when the checkpoints show more than one (a quantizing policy) or none.

@@ -41,6 +41,11 @@ struct RunData {
     std::vector<int32_t> ckpt_steps;                  // [C]
     std::vector<uint8_t> ckpt_bits;                   // [C, L, H, T]
     std::vector<float> ckpt_score;                    // [C, L, H, T] (from float16)
+    // [E, 4] rows (unit = l * H + h, token, step, bits), in step order: every change of a held
+    // token's width (16 until its first event). Optional: has_bit_events is false for files
+    // written before it existed (bits then come from the checkpoints only).
+    std::vector<int32_t> bit_events;
+    bool has_bit_events = false;
 
     size_t slh(int64_t s, int64_t l, int64_t h) const { return size_t((s * L + l) * H + h); }
     size_t lht(int64_t l, int64_t h, int64_t t) const { return size_t((l * H + h) * T + t); }
