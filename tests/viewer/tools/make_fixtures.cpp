@@ -1,12 +1,13 @@
-// Writes the screenshot test's inputs into a folder: trace.h5 (the capture tests' synthetic
-// trace, 3 layers, 4 heads, 2 KV heads, 160 tokens), a.h5 and b.h5 (results of two toy policies
+// Writes the screenshot test's inputs into a folder: trace.h5 (random q, k, v with o and lse
+// computed exactly from them, as the simulator tests use: 3 layers, 4 heads, 2 KV heads, d = 8,
+// 160 tokens), a.h5 and b.h5 (results of two toy policies
 // with different budgets, synthetic_results.h), and bad.h5 (a results file of schema version 2).
 #include <cstdio>
 #include <filesystem>
 
+#include "attn_trace.h"
 #include "gguf_writer.h"
 #include "synthetic_results.h"
-#include "synthetic_trace.h"
 
 int main(int argc, char** argv) {
     if (argc != 2) {
@@ -16,7 +17,14 @@ int main(int argc, char** argv) {
     const std::string d = argv[1];
     std::filesystem::create_directories(d);
     const int64_t T = 160;
-    kvs::test::write_synthetic_trace(d + "/trace.h5", T);
+    kvs::test::AttnTraceOptions o;
+    o.T = T;
+    o.n_layer = 3;
+    o.n_head = 4;
+    o.n_kv = 2;
+    o.d = 8;
+    o.dtype = kvs::capture::StorageDtype::F16;
+    kvs::test::write_attn_trace(d + "/trace.h5", o);
     kvs::test::SyntheticRun a, b;
     a.T = b.T = T;
     a.layers = b.layers = {0, 1, 2};
