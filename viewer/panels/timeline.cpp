@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "app.h"
+#include "viewdata/view_cache.h"
 #include "widgets.h"
 
 namespace kvs::view {
@@ -17,30 +18,19 @@ struct TexState {
     Texture tex;
     std::string key;
     std::vector<uint32_t> rgba;
-    float u0 = 0, u1 = 1, v0 = 0, v1 = 1;
+    AxisRegion rx, ry;    // the region in the texture: wider than the view while panning
+    double last[6] = {};  // the view and plot size of the last frame, to tell when it is at rest
     double reduce_ms = 0;
 };
 
-// Along one axis: the source view [lo, hi) over `len` cells drawn on `px` pixels. Zoomed in
-// (fewer cells than pixels), reduce whole cells one per texel and place them with UVs.
-struct AxisPlan {
-    double r0, r1;  // view handed to reduce()
-    int n;          // texels
-    float u0, u1;
-};
-AxisPlan plan_axis(double lo, double hi, int64_t len, int px) {
-    px = std::max(px, 1);
-    if (hi - lo <= px) {
-        const double a = std::max(0.0, std::floor(lo)), b = std::min(double(len), std::ceil(hi));
-        const int n = std::max(1, int(b - a));
-        return {a, a + n, n, float((lo - a) / n), float((hi - a) / n)};
-    }
-    return {lo, hi, px, 0.0f, 1.0f};
-}
+// The texture holds up to this many times the visible steps / tokens on each side, so that
+// panning at a constant zoom only moves texture coordinates until the view leaves it.
+constexpr double kMargin = 1.0;
+constexpr int kMaxTexels = 8192;
 
 }  // namespace
 
-double timeline_reduce_ms = 0;  // last texture update, for --bench-pan
+double timeline_reduce_ms = 0;  // this frame's texture update (0 when none), for --bench-pan
 
 void draw_timeline(App& app) {
     static TexState st;
@@ -149,16 +139,37 @@ void draw_timeline(App& app) {
 
     // The texture: reduced to the pixels of the plot (framebuffer pixels when exporting).
     const float fbs = io.DisplayFramebufferScale.x;
-    const AxisPlan ax = plan_axis(x0, x1, m.rows, int(W * fbs));
-    const AxisPlan ay = plan_axis(y0, y1, m.cols, int(H * fbs));
+    // Panning reduces a region wider than the view once and moves texture coordinates; at rest
+    // the texture is the view alone, reduced as before (see viewdata/view_cache.h).
+    const int px_x = int(W * fbs), px_y = int(H * fbs);
     const ColorScale cs = app.color_scale(*h);
     const ColorMap cm = app.color_map(*h);
     char key[512];
-    std::snprintf(key, sizeof key, "%s|%p|%.6f|%.6f|%d|%.6f|%.6f|%d|%d|%d|%g|%g|%d", h->key.c_str(),
-                  static_cast<const void*>(h), ax.r0, ax.r1, ax.n, ay.r0, ay.r1, ay.n,
+    std::snprintf(key, sizeof key, "%s|%p|%lld|%lld|%d|%d|%g|%g|%d", h->key.c_str(),
+                  static_cast<const void*>(h), (long long)m.rows, (long long)m.cols,
                   int(app.reduce), int(cm), double(cs.lo), double(cs.hi), int(cs.log));
-    if (st.key != key) {
+    const double now[6] = {x0, x1, y0, y1, double(px_x), double(px_y)};
+    const bool rest = std::equal(now, now + 6, st.last);
+    // Panning (the same widths and plot size as the last frame) gets the wider region; a zoom
+    // reduces the view alone, as before.
+    auto same = [](double a, double b) { return std::fabs(a - b) <= 1e-9 * std::fabs(b); };
+    const bool pan = !rest && same(x1 - x0, st.last[1] - st.last[0]) &&
+                     same(y1 - y0, st.last[3] - st.last[2]) && now[4] == st.last[4] &&
+                     now[5] == st.last[5];
+    std::copy(now, now + 6, st.last);
+    bool rebuild = st.key != key;
+    if (rest)
+        rebuild = rebuild || !axis_region_is_exact(st.rx, x0, x1, m.rows, px_x) ||
+                  !axis_region_is_exact(st.ry, y0, y1, m.cols, px_y);
+    else
+        rebuild = rebuild || !axis_region_covers(st.rx, x0, x1, m.rows, px_x) ||
+                  !axis_region_covers(st.ry, y0, y1, m.cols, px_y);
+    if (rebuild) {
         const auto t0 = std::chrono::steady_clock::now();
+        const double margin = pan ? kMargin : 0.0;
+        st.rx = axis_region(x0, x1, m.rows, px_x, margin, kMaxTexels);
+        st.ry = axis_region(y0, y1, m.cols, px_y, margin, kMaxTexels);
+        const AxisRegion &ax = st.rx, &ay = st.ry;
         const std::vector<float> red =
             h->pyr->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, app.reduce);
         colorize_transposed(red.data(), ax.n, ay.n, cm, cs, IM_COL32(38, 38, 44, 255), &st.rgba);
@@ -167,10 +178,12 @@ void draw_timeline(App& app) {
         st.reduce_ms =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                 .count();
-        timeline_reduce_ms = st.reduce_ms;
     }
+    timeline_reduce_ms = rebuild ? st.reduce_ms : 0;
+    const AxisRegion &ax = st.rx, &ay = st.ry;
     ImDrawList* dl = ImGui::GetWindowDrawList();
-    dl->AddImage(st.tex.id(), a, b, ImVec2(ax.u0, ay.u0), ImVec2(ax.u1, ay.u1));
+    dl->AddImage(st.tex.id(), a, b, ImVec2(axis_region_u(ax, x0), axis_region_u(ay, y0)),
+                 ImVec2(axis_region_u(ax, x1), axis_region_u(ay, y1)));
     dl->AddRect(ImVec2(a.x - 1, a.y - 1), ImVec2(b.x + 1, b.y + 1), IM_COL32(140, 140, 150, 255));
 
     auto X = [&](double r) { return float(a.x + (r - x0) / (x1 - x0) * W); };
