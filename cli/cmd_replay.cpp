@@ -1,7 +1,6 @@
 // kvscope policies / replay / sweep / merge: the replay simulator's commands.
 #include <fmt/format.h>
 
-#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -93,31 +92,18 @@ sim::ReplayOptions options_of(const CommonArgs& a, int default_ckpt, const std::
 }
 
 nlohmann::ordered_json run_json(const sim::RunResult& r) {
-    const sim::Summary& s = r.summary;
-    return {{"trace", r.trace_path},
-            {"policy", r.policy},
-            {"spec", r.spec},
-            {"budget", r.budget},
-            {"mode", sim::mode_name(r.mode)},
-            {"prefill_len", r.prefill_len},
-            {"n_tokens", r.n_tokens},
-            {"steps", r.steps.size()},
-            {"recall_mean", s.recall_mean},
-            {"recall_p5", s.recall_p5},
-            {"err_mean", s.err_mean},
-            {"err_p95", s.err_p95},
-            {"cos_mean", s.cos_mean},
-            {"cos_p5", s.cos_p5},
-            {"held_mean", s.held_mean},
-            {"bytes_mean", s.bytes_mean},
-            {"bytes_peak", s.bytes_peak},
-            {"full_bytes_mean", s.full_bytes_mean},
-            {"ratio_mean", s.ratio_mean},
-            {"ratio_at_peak", s.ratio_at_peak},
-            {"ratio_final", s.ratio_final},
-            {"answer_kept", s.answer_kept},
-            {"restores", s.restores},
-            {"seconds", r.seconds}};
+    nlohmann::ordered_json j = {{"trace", r.trace_path},
+                                {"policy", r.policy},
+                                {"spec", r.spec},
+                                {"budget", r.budget},
+                                {"mode", sim::mode_name(r.mode)},
+                                {"prefill_len", r.prefill_len},
+                                {"n_tokens", r.n_tokens},
+                                {"steps", r.steps.size()}};
+    for (const auto& f : sim::kSummaryFields) j[f.name] = r.summary.*f.member;
+    j["restores"] = r.summary.restores;
+    j["seconds"] = r.seconds;
+    return j;
 }
 
 void report(const std::vector<sim::RunResult>& runs, const CommonArgs& a) {
@@ -138,14 +124,7 @@ void write_outputs(const std::vector<sim::RunResult>& runs, const CommonArgs& a)
 
 // The output paths must be writable before hours of replay, not after.
 void check_out(const std::string& path) {
-    namespace fs = std::filesystem;
-    if (path.empty()) return;
-    const fs::path p(path);
-    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec))
-        fail("cannot write '{}': directory '{}' does not exist", path, dir.string());
-    if (fs::is_directory(p, ec)) fail("cannot write '{}': it is a directory", path);
+    if (!path.empty()) sim::check_output_path(path);
 }
 
 struct SweepArgs {

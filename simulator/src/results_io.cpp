@@ -86,7 +86,9 @@ std::string tmp_path(const std::string& path) {
     return path + ".partial";
 }
 
-void check_writable(const std::string& path) {
+}  // namespace
+
+void check_output_path(const std::string& path) {
     const fs::path p(path);
     const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
     std::error_code ec;
@@ -95,12 +97,10 @@ void check_writable(const std::string& path) {
     if (fs::is_directory(p, ec)) fail("cannot write '{}': it is a directory", path);
 }
 
-}  // namespace
-
 void write_results(const std::string& path, const std::vector<RunResult>& runs,
                    const std::string& command_line) {
     h5::init();
-    check_writable(path);
+    check_output_path(path);
     const std::string tmp = tmp_path(path);
     try {
         h5::Id f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
@@ -135,26 +135,8 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
             h5::write_attr(G, "head_dim", int64_t(r.d), path);
             h5::write_attr(G, "seconds", r.seconds, path);
             const Summary& s = r.summary;
-            const std::pair<const char*, double> sums[] = {
-                {"recall_mean", s.recall_mean},
-                {"recall_p5", s.recall_p5},
-                {"err_mean", s.err_mean},
-                {"err_p95", s.err_p95},
-                {"cos_mean", s.cos_mean},
-                {"cos_p5", s.cos_p5},
-                {"held_mean", s.held_mean},
-                {"bytes_mean", s.bytes_mean},
-                {"bytes_peak", s.bytes_peak},
-                {"full_bytes_mean", s.full_bytes_mean},
-                {"full_bytes_at_peak", s.full_bytes_at_peak},
-                {"ratio_mean", s.ratio_mean},
-                {"ratio_at_peak", s.ratio_at_peak},
-                {"bytes_final", s.bytes_final},
-                {"full_bytes_final", s.full_bytes_final},
-                {"ratio_final", s.ratio_final},
-                {"restores", double(s.restores)},
-                {"answer_kept", s.answer_kept}};
-            for (const auto& [k, v] : sums) h5::write_attr(G, k, v, path);
+            for (const auto& f : kSummaryFields) h5::write_attr(G, f.name, s.*f.member, path);
+            h5::write_attr(G, "restores", double(s.restores), path);
             const hsize_t L = r.layers.size(), S = r.steps.size(), H = hsize_t(r.n_kv),
                           T = hsize_t(r.n_tokens), C = r.ckpt_steps.size();
             write_ds(G, "answer_positions", H5T_STD_I32LE, H5T_NATIVE_INT32,
@@ -244,24 +226,8 @@ std::vector<RunResult> read_results(const std::string& path) {
             r.d < 1 || r.d > 65536)
             fail("{}: n_tokens / n_head_kv / head_dim out of range", w);
         Summary& s = r.summary;
-        s.recall_mean = h5::read_attr_float(G, "recall_mean", w);
-        s.recall_p5 = h5::read_attr_float(G, "recall_p5", w);
-        s.err_mean = h5::read_attr_float(G, "err_mean", w);
-        s.err_p95 = h5::read_attr_float(G, "err_p95", w);
-        s.cos_mean = h5::read_attr_float(G, "cos_mean", w);
-        s.cos_p5 = h5::read_attr_float(G, "cos_p5", w);
-        s.held_mean = h5::read_attr_float(G, "held_mean", w);
-        s.bytes_mean = h5::read_attr_float(G, "bytes_mean", w);
-        s.bytes_peak = h5::read_attr_float(G, "bytes_peak", w);
-        s.full_bytes_mean = h5::read_attr_float(G, "full_bytes_mean", w);
-        s.full_bytes_at_peak = h5::read_attr_float(G, "full_bytes_at_peak", w);
-        s.ratio_mean = h5::read_attr_float(G, "ratio_mean", w);
-        s.ratio_at_peak = h5::read_attr_float(G, "ratio_at_peak", w);
-        s.bytes_final = h5::read_attr_float(G, "bytes_final", w);
-        s.full_bytes_final = h5::read_attr_float(G, "full_bytes_final", w);
-        s.ratio_final = h5::read_attr_float(G, "ratio_final", w);
+        for (const auto& f : kSummaryFields) s.*f.member = h5::read_attr_float(G, f.name, w);
         s.restores = int64_t(h5::read_attr_float(G, "restores", w));
-        s.answer_kept = h5::read_attr_float(G, "answer_kept", w);
         {
             const std::vector<uint64_t> sa =
                 h5::shape_of(h5::Id(H5Dopen2(G, "answer_positions", H5P_DEFAULT)).get());
@@ -314,7 +280,7 @@ std::string csv_field(const std::string& s) {
 }  // namespace
 
 void write_summary_csv(const std::string& path, const std::vector<RunResult>& runs) {
-    check_writable(path);
+    check_output_path(path);
     const std::string tmp = tmp_path(path);
     {
         std::ofstream o(tmp);

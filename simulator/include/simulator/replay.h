@@ -41,6 +41,31 @@ struct Summary {
     double answer_kept = -1;
 };
 
+// The floating-point summary fields by name, in the order the results file, the JSON
+// report and the reader list them (restores, an integer, is handled beside them).
+struct SummaryField {
+    const char* name;
+    double Summary::*member;
+};
+inline constexpr SummaryField kSummaryFields[] = {
+    {"recall_mean", &Summary::recall_mean},
+    {"recall_p5", &Summary::recall_p5},
+    {"err_mean", &Summary::err_mean},
+    {"err_p95", &Summary::err_p95},
+    {"cos_mean", &Summary::cos_mean},
+    {"cos_p5", &Summary::cos_p5},
+    {"held_mean", &Summary::held_mean},
+    {"bytes_mean", &Summary::bytes_mean},
+    {"bytes_peak", &Summary::bytes_peak},
+    {"full_bytes_mean", &Summary::full_bytes_mean},
+    {"full_bytes_at_peak", &Summary::full_bytes_at_peak},
+    {"ratio_mean", &Summary::ratio_mean},
+    {"ratio_at_peak", &Summary::ratio_at_peak},
+    {"bytes_final", &Summary::bytes_final},
+    {"full_bytes_final", &Summary::full_bytes_final},
+    {"ratio_final", &Summary::ratio_final},
+    {"answer_kept", &Summary::answer_kept}};
+
 struct RunResult {
     std::string policy, spec, params_json, budget;
     Mode mode = Mode::stream;

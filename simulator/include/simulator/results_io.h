@@ -11,6 +11,9 @@ namespace kvs::sim {
 // no half-written file). Throws kvs::Error naming the path.
 void write_results(const std::string& path, const std::vector<RunResult>& runs,
                    const std::string& command_line);
+// Throws kvs::Error when `path` cannot be written (its directory is missing, or it is a
+// directory); the commands call it before replaying, not after.
+void check_output_path(const std::string& path);
 // Reads a results file back (validating format, schema version and shapes; one-line errors).
 std::vector<RunResult> read_results(const std::string& path);
 
