@@ -1,42 +1,16 @@
-// Dense fp32 KV cache and the reference single-query attention.
+// Dense fp32 KV cache; attention is kernels/attend.h's, through attend_groups.
 #include "engine/kv_cache.h"
 
-#include <Eigen/Core>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "engine/error.h"
+#include "kernels/attend.h"
 
 namespace kvs {
-
-float attend_one(const float* q, int32_t qpos, const float* keys, const float* values,
-                 const int32_t* kpos, int n, int d, float* out) {
-    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    const float scale = 1.0f / std::sqrt(float(d));
-    thread_local Eigen::VectorXf s;
-    s.resize(n);
-    Eigen::Map<Eigen::VectorXf> o(out, d);
-    // s = K q (a vectorized GEMV), then the causal mask by position.
-    s.noalias() = Eigen::Map<const Mat>(keys, n, d) * Eigen::Map<const Eigen::VectorXf>(q, d);
-    float m = kNegInf;
-    for (int j = 0; j < n; ++j) {
-        s[j] = kpos[j] <= qpos ? s[j] * scale : kNegInf;
-        m = std::max(m, s[j]);
-    }
-    if (m == kNegInf) {
-        o.setZero();
-        return m;
-    }
-    double sum = 0.0;
-    for (int j = 0; j < n; ++j) sum += s[j] = std::exp(s[j] - m);  // exp(-inf) = 0
-    // out = V^T p / sum
-    o.noalias() = Eigen::Map<const Mat>(values, n, d).transpose() * s;
-    o *= float(1.0 / sum);
-    return m + float(std::log(sum));
-}
 
 DenseKvCache::DenseKvCache(const KvShape& shape, int capacity)
     : shape_(shape), capacity_(capacity), slots_(size_t(shape.n_layer) * shape.n_head_kv) {
@@ -65,51 +39,36 @@ void DenseKvCache::append(int il, int n_tok, const int32_t* pos, const float* k,
 
 void DenseKvCache::attend(int il, int n_tok, const int32_t* pos, const float* q, float* out,
                           float* lse) const {
-    const int d = shape_.head_dim;
-    const int group = shape_.n_head / shape_.n_head_kv;
-    if (n_tok < 4) {  // decode: one dot product per held key
-        const int n_rows = shape_.n_head * n_tok;
+    attend_groups(shape_, n_tok, pos, q, out, lse, [&](int g) {
+        const Slot& s = slot(il, g);
+        return KvView{s.k.data(), s.v.data(), s.pos.data(), nullptr, s.n};
+    });
+}
+
+void attend_groups(const KvShape& shape, int n_tok, const int32_t* pos, const float* q, float* out,
+                   float* lse, const std::function<KvView(int)>& view) {
+    const int d = shape.head_dim;
+    const int group = shape.n_head / shape.n_head_kv;
+    const int rows = group * n_tok;  // rows of one KV head: its query heads x the chunk's tokens
+    std::vector<int32_t> qpos(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) qpos[size_t(r)] = pos[r % n_tok];
+    std::vector<KvView> views(static_cast<size_t>(shape.n_head_kv));
+    for (int g = 0; g < shape.n_head_kv; ++g) views[size_t(g)] = view(g);
+    // Work items: (KV head, slice of its rows). A row's result does not depend on the slice it
+    // is computed in (kernels/attend.h), so the split only balances the threads.
+    const int per =
+        std::max(1, std::min(64, rows / std::max(1, 2 * omp_get_max_threads() / shape.n_head_kv)));
+    const int slices = (rows + per - 1) / per;
+    const int items = shape.n_head_kv * slices;
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int r = 0; r < n_rows; ++r) {
-            const int h = r / n_tok, t = r % n_tok;
-            const Slot& s = slot(il, h / group);
-            const size_t off = (size_t(h) * n_tok + t) * d;
-            lse[size_t(h) * n_tok + t] = attend_one(q + off, pos[t], s.k.data(), s.v.data(),
-                                                    s.pos.data(), s.n, d, out + off);
-        }
-        return;
-    }
-    // Prefill: per query head, S = Q K^T (GEMM), masked softmax by position, O = P V (GEMM).
-    using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const float scale = 1.0f / std::sqrt(float(d));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int h = 0; h < shape_.n_head; ++h) {
-        const Slot& s = slot(il, h / group);
-        Eigen::Map<const Mat> K(s.k.data(), s.n, d), V(s.v.data(), s.n, d);
-        Eigen::Map<const Mat> Q(q + size_t(h) * n_tok * d, n_tok, d);
-        Eigen::Map<Mat> O(out + size_t(h) * n_tok * d, n_tok, d);
-        Mat S(n_tok, s.n);
-        S.noalias() = Q * K.transpose();
-        for (int t = 0; t < n_tok; ++t) {
-            float* row = S.row(t).data();
-            float m = -std::numeric_limits<float>::infinity();
-            for (int j = 0; j < s.n; ++j) {
-                row[j] = s.pos[size_t(j)] <= pos[t] ? row[j] * scale
-                                                    : -std::numeric_limits<float>::infinity();
-                m = std::max(m, row[j]);
-            }
-            if (m == -std::numeric_limits<float>::infinity()) {
-                std::fill(row, row + s.n, 0.0f);
-                lse[size_t(h) * n_tok + t] = m;
-                continue;
-            }
-            double sum = 0;
-            for (int j = 0; j < s.n; ++j) sum += row[j] = std::exp(row[j] - m);
-            const float inv = float(1.0 / sum);
-            for (int j = 0; j < s.n; ++j) row[j] *= inv;
-            lse[size_t(h) * n_tok + t] = m + float(std::log(sum));
-        }
-        O.noalias() = S * V;
+    for (int it = 0; it < items; ++it) {
+        const int g = it / slices, r0 = (it % slices) * per, nr = std::min(per, rows - r0);
+        const KvView& kv = views[size_t(g)];
+        const size_t row0 = size_t(g) * size_t(rows) + size_t(r0);
+        const kernels::Status st = kernels::attend_cpu(
+            q + row0 * size_t(d), qpos.data() + r0, nr, kv.k, kv.v, kv.pos, kv.bias, kv.n, d,
+            1.0f / std::sqrt(float(d)), out + row0 * size_t(d), lse + row0, nullptr);
+        KVS_ASSERT(st == kernels::Status::ok);
     }
 }
 

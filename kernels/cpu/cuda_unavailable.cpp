@@ -1,5 +1,6 @@
 // The CUDA entry points of a build without CUDA (KVS_CUDA=OFF or no nvcc): every call returns
 // Status::cuda_unavailable, so callers and tests link the same way in both builds.
+#include "kernels/attend.h"
 #include "kernels/device.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/mixed_attend.h"
@@ -48,6 +49,10 @@ size_t mixed_attend_cuda_workspace_bytes(const PackedClass*, int, int) {
 }
 Status mixed_attend_cuda(const float*, int, int, const PackedClass*, int, float, float*, float*,
                          float*, int, void*, size_t, void*) {
+    return Status::cuda_unavailable;
+}
+Status attend_cuda(const float*, const int32_t*, int, const float*, const float*, const int32_t*,
+                   const float*, int, int, float, float*, float*, float*, void*) {
     return Status::cuda_unavailable;
 }
 

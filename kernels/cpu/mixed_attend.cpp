@@ -1,5 +1,5 @@
 // CPU reference of mixed_attend (kernels/include/kernels/mixed_attend.h): dequantize every class
-// with quant_unpack_cpu, then a plain two-pass softmax attention accumulated in double.
+// with quant_unpack_cpu, then the one attention routine (kernels/attend.h).
 #include "kernels/mixed_attend.h"
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/attend.h"
 #include "kernels/quant_pack.h"
 
 namespace kvs::kernels {
@@ -46,28 +47,14 @@ Status mixed_attend_cpu(const float* q, int d, int group, const PackedClass* cla
         return Status::ok;
     }
 
-    // Scores, max, log-sum-exp.
-    std::vector<double> s(n);
-    double m = -std::numeric_limits<double>::infinity();
-    for (size_t j = 0; j < n; ++j) {
-        double dot = 0.0;
-        for (int c = 0; c < d; ++c) dot += double(q[c]) * double(k[j * d + c]);
-        s[j] = double(softmax_scale) * dot;
-        m = std::max(m, s[j]);
-    }
-    double sum = 0.0;
-    for (size_t j = 0; j < n; ++j) sum += std::exp(s[j] - m);
-    const double lse_d = m + std::log(sum);
-
-    // Output and probabilities.
-    std::vector<double> acc(size_t(d), 0.0);
-    for (size_t j = 0; j < n; ++j) {
-        const double p = std::exp(s[j] - lse_d);
-        for (int c = 0; c < d; ++c) acc[c] += p * double(v[j * d + c]);
-        if (probs) probs[pos[j]] = float(p);
-    }
-    for (int c = 0; c < d; ++c) out[c] = float(acc[c]);
-    *lse = float(lse_d);
+    // The one attention routine over the dequantized entries (no causal mask: a decode query
+    // sees every held token).
+    std::vector<float> p(probs ? n : 0);
+    if (!probs) pos.assign(n, 0);
+    const Status st = attend_cpu(q, nullptr, 1, k.data(), v.data(), pos.data(), nullptr, int(n), d,
+                                 softmax_scale, out, lse, probs ? p.data() : nullptr);
+    if (st != Status::ok) return st;
+    for (size_t j = 0; probs && j < n; ++j) probs[pos[j]] = p[j];
     return Status::ok;
 }
 

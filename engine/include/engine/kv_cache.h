@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace kvs {
@@ -71,11 +72,20 @@ class DenseKvCache final : public KvCache {
     std::vector<Slot> slots_;
 };
 
-// Reference attention for one query head over explicit keys/values (used by the dense cache and
-// by tests/replay): q [d], keys/values [n, d] with positions kpos[n]; only keys with
-// kpos <= qpos count. Writes out[d]; returns the natural log-sum-exp of the scaled scores
-// (-inf when no key is visible, out = 0).
-float attend_one(const float* q, int32_t qpos, const float* keys, const float* values,
-                 const int32_t* kpos, int n, int d, float* out);
+// One (layer, KV head) as attention reads it: n entries, rows [n, d] fp32, positions, an
+// optional per-entry logit bias.
+struct KvView {
+    const float* k = nullptr;
+    const float* v = nullptr;
+    const int32_t* pos = nullptr;
+    const float* bias = nullptr;
+    int n = 0;
+};
+
+// The attention of a chunk (q, out: [n_head, n_tok, d]; lse [n_head, n_tok]) over the views of
+// every KV head of one layer (view(g) for g in [0, n_head_kv)), with kernels/attend.h's
+// attend_cpu, threaded over (KV head, rows). Every KvCache implementation attends through it.
+void attend_groups(const KvShape& shape, int n_tok, const int32_t* pos, const float* q, float* out,
+                   float* lse, const std::function<KvView(int)>& view);
 
 }  // namespace kvs

@@ -17,7 +17,7 @@
 //   out[d] = sum_j p_j v'_j,  p_j = exp(s_j - lse),  s_j = softmax_scale * dot(q, k'_j),
 //   lse    = log(sum_j exp(s_j))  (natural log; the trace's convention)
 // where k', v' are the dequantized keys/values: exactly a dense attention over
-// quant_unpack'ed K/V (the CPU reference dequantizes, then attends, accumulating in double).
+// quant_unpack'ed K/V (the CPU reference dequantizes, then calls kernels/attend.h's attend_cpu).
 // probs (optional, nullptr to skip): probs[pos_j] = p_j for every held token; other entries are
 // not touched. Positions must lie in [0, n_pos). No tokens at all: out = 0, lse = -inf.
 #pragma once

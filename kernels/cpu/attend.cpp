@@ -1,0 +1,238 @@
+// CPU attend (kernels/include/kernels/attend.h): the one attention routine.
+//
+// Written for the exactness contract of the header: every dot product is one 8-lane FMA chain
+// over the channels in order, reduced in a fixed pattern, whatever block it is computed in;
+// every output channel is one FMA chain over the visible entries in order. Blocks (2 rows x 4
+// keys for the scores, 2 rows x 32 channels for the weighted sum) only decide which independent
+// chains run side by side, never the arithmetic of one chain. With AVX2+FMA the chains run in
+// vector registers; otherwise the same operations run in scalar code (fmaf), in the same order.
+#include "kernels/attend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define KVS_ATTEND_AVX2 1
+#endif
+
+namespace kvs::kernels {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The fixed reduction of 8 partial sums: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)), the order of the
+// AVX2 horizontal sum below.
+inline float reduce8(const float a[8]) {
+    const float b0 = a[0] + a[4], b1 = a[1] + a[5], b2 = a[2] + a[6], b3 = a[3] + a[7];
+    return (b0 + b2) + (b1 + b3);
+}
+
+#if KVS_ATTEND_AVX2
+inline float hsum(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
+// dot(q, k) over d channels: lanes c % 8 of the first d8 = d - d % 8 channels, reduced by
+// reduce8, then the remaining channels added in order.
+inline float dot_scalar(const float* q, const float* k, int d) {
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int d8 = d - d % 8;
+    for (int c = 0; c < d8; c += 8)
+        for (int l = 0; l < 8; ++l) a[l] = std::fmaf(q[c + l], k[c + l], a[l]);
+    float s = reduce8(a);
+    for (int c = d8; c < d; ++c) s = std::fmaf(q[c], k[c], s);
+    return s;
+}
+
+// s[r][j] = dot(q_r, k_j) for rows r in [0, nr) (nr <= 2) and keys j in [j0, j1).
+void dots(const float* const* qr, int nr, const float* k, int j0, int j1, int d, float* const* s) {
+#if KVS_ATTEND_AVX2
+    if (d % 8 == 0) {
+        int j = j0;
+        if (nr == 2) {
+            for (; j + 4 <= j1; j += 4) {
+                const float* k0 = k + size_t(j) * size_t(d);
+                __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+                __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+                for (int c = 0; c < d; c += 8) {
+                    const __m256 q0 = _mm256_loadu_ps(qr[0] + c), q1 = _mm256_loadu_ps(qr[1] + c);
+                    const __m256 b0 = _mm256_loadu_ps(k0 + c);
+                    const __m256 b1 = _mm256_loadu_ps(k0 + size_t(d) + c);
+                    const __m256 b2 = _mm256_loadu_ps(k0 + 2 * size_t(d) + c);
+                    const __m256 b3 = _mm256_loadu_ps(k0 + 3 * size_t(d) + c);
+                    a00 = _mm256_fmadd_ps(q0, b0, a00);
+                    a01 = _mm256_fmadd_ps(q0, b1, a01);
+                    a02 = _mm256_fmadd_ps(q0, b2, a02);
+                    a03 = _mm256_fmadd_ps(q0, b3, a03);
+                    a10 = _mm256_fmadd_ps(q1, b0, a10);
+                    a11 = _mm256_fmadd_ps(q1, b1, a11);
+                    a12 = _mm256_fmadd_ps(q1, b2, a12);
+                    a13 = _mm256_fmadd_ps(q1, b3, a13);
+                }
+                s[0][j] = hsum(a00);
+                s[0][j + 1] = hsum(a01);
+                s[0][j + 2] = hsum(a02);
+                s[0][j + 3] = hsum(a03);
+                s[1][j] = hsum(a10);
+                s[1][j + 1] = hsum(a11);
+                s[1][j + 2] = hsum(a12);
+                s[1][j + 3] = hsum(a13);
+            }
+        }
+        for (int r = 0; r < nr; ++r) {
+            int jj = j;
+            for (; jj + 4 <= j1; jj += 4) {
+                const float* k0 = k + size_t(jj) * size_t(d);
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < d; c += 8) {
+                    const __m256 q0 = _mm256_loadu_ps(qr[r] + c);
+                    a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + c), a0);
+                    a1 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + size_t(d) + c), a1);
+                    a2 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + 2 * size_t(d) + c), a2);
+                    a3 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + 3 * size_t(d) + c), a3);
+                }
+                s[r][jj] = hsum(a0);
+                s[r][jj + 1] = hsum(a1);
+                s[r][jj + 2] = hsum(a2);
+                s[r][jj + 3] = hsum(a3);
+            }
+            for (; jj < j1; ++jj) {
+                const float* kr = k + size_t(jj) * size_t(d);
+                __m256 a0 = _mm256_setzero_ps();
+                for (int c = 0; c < d; c += 8)
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qr[r] + c), _mm256_loadu_ps(kr + c), a0);
+                s[r][jj] = hsum(a0);
+            }
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < nr; ++r)
+        for (int j = j0; j < j1; ++j) s[r][j] = dot_scalar(qr[r], k + size_t(j) * size_t(d), d);
+}
+
+// o[r] = sum_{j in [0, n), p[r][j] != skip} p[r][j] v_j for nr <= 2 rows; entries with vis[j]
+// false for row r (p exactly 0 there and not read) are skipped.
+void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* v, int j1,
+              int d, float* const* o) {
+#if KVS_ATTEND_AVX2
+    if (d % 8 == 0) {
+        for (int c0 = 0; c0 < d; c0 += 32) {
+            const int nc = std::min(32, d - c0) / 8;  // 1..4 vectors
+            __m256 acc[2][4];
+            for (int r = 0; r < 2; ++r)
+                for (int b = 0; b < 4; ++b) acc[r][b] = _mm256_setzero_ps();
+            for (int j = 0; j < j1; ++j) {
+                const float* vr = v + size_t(j) * size_t(d) + c0;
+                __m256 vb[4];
+                for (int b = 0; b < nc; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
+                for (int r = 0; r < nr; ++r) {
+                    if (!vis[r][j]) continue;
+                    const __m256 w = _mm256_set1_ps(p[r][j]);
+                    for (int b = 0; b < nc; ++b) acc[r][b] = _mm256_fmadd_ps(w, vb[b], acc[r][b]);
+                }
+            }
+            for (int r = 0; r < nr; ++r)
+                for (int b = 0; b < nc; ++b) _mm256_storeu_ps(o[r] + c0 + 8 * b, acc[r][b]);
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < nr; ++r) {
+        float* orow = o[r];
+        std::fill(orow, orow + d, 0.0f);
+        for (int j = 0; j < j1; ++j) {
+            if (!vis[r][j]) continue;
+            const float w = p[r][j];
+            const float* vr = v + size_t(j) * size_t(d);
+            for (int c = 0; c < d; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
+        }
+    }
+}
+
+}  // namespace
+
+Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
+                  const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
+                  float* lse, float* probs) {
+    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
+    if (nq > 0 && (!q || !out || !lse)) return Status::invalid_argument;
+    if (n > 0 && (!k || !v || !kpos)) return Status::invalid_argument;
+    if (nq == 0) return Status::ok;
+
+    // Entries in non-decreasing position order (the usual case: stores append in order) let a
+    // block of rows stop at the first entry none of them sees.
+    bool sorted = true;
+    for (int j = 1; j < n && sorted; ++j) sorted = kpos[j - 1] <= kpos[j];
+
+    thread_local std::vector<float> s_buf;
+    thread_local std::vector<uint8_t> vis_buf;
+    if (!probs) s_buf.resize(2 * size_t(n));
+    vis_buf.resize(2 * size_t(n));
+
+    for (int i0 = 0; i0 < nq; i0 += 2) {
+        const int nr = std::min(2, nq - i0);
+        const float* qr[2];
+        float* s[2];
+        uint8_t* vis[2];
+        float* o[2];
+        int32_t qp_max = std::numeric_limits<int32_t>::min();
+        for (int r = 0; r < nr; ++r) {
+            const int i = i0 + r;
+            qr[r] = q + size_t(i) * size_t(d);
+            s[r] = probs ? probs + size_t(i) * size_t(n) : s_buf.data() + size_t(r) * size_t(n);
+            vis[r] = vis_buf.data() + size_t(r) * size_t(n);
+            o[r] = out + size_t(i) * size_t(d);
+            qp_max = std::max(qp_max, qpos ? qpos[i] : std::numeric_limits<int32_t>::max());
+        }
+        // Entries [j1, n) are visible to no row of the block (sorted positions only).
+        int j1 = n;
+        if (sorted && qpos) j1 = int(std::upper_bound(kpos, kpos + n, qp_max) - kpos);
+        dots(qr, nr, k, 0, j1, d, s);
+        for (int r = 0; r < nr; ++r) {
+            const int i = i0 + r;
+            float* sr = s[r];
+            uint8_t* vr = vis[r];
+            const int32_t qp = qpos ? qpos[i] : 0;
+            float m = kNegInf;
+            for (int j = 0; j < j1; ++j) {
+                vr[j] = !qpos || kpos[j] <= qp;
+                if (!vr[j]) continue;
+                float x = sr[j] * scale;
+                if (bias) x += bias[j];
+                sr[j] = x;
+                m = std::max(m, x);
+            }
+            if (m == kNegInf) {  // nothing visible
+                std::fill(sr, sr + n, 0.0f);
+                std::fill(vr, vr + j1, uint8_t(0));
+                lse[i] = kNegInf;
+                continue;
+            }
+            double z = 0;
+            for (int j = 0; j < j1; ++j) {
+                if (!vr[j]) continue;
+                sr[j] = std::exp(sr[j] - m);
+                z += double(sr[j]);
+            }
+            const float inv = float(1.0 / z);
+            for (int j = 0; j < j1; ++j) sr[j] = vr[j] ? sr[j] * inv : 0.0f;
+            std::fill(sr + j1, sr + n, 0.0f);
+            lse[i] = m + float(std::log(z));
+        }
+        weighted(s, vis, nr, v, j1, d, o);
+        for (int r = 0; r < nr; ++r)
+            if (lse[i0 + r] == kNegInf) std::fill(o[r], o[r] + d, 0.0f);
+    }
+    return Status::ok;
+}
+
+}  // namespace kvs::kernels
