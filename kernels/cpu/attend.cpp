@@ -164,8 +164,8 @@ Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, c
                   const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
                   float* lse, float* probs) {
     if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
-    if (nq > 0 && (!q || !out || !lse)) return Status::invalid_argument;
-    if (n > 0 && (!k || !v || !kpos)) return Status::invalid_argument;
+    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
+    if (n > 0 && (!k || (!v && out) || !kpos)) return Status::invalid_argument;
     if (nq == 0) return Status::ok;
 
     // Entries in non-decreasing position order (the usual case: stores append in order) let a
@@ -190,7 +190,7 @@ Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, c
             qr[r] = q + size_t(i) * size_t(d);
             s[r] = probs ? probs + size_t(i) * size_t(n) : s_buf.data() + size_t(r) * size_t(n);
             vis[r] = vis_buf.data() + size_t(r) * size_t(n);
-            o[r] = out + size_t(i) * size_t(d);
+            o[r] = out ? out + size_t(i) * size_t(d) : nullptr;
             qp_max = std::max(qp_max, qpos ? qpos[i] : std::numeric_limits<int32_t>::max());
         }
         // Entries [j1, n) are visible to no row of the block (sorted positions only).
@@ -228,6 +228,7 @@ Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, c
             std::fill(sr + j1, sr + n, 0.0f);
             lse[i] = m + float(std::log(z));
         }
+        if (!out) continue;
         weighted(s, vis, nr, v, j1, d, o);
         for (int r = 0; r < nr; ++r)
             if (lse[i0 + r] == kNegInf) std::fill(o[r], o[r] + d, 0.0f);

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <omp.h>
 
-#include <immintrin.h>
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -19,6 +18,7 @@
 #include "capture/trace_reader.h"
 #include "engine/error.h"
 #include "engine/progress.h"
+#include "kernels/attend.h"
 
 namespace kvs::sim {
 
@@ -26,74 +26,6 @@ namespace {
 
 using capture::Field;
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// s[i * n + j] = dot(q_i, k_j) for the nq query rows q [nq, d] and key rows k [n, d]: one
-// pass over the keys serves every query head of the group (the keys are the large operand).
-void scores(const float* q, int nq, const float* k, int n, int d, float* s) {
-#if defined(__AVX2__) && defined(__FMA__)
-    if (d % 8 == 0 && nq <= 8) {
-        for (int j = 0; j < n; ++j) {
-            const float* kr = k + size_t(j) * size_t(d);
-            __m256 acc[8];
-            for (int i = 0; i < nq; ++i) acc[i] = _mm256_setzero_ps();
-            for (int c = 0; c < d; c += 8) {
-                const __m256 kv = _mm256_loadu_ps(kr + c);
-                for (int i = 0; i < nq; ++i)
-                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + size_t(i) * size_t(d) + size_t(c)),
-                                             kv, acc[i]);
-            }
-            for (int i = 0; i < nq; ++i) {
-                __m128 h =
-                    _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
-                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                h = _mm_add_ss(h, _mm_movehdup_ps(h));
-                s[size_t(i) * size_t(n) + size_t(j)] = _mm_cvtss_f32(h);
-            }
-        }
-        return;
-    }
-#endif
-    for (int i = 0; i < nq; ++i)
-        for (int j = 0; j < n; ++j) {
-            float acc = 0;
-            for (int c = 0; c < d; ++c)
-                acc += q[size_t(i) * size_t(d) + size_t(c)] * k[size_t(j) * size_t(d) + size_t(c)];
-            s[size_t(i) * size_t(n) + size_t(j)] = acc;
-        }
-}
-
-// o[i] = sum_j p[i * n + j] v_j for nq rows.
-void weighted_sum(const float* p, int nq, const float* v, int n, int d, float* o) {
-#if defined(__AVX2__) && defined(__FMA__)
-    if (d % 8 == 0 && d <= 128) {
-        // The output row stays in registers while the values stream past.
-        for (int i = 0; i < nq; ++i) {
-            const float* pr = p + size_t(i) * size_t(n);
-            __m256 acc[16];
-            const int nb = d / 8;
-            for (int b = 0; b < nb; ++b) acc[b] = _mm256_setzero_ps();
-            for (int j = 0; j < n; ++j) {
-                const __m256 w = _mm256_set1_ps(pr[j]);
-                const float* vr = v + size_t(j) * size_t(d);
-                for (int b = 0; b < nb; ++b)
-                    acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8 * b), acc[b]);
-            }
-            for (int b = 0; b < nb; ++b)
-                _mm256_storeu_ps(o + size_t(i) * size_t(d) + 8 * size_t(b), acc[b]);
-        }
-        return;
-    }
-#endif
-    std::fill(o, o + size_t(nq) * size_t(d), 0.0f);
-    for (int j = 0; j < n; ++j) {
-        const float* vr = v + size_t(j) * size_t(d);
-        for (int i = 0; i < nq; ++i) {
-            const float w = p[size_t(i) * size_t(n) + size_t(j)];
-            float* orow = o + size_t(i) * size_t(d);
-            for (int c = 0; c < d; ++c) orow[c] += w * vr[c];
-        }
-    }
-}
 
 struct LayerData {
     int layer = 0, slot = 0;
@@ -184,30 +116,35 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     const bool observes = lp->observes();
     const int64_t first_observed = observes ? lp->first_observed_step(sh.first_update) : T;
 
-    std::vector<UnitCache> units;
+    std::vector<UnitStore> units;
     units.reserve(size_t(Hkv));
-    for (int g = 0; g < Hkv; ++g)
-        units.emplace_back(ld.k.data() + size_t(g) * size_t(T) * size_t(d),
-                           ld.v.data() + size_t(g) * size_t(T) * size_t(d), T, d, rs.group);
+    for (int g = 0; g < Hkv; ++g) {
+        units.emplace_back(d, rs.group, Precision::f16);
+        units.back().set_offload(lp->offloads());
+    }
 
     RunResult& R = rs.res;
     const size_t slot = size_t(ld.slot);
     int nq_max = 0;
     for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
-    RowMat Q(nq_max, d), S, S2, O;
+    RowMat Q(nq_max, d), S, O, P2;
     std::vector<int32_t> events;  // this layer's bit_events rows
-    std::vector<float> lse_c(static_cast<size_t>(nq_max));
+    std::vector<float> lse_c(static_cast<size_t>(nq_max)), lse_o(static_cast<size_t>(nq_max));
+    std::vector<int32_t> qpos(static_cast<size_t>(nq_max));
 
     for (int64_t t = 0; t < T; ++t) {
         if (cancel && (t & 63) == 0 && cancel->load(std::memory_order_relaxed))
             fail("replay cancelled");
-        for (auto& u : units) u.append(int32_t(t));
+        for (int g = 0; g < Hkv; ++g) {
+            const size_t row = (size_t(g) * size_t(T) + size_t(t)) * size_t(d);
+            units[size_t(g)].append(int32_t(t), ld.k.data() + row, ld.v.data() + row);
+        }
         if (t >= sh.first_update) lp->update(t, units);
         const bool eval = t >= sh.first_eval;
         const int64_t s = t - sh.first_eval;
         const int ck = sh.ckpt_of_step[size_t(t)];
         for (int g = 0; g < Hkv; ++g) {
-            UnitCache& u = units[size_t(g)];
+            UnitStore& u = units[size_t(g)];
             const size_t unit = slot * size_t(Hkv) + size_t(g);
             for (int32_t p : u.evicted_log())
                 R.evicted_at[unit * size_t(T) + size_t(p)] = int32_t(t);
@@ -231,44 +168,27 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                 std::copy_n(qr, d, Q.row(i).data());
             }
             S.resize(nq, n);
-            scores(Q.data(), nq, u.k_rows(), n, d, S.data());
-            S *= sh.scale;
-            for (int i = 0; i < nq; ++i) {
-                float* row = S.row(i).data();
-                float m = -std::numeric_limits<float>::infinity();
-                for (int j = 0; j < n; ++j) m = std::max(m, row[j]);
-                double z = 0;
-                for (int j = 0; j < n; ++j) {
-                    row[j] = std::exp(row[j] - m);
-                    z += row[j];
-                }
-                const float inv = float(1.0 / z);
-                for (int j = 0; j < n; ++j) row[j] *= inv;
-                lse_c[size_t(i)] = m + float(std::log(z));
-            }
+            O.resize(nq, d);
+            std::fill(qpos.begin(), qpos.end(), int32_t(t));
+            KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), nq, u.k_rows(), u.v_rows(),
+                                           u.positions(), nullptr, n, d, sh.scale, O.data(),
+                                           lse_c.data(), S.data()) == kernels::Status::ok);
             if (eval) {
-                O.resize(nq, d);
-                weighted_sum(S.data(), nq, u.v_rows(), n, d, O.data());
-                const bool exact_keys = u.all_fp16() && sh.f16;
+                const bool exact_keys = u.all_full() && sh.f16;
                 if (!exact_keys) {
                     // Recall with the original keys: the full-attention probability mass.
-                    S2.resize(nq, n);
-                    scores(Q.data(), nq, u.k_orig_rows(), n, d, S2.data());
+                    P2.resize(nq, n);
+                    KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), nq, u.k_orig_rows(),
+                                                   nullptr, u.positions(), nullptr, n, d, sh.scale,
+                                                   nullptr, lse_o.data(),
+                                                   P2.data()) == kernels::Status::ok);
                 }
                 double rec = 0, err = 0, cs = 0;
                 for (int i = 0; i < nq; ++i) {
                     const int h = heads[size_t(i)];
                     const float lse_full = ld.lse[size_t(h) * size_t(T) + size_t(t)];
-                    double lse_o = lse_c[size_t(i)];
-                    if (!exact_keys) {
-                        const float* row = S2.row(i).data();
-                        float m = -std::numeric_limits<float>::infinity();
-                        for (int j = 0; j < n; ++j) m = std::max(m, row[j] * sh.scale);
-                        double z = 0;
-                        for (int j = 0; j < n; ++j) z += std::exp(double(row[j] * sh.scale - m));
-                        lse_o = m + std::log(z);
-                    }
-                    rec += std::exp(lse_o - double(lse_full));
+                    const double lo = exact_keys ? lse_c[size_t(i)] : lse_o[size_t(i)];
+                    rec += std::exp(lo - double(lse_full));
                     const float* of = ld.o.data() + (size_t(h) * size_t(T) + size_t(t)) * size_t(d);
                     const float* oc = O.row(i).data();
                     double dd = 0, nf = 0, nc = 0, dot = 0;
@@ -289,6 +209,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                 R.held[idx] = n;
                 R.budget_tokens[idx] = int32_t(bt);
                 R.bytes[idx] = u.bytes();
+                R.offload_bytes[idx] = u.offload_bytes();
             }
             if (ck >= 0) {
                 const size_t base = (size_t(ck) * size_t(L) * size_t(Hkv) + unit) * size_t(T);
@@ -353,6 +274,14 @@ Summary summarize(const RunResult& r) {
             s.full_bytes_at_peak = f;
         }
     }
+    double osum = 0;
+    for (size_t i = 0; i < S && !r.offload_bytes.empty(); ++i) {
+        double o = 0;
+        for (size_t u = 0; u < U; ++u) o += double(r.offload_bytes[i * U + u]);
+        osum += o;
+        s.offload_bytes_peak = std::max(s.offload_bytes_peak, o);
+    }
+    if (S > 0) s.offload_bytes_mean = osum / double(S);
     if (S > 0) {
         s.bytes_mean = bsum / double(S);
         s.full_bytes_mean = fsum / double(S);
@@ -486,6 +415,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
         r.held.assign(n, 0);
         r.budget_tokens.assign(n, -1);
         r.bytes.assign(n, 0);
+        r.offload_bytes.assign(n, 0);
         for (int64_t s = 0; s < S; ++s) r.full_bytes.push_back((P + s + 1) * 2 * int64_t(sh.d) * 2);
         r.evicted_at.assign(U * size_t(T), -1);
         r.ckpt_steps = ckpt_steps;

@@ -154,6 +154,8 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
             write_ds(G, "bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {S, L, H}, r.bytes.data(), path);
             write_ds(G, "full_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {S}, r.full_bytes.data(),
                      path);
+            write_ds(G, "offload_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {S, L, H},
+                     r.offload_bytes.data(), path);
             write_ds(G, "bit_events", H5T_STD_I32LE, H5T_NATIVE_INT32,
                      {hsize_t(r.bit_events.size() / 4), 4}, r.bit_events.data(), path);
             write_ds(G, "evicted_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T},
@@ -226,7 +228,8 @@ std::vector<RunResult> read_results(const std::string& path) {
             r.d < 1 || r.d > 65536)
             fail("{}: n_tokens / n_head_kv / head_dim out of range", w);
         Summary& s = r.summary;
-        for (const auto& f : kSummaryFields) s.*f.member = h5::read_attr_float(G, f.name, w);
+        for (const auto& f : kSummaryFields)
+            s.*f.member = ver >= f.since ? h5::read_attr_float(G, f.name, w) : 0.0;
         s.restores = int64_t(h5::read_attr_float(G, "restores", w));
         {
             const std::vector<uint64_t> sa =
@@ -254,6 +257,10 @@ std::vector<RunResult> read_results(const std::string& path) {
         read_ds(G, "budget_tokens", H5T_NATIVE_INT32, {S, L, H}, r.budget_tokens, w);
         read_ds(G, "bytes", H5T_NATIVE_INT64, {S, L, H}, r.bytes, w);
         read_ds(G, "full_bytes", H5T_NATIVE_INT64, {S}, r.full_bytes, w);
+        if (ver >= 2)
+            read_ds(G, "offload_bytes", H5T_NATIVE_INT64, {S, L, H}, r.offload_bytes, w);
+        else
+            r.offload_bytes.assign(S * L * H, 0);
         read_ds(G, "evicted_at", H5T_NATIVE_INT32, {L, H, T}, r.evicted_at, w);
         if (h5::link_exists(G, "bit_events")) {  // optional (files before it existed lack it)
             const std::vector<uint64_t> se =
@@ -287,18 +294,19 @@ void write_summary_csv(const std::string& path, const std::vector<RunResult>& ru
         if (!o) fail("cannot write '{}'", path);
         o << "trace,policy,spec,budget,mode,prefill_len,n_tokens,steps,recall_mean,recall_p5,"
              "err_mean,err_p95,cos_mean,cos_p5,held_mean,bytes_mean,bytes_peak,full_bytes_mean,"
-             "ratio_mean,ratio_at_peak,ratio_final,restores,answer_kept,seconds\n";
+             "ratio_mean,ratio_at_peak,ratio_final,restores,answer_kept,offload_bytes_mean,"
+             "seconds\n";
         for (const auto& r : runs) {
             const Summary& s = r.summary;
             o << fmt::format(
                 "{},{},{},{},{},{},{},{},{:.6f},{:.6f},{:.6g},{:.6g},{:.6f},{:.6f},{:.2f},{:.0f},"
-                "{:.0f},{:.0f},{:.4f},{:.4f},{:.4f},{},{},{:.3f}\n",
+                "{:.0f},{:.0f},{:.4f},{:.4f},{:.4f},{},{},{:.0f},{:.3f}\n",
                 csv_field(r.trace_path), r.policy, csv_field(r.spec), r.budget, mode_name(r.mode),
                 r.prefill_len, r.n_tokens, r.steps.size(), s.recall_mean, s.recall_p5, s.err_mean,
                 s.err_p95, s.cos_mean, s.cos_p5, s.held_mean, s.bytes_mean, s.bytes_peak,
                 s.full_bytes_mean, s.ratio_mean, s.ratio_at_peak, s.ratio_final, s.restores,
                 s.answer_kept < 0 ? std::string() : fmt::format("{:.4f}", s.answer_kept),
-                r.seconds);
+                s.offload_bytes_mean, r.seconds);
         }
         if (!o.flush()) {
             std::remove(tmp.c_str());

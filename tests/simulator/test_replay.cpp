@@ -12,7 +12,7 @@
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
-#include "simulator/unit_cache.h"
+#include "simulator/unit_store.h"
 
 using namespace kvs;
 using namespace kvs::sim;
@@ -313,8 +313,8 @@ TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {
 TEST_CASE("sparse storage of pruned rows is counted in real bytes", "[cpu]") {
     std::vector<float> k(64), v(64);
     for (int i = 0; i < 64; ++i) k[size_t(i)] = float(i % 7) - 3.0f, v[size_t(i)] = float(i) * 0.1f;
-    UnitCache u(k.data(), v.data(), 1, 64, 32);
-    u.append(0);
+    UnitStore u(64, 32);
+    u.append(0, k.data(), v.data());
     CHECK(u.bytes() == 2 * 128);
     // Half of each row pruned at 16 bits: 32 fp16 values (64 B) + an 8-byte bitmask = 72 B.
     u.prune(0, 0.5, 16);
@@ -322,11 +322,43 @@ TEST_CASE("sparse storage of pruned rows is counted in real bytes", "[cpu]") {
     int zeros = 0;
     for (int i = 0; i < 64; ++i) zeros += u.k_rows()[i] == 0.0f;
     CHECK(zeros >= 32);
-    // Raising the precision back restores from the original copy (counted).
+    // Raising the precision back needs an offloaded copy: without one it is refused.
+    CHECK_THROWS_WITH(u.set_bits(0, 16), Catch::Contains("without an offloaded copy"));
+    // With one, the pruned entry's copy is counted apart (2 rows x 64 fp16) and the restore
+    // reads it back.
+    u.set_offload(true);
+    CHECK(u.offload_bytes() == 2 * 128);
     u.set_bits(0, 16);
     CHECK(u.restores() == 1);
     CHECK(u.bytes() == 2 * 128);
+    CHECK(u.offload_bytes() == 0);
     CHECK(u.k_rows()[5] == k[5]);
+}
+
+TEST_CASE("an fp32 store keeps rows exactly and counts 4 bytes per element", "[cpu]") {
+    std::vector<float> k(16), v(16);
+    for (int i = 0; i < 16; ++i)
+        k[size_t(i)] = 1.0f + float(i) * 1e-4f, v[size_t(i)] = -k[size_t(i)];
+    UnitStore a(16, 8, Precision::f32), b(16, 8, Precision::f16);
+    a.append(3, k.data(), v.data());
+    b.append(3, k.data(), v.data());
+    CHECK(a.bytes() == 2 * 16 * 4);
+    CHECK(b.bytes() == 2 * 16 * 2);
+    CHECK(a.bits(0) == 32);
+    CHECK(b.bits(0) == 16);
+    CHECK(std::equal(k.begin(), k.end(), a.k_rows()));
+    CHECK_FALSE(std::equal(k.begin(), k.end(), b.k_rows()));  // 1 + 1e-4 is not an fp16 value
+    // 4 bits per token: the same packed bytes whatever the full precision.
+    a.set_bits(0, 4);
+    b.set_bits(0, 4);
+    CHECK(a.bytes() == b.bytes());
+    CHECK(a.bits(0) == 4);
+    // A view shows a policy only the first entries.
+    a.append(5, k.data(), v.data());
+    a.set_view(1);
+    CHECK((a.size() == 1 && a.held() == 2));
+    a.set_view(-1);
+    CHECK(a.size() == 2);
 }
 
 TEST_CASE("bit_events reproduce the checkpoints' bits at every checkpoint", "[cpu]") {

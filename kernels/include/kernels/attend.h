@@ -24,7 +24,8 @@
 //
 // ## Shapes (row-major)
 //   q [nq, d], qpos [nq] or null; k, v [n, d]; kpos [n]; bias [n] or null;
-//   out [nq, d]; lse [nq]; probs [nq, n] or null (written for every entry, 0 where invisible).
+//   out [nq, d] or null (then probs is required: the probabilities alone, no weighted sum);
+//   lse [nq]; probs [nq, n] or null (written for every entry, 0 where invisible).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,8 +35,8 @@
 namespace kvs::kernels {
 
 // Returns invalid_argument (nothing written) for d < 1, nq < 0, n < 0, or a null pointer that is
-// required (q, out, lse when nq > 0; k, v, kpos when n > 0). Single-threaded: callers run
-// independent (head group, chunk) calls on their threads.
+// required (q, lse and one of out / probs when nq > 0; k, kpos when n > 0; v when out is given).
+// Single-threaded: callers run independent (head group, chunk) calls on their threads.
 Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
                   const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
                   float* lse, float* probs);

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "simulator/unit_cache.h"
+#include "simulator/unit_store.h"
 
 namespace kvs::capture {
 class TraceReader;
@@ -94,10 +94,10 @@ class LayerPolicy {
   public:
     virtual ~LayerPolicy() = default;
     // Token t has just been appended to every unit. Called for t >= first_update.
-    virtual void update(int64_t t, std::vector<UnitCache>& units) = 0;
+    virtual void update(int64_t t, std::vector<UnitStore>& units) = 0;
     // The n_q query heads of KV head g attended over units[g] (after update):
     // probs[h * n + i] for held index i, n = units[g].size().
-    virtual void observe(int64_t t, int g, const float* probs, int n_q, UnitCache& unit) {
+    virtual void observe(int64_t t, int g, const float* probs, int n_q, UnitStore& unit) {
         (void)t, (void)g, (void)probs, (void)n_q, (void)unit;
     }
     // The unit's token budget at step t (-1 = none). The replay checks it after every update.
@@ -111,6 +111,9 @@ class LayerPolicy {
         (void)first_update;
         return 0;
     }
+    // True when the policy restores entries to a higher precision (seed 001): the system then
+    // keeps an offloaded full-precision copy of every lossy entry, counted as offload bytes.
+    virtual bool offloads() const { return false; }
     virtual int64_t budget_tokens(int64_t t, int g) const {
         (void)t, (void)g;
         return -1;

@@ -36,6 +36,7 @@ struct Summary {
            full_bytes_at_peak = 0, ratio_mean = 0, ratio_at_peak = 0;
     double bytes_final = 0, full_bytes_final = 0, ratio_final = 0;  // at the last step
     int64_t restores = 0;  // tokens brought back to higher precision from an offloaded copy
+    double offload_bytes_mean = 0, offload_bytes_peak = 0;  // summed over units, per step
     // Passkey / needle traces: the share of (unit, answer token) pairs still held (at any
     // precision) at the last step; -1 when the trace has no answer.
     double answer_kept = -1;
@@ -46,6 +47,7 @@ struct Summary {
 struct SummaryField {
     const char* name;
     double Summary::*member;
+    int since = 1;  // results schema version that added it (older files read it as 0)
 };
 inline constexpr SummaryField kSummaryFields[] = {
     {"recall_mean", &Summary::recall_mean},
@@ -64,7 +66,9 @@ inline constexpr SummaryField kSummaryFields[] = {
     {"bytes_final", &Summary::bytes_final},
     {"full_bytes_final", &Summary::full_bytes_final},
     {"ratio_final", &Summary::ratio_final},
-    {"answer_kept", &Summary::answer_kept}};
+    {"answer_kept", &Summary::answer_kept},
+    {"offload_bytes_mean", &Summary::offload_bytes_mean, 2},
+    {"offload_bytes_peak", &Summary::offload_bytes_peak, 2}};
 
 struct RunResult {
     std::string policy, spec, params_json, budget;
@@ -80,6 +84,7 @@ struct RunResult {
     std::vector<float> recall, err, cos;       // [S, L, Hkv]
     std::vector<int32_t> held, budget_tokens;  // [S, L, Hkv]
     std::vector<int64_t> bytes;                // [S, L, Hkv]
+    std::vector<int64_t> offload_bytes;        // [S, L, Hkv] offloaded full-precision copies
     std::vector<int64_t> full_bytes;           // [S]
     std::vector<int32_t> evicted_at;           // [L, Hkv, T]
     std::vector<int32_t> bit_events;           // [E, 4]: unit, token, step, bits (step order)

@@ -1,4 +1,4 @@
-// The kvscope results format, schema version 1: what `kvscope replay` / `sweep` / `merge` write
+// The kvscope results format, schema version 2: what `kvscope replay` / `sweep` / `merge` write
 // and the viewer reads. docs/results-format.md holds the same text with examples; when the two
 // disagree, this header wins. Written with the same HDF5 conventions as a trace
 // (capture/trace_schema.h): fixed-length UTF-8 strings, h5py-compatible float16 and bool,
@@ -11,7 +11,8 @@
 //
 // Root attributes
 //   format           str    "kvscope-results"
-//   schema_version   int    1 (readers reject a newer one)
+//   schema_version   int    2 (readers reject a newer one; version 1 files still read: what
+//                           version 2 added reads as 0 there)
 //   kvscope_version  str
 //   created          str    UTC, ISO 8601
 //   command_line     str
@@ -49,6 +50,9 @@
 //       bytes_final, full_bytes_final, ratio_final   the same at the last step
 //       restores                         tokens raised back to a higher precision from an
 //                                        offloaded full-precision copy (seed 001)
+//       offload_bytes_mean, offload_bytes_peak  (v2) bytes of offloaded full-precision copies
+//                                        (a policy's restore source, seed 001), summed over
+//                                        units, per step; 0 for policies that keep none
 //       answer_kept                      passkey / needle traces: the share of (unit, answer
 //                                        token) pairs held (at any precision) at the last step;
 //                                        -1 when the trace has no answer
@@ -69,6 +73,9 @@
 //     bytes         int64   [S, L, Hkv]    K+V bytes the cache stores for the unit: quantized
 //                                          payload + scales/zero points + sparse indices/masks
 //                                          (kernels/quant_pack.h, kernels/ggml_blocks.h formats)
+//     offload_bytes int64   [S, L, Hkv]    (v2) bytes of the offloaded full-precision K+V copies
+//                                          of the unit's lossy entries (host memory of a real
+//                                          system; not part of `bytes`)
 //     full_bytes    int64   [S]            fp16 K+V bytes of a full cache for one unit:
 //                                          (t+1) * 2 * d * 2
 //     evicted_at    int32   [L, Hkv, T]    the step at which token j left the unit's cache for
@@ -93,6 +100,6 @@
 namespace kvs::sim {
 
 inline constexpr const char* kResultsFormat = "kvscope-results";
-inline constexpr int kResultsSchemaVersion = 1;
+inline constexpr int kResultsSchemaVersion = 2;
 
 }  // namespace kvs::sim

@@ -13,7 +13,7 @@ class AdaLayer final : public LayerPolicy {
         for (int g = 0; g < n_kv; ++g) units_.emplace_back(n_tokens, p);
     }
     int64_t budget_tokens(int64_t, int g) const override { return b_[size_t(g)]; }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const int64_t per = p_.budget.tokens(t + 1);
         const int64_t total = per * int64_t(units.size());
         int64_t held = 0;
@@ -36,7 +36,7 @@ class AdaLayer final : public LayerPolicy {
         const int64_t fl = int64_t(std::floor(floor_ * double(per)));
         std::vector<std::vector<uint8_t>> keep(units.size());
         for (size_t g = 0; g < units.size(); ++g) {
-            UnitCache& u = units[g];
+            UnitStore& u = units[g];
             keys[g] = units_[g].keys(t, u, per);
             const int n = u.size();
             keep[g].assign(size_t(n), 0);
@@ -78,7 +78,7 @@ class AdaLayer final : public LayerPolicy {
     int64_t first_observed_step(int64_t first_update) const override {
         return std::max<int64_t>(0, first_update - p_.window);
     }
-    void observe(int64_t, int g, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int g, const float* probs, int n_q, UnitStore& u) override {
         units_[size_t(g)].observe(probs, n_q, u);
     }
 

@@ -29,8 +29,9 @@ struct AgaccParams {
 class AgaccLayer final : public LayerPolicy {
   public:
     explicit AgaccLayer(const AgaccParams& p) : p_(p) {}
+    bool offloads() const override { return true; }
     int64_t budget_tokens(int64_t t, int) const override { return p_.budget.tokens(t + 1); }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const bool due = (t % p_.k) == 0 || !started_;
         const bool reeval = (t % p_.nr) == 0;
         started_ = true;
@@ -82,7 +83,7 @@ class AgaccLayer final : public LayerPolicy {
             }
         }
     }
-    void observe(int64_t, int, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int, const float* probs, int n_q, UnitStore& u) override {
         row_.resize(size_t(u.size()));
         reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
         auto& s = u.scores();
@@ -93,7 +94,7 @@ class AgaccLayer final : public LayerPolicy {
 
   private:
     // r_i per held token: position-normalised importance over its mean, block max.
-    std::vector<float> relative(int64_t t, const UnitCache& u) const {
+    std::vector<float> relative(int64_t t, const UnitStore& u) const {
         const int n = u.size();
         std::vector<float> r(static_cast<size_t>(n));
         double sum = 0;

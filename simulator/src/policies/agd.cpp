@@ -26,7 +26,7 @@ class AgdLayer final : public LayerPolicy {
   public:
     explicit AgdLayer(const AgdParams& p) : p_(p) {}
     int64_t budget_tokens(int64_t t, int) const override { return p_.budget.tokens(t + 1); }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const bool due = (t % p_.k) == 0 || !started_;
         started_ = true;
         for (auto& u : units) {
@@ -54,7 +54,7 @@ class AgdLayer final : public LayerPolicy {
             }
         }
     }
-    void observe(int64_t, int, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int, const float* probs, int n_q, UnitStore& u) override {
         row_.resize(size_t(u.size()));
         reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
         auto& s = u.scores();

@@ -17,7 +17,7 @@ constexpr float kProtected = std::numeric_limits<float>::infinity();
 
 // Evicts from `u` until it holds at most `keep` tokens: lowest key first, ties (and protected
 // tokens, key = +inf, when there are more of them than `keep`) oldest first.
-inline void evict_to(UnitCache& u, int64_t keep, const std::vector<float>& key) {
+inline void evict_to(UnitStore& u, int64_t keep, const std::vector<float>& key) {
     const int n = u.size();
     if (keep < 0 || n <= keep) return;
     std::vector<int> order(static_cast<size_t>(n));
@@ -36,7 +36,7 @@ inline void evict_to(UnitCache& u, int64_t keep, const std::vector<float>& key) 
 // key[i] = the policy score, +inf for the first `sinks` tokens of the sequence and the newest
 // `recent` held tokens. Callers cap `recent` at half the budget (recent_cap): a recent window as
 // large as the budget would turn any policy into a sliding window and evict its best tokens.
-inline std::vector<float> protect(const UnitCache& u, const std::vector<float>& score, int sinks,
+inline std::vector<float> protect(const UnitStore& u, const std::vector<float>& score, int sinks,
                                   int recent) {
     std::vector<float> key(score);
     const int n = u.size();
@@ -51,9 +51,9 @@ inline int recent_cap(int recent, int64_t keep) {
 
 // Stores every fp16 token of `u` at `bits` per token (eviction policies with bits < 16
 // quantize what they keep as it is written).
-inline void store_at(UnitCache& u, int bits) {
+inline void store_at(UnitStore& u, int bits) {
     if (bits >= 16) return;
-    for (int i = u.size() - 1; i >= 0 && u.store(i) == Store::fp16; --i) u.set_bits(i, bits);
+    for (int i = u.size() - 1; i >= 0 && u.store(i) == Store::full; --i) u.set_bits(i, bits);
 }
 
 // The attention of the last `window` queries, summed per token position (dense over [0, T)).
@@ -62,7 +62,7 @@ class ObservationWindow {
     ObservationWindow(int64_t n_tokens, int window)
         : window_(std::max(1, window)), sum_(size_t(n_tokens), 0.0) {}
     // One query's attention (already reduced over the group's heads) over the held tokens.
-    void add(const UnitCache& u, const float* p) {
+    void add(const UnitStore& u, const float* p) {
         Row r;
         r.pos.assign(u.positions(), u.positions() + u.size());
         r.p.assign(p, p + u.size());
@@ -77,7 +77,7 @@ class ObservationWindow {
     int queries() const { return int(rows_.size()); }
     // SnapKV's score of each held token: the window sum max- or avg-pooled over positions
     // [p - kernel/2, p + kernel/2] (positions not held count as 0).
-    std::vector<float> pooled(const UnitCache& u, int kernel, bool max_pool) const {
+    std::vector<float> pooled(const UnitStore& u, int kernel, bool max_pool) const {
         const int n = u.size();
         const int64_t T = int64_t(sum_.size());
         const int half = std::max(0, kernel / 2);

@@ -8,7 +8,7 @@ namespace {
 
 class FullLayer final : public LayerPolicy {
   public:
-    void update(int64_t, std::vector<UnitCache>&) override {}
+    void update(int64_t, std::vector<UnitStore>&) override {}
     bool observes() const override { return false; }
 };
 

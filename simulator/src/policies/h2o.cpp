@@ -12,7 +12,7 @@ class H2oLayer final : public LayerPolicy {
     H2oLayer(Budget b, int recent, GqaReduce gqa, int bits)
         : budget_(b), recent_(recent), gqa_(gqa), bits_(bits) {}
     int64_t budget_tokens(int64_t t, int) const override { return budget_.tokens(t + 1); }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const int64_t keep = budget_tokens(t, 0);
         for (auto& u : units) {
             detail::evict_to(u, keep,
@@ -20,7 +20,7 @@ class H2oLayer final : public LayerPolicy {
             detail::store_at(u, bits_);
         }
     }
-    void observe(int64_t, int, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int, const float* probs, int n_q, UnitStore& u) override {
         row_.resize(size_t(u.size()));
         reduce_gqa(probs, n_q, u.size(), gqa_, row_.data());
         auto& s = u.scores();

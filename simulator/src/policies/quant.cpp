@@ -22,9 +22,9 @@ class QuantLayer final : public LayerPolicy {
     QuantLayer(Fmt f, int bits, int group, int residual, size_t n_kv)
         : f_(f), bits_(bits), group_(group), residual_(residual), done_(n_kv, 0) {}
     bool observes() const override { return false; }
-    void update(int64_t, std::vector<UnitCache>& units) override {
+    void update(int64_t, std::vector<UnitStore>& units) override {
         for (size_t g = 0; g < units.size(); ++g) {
-            UnitCache& u = units[g];
+            UnitStore& u = units[g];
             const int n = u.size();
             if (f_ == Fmt::kivi) {
                 if (bits_ >= 16) continue;

@@ -47,7 +47,7 @@ class SnapUnit {
   public:
     SnapUnit(int64_t n_tokens, const SnapParams& p) : p_(p), ow_(n_tokens, p.window) {}
     // Refreshes the unit's scores if a selection is due; returns the eviction keys.
-    std::vector<float> keys(int64_t t, UnitCache& u, int64_t keep) {
+    std::vector<float> keys(int64_t t, UnitStore& u, int64_t keep) {
         // Tokens appended since the last selection are kept unscored; re-select before they
         // could fill half the budget.
         const int64_t every = std::min<int64_t>(p_.every, std::max<int64_t>(1, keep / 2));
@@ -62,7 +62,7 @@ class SnapUnit {
                 key[size_t(i)] = kProtected;
         return key;
     }
-    void observe(const float* probs, int n_q, const UnitCache& u) {
+    void observe(const float* probs, int n_q, const UnitStore& u) {
         row_.resize(size_t(u.size()));
         reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
         ow_.add(u, row_.data());
@@ -86,15 +86,15 @@ class SnapLayer final : public LayerPolicy {
     int64_t budget_tokens(int64_t t, int) const override {
         return std::max<int64_t>(1, int64_t(std::floor(scale_ * double(p_.budget.tokens(t + 1)))));
     }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const int64_t keep = budget_tokens(t, 0);
         for (size_t g = 0; g < units.size(); ++g) {
-            UnitCache& u = units[g];
+            UnitStore& u = units[g];
             if (u.size() > keep) evict_to(u, keep, units_[g].keys(t, u, keep));
             store_at(u, p_.bits);
         }
     }
-    void observe(int64_t, int g, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int g, const float* probs, int n_q, UnitStore& u) override {
         units_[size_t(g)].observe(probs, n_q, u);
     }
     int64_t first_observed_step(int64_t first_update) const override {

@@ -10,7 +10,7 @@ class TovaLayer final : public LayerPolicy {
   public:
     TovaLayer(Budget b, GqaReduce gqa, int bits) : budget_(b), gqa_(gqa), bits_(bits) {}
     int64_t budget_tokens(int64_t t, int) const override { return budget_.tokens(t + 1); }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const int64_t keep = budget_tokens(t, 0);
         for (auto& u : units) {
             // The new token has not been attended yet: TOVA attends first, then evicts, so the
@@ -19,7 +19,7 @@ class TovaLayer final : public LayerPolicy {
             detail::store_at(u, bits_);
         }
     }
-    void observe(int64_t, int, const float* probs, int n_q, UnitCache& u) override {
+    void observe(int64_t, int, const float* probs, int n_q, UnitStore& u) override {
         // The score is the last query's attention only (replaced, not accumulated).
         reduce_gqa(probs, n_q, u.size(), gqa_, u.scores().data());
     }

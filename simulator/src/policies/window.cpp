@@ -18,7 +18,7 @@ class WindowLayer final : public LayerPolicy {
         return budget_.set ? budget_.tokens(t + 1) : int64_t(sinks_) + recent_;
     }
     bool observes() const override { return false; }
-    void update(int64_t t, std::vector<UnitCache>& units) override {
+    void update(int64_t t, std::vector<UnitStore>& units) override {
         const int64_t keep = budget_tokens(t, 0);
         for (auto& u : units) {
             std::vector<float> key(size_t(u.size()), 0.0f);

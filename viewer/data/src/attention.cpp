@@ -1,4 +1,5 @@
-// Attention probabilities from a trace's stored q, k and lse (see attention.h).
+// Attention probabilities from a trace's stored q and k (see attention.h), computed by the one
+// attention routine (kernels/attend.h).
 #include "viewdata/attention.h"
 
 #include <Eigen/Core>
@@ -6,6 +7,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "kernels/attend.h"
 
 namespace kvs::view {
 
@@ -15,7 +17,7 @@ using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 namespace {
 
 struct LayerTensors {
-    std::vector<float> q, k, lse;  // q [n_head, T, d], k [n_head_kv, T, d], lse [n_head, T]
+    std::vector<float> q, k;  // q [n_head, T, d], k [n_head_kv, T, d]
 };
 
 LayerTensors read_layer(const TraceData& tr, int layer) {
@@ -24,11 +26,6 @@ LayerTensors read_layer(const TraceData& tr, int layer) {
     LayerTensors L;
     L.q = tr.reader->read_heads(Field::Q, layer, 0, T);
     L.k = tr.reader->read_heads(Field::K, layer, 0, T);
-    L.lse.resize(size_t(tr.info.n_head) * size_t(T));
-    for (int h = 0; h < tr.info.n_head; ++h) {
-        const std::vector<float> l = tr.reader->read_lse(layer, h, 0, T);
-        std::copy(l.begin(), l.end(), L.lse.begin() + ptrdiff_t(size_t(h) * size_t(T)));
-    }
     return L;
 }
 
@@ -59,12 +56,12 @@ Matrix attention_matrix(const TraceData& tr, int layer, int kv_head, const Progr
     const double total = double(layers.size() * heads.size()) * double((T + block - 1) / block);
     double done = 0;
     RowMat s;
+    std::vector<float> lse;
     for (int l : layers) {
         if (cancel && cancel->load()) return out;
         const LayerTensors L = read_layer(tr, l);
         for (int h : heads) {
             const int kv = I.kv_head_of_q_head[size_t(h)];
-            Eigen::Map<const RowMat> K(L.k.data() + size_t(kv) * size_t(T) * size_t(d), T, d);
             for (int64_t t0 = 0; t0 < T; t0 += block) {
                 if (cancel && cancel->load()) return out;
                 const int64_t n = std::min(block, T - t0);
@@ -74,20 +71,19 @@ Matrix attention_matrix(const TraceData& tr, int layer, int kv_head, const Progr
                 int64_t nk = T;
                 while (nk > 0 && tr.positions[size_t(nk - 1)] > maxp) --nk;
                 if (nk == 0) continue;
-                Eigen::Map<const RowMat> Q(L.q.data() + (size_t(h) * size_t(T) + size_t(t0)) * d, n,
-                                           d);
-                Eigen::Map<const Eigen::VectorXf> lse(
-                    L.lse.data() + size_t(h) * size_t(T) + size_t(t0), n);
-                s.noalias() = scale * (Q * K.topRows(nk).transpose());
-                s.colwise() -= lse;
-                s = s.array().exp().matrix();
+                // The one attention routine, probabilities only (kernels/attend.h).
+                s.resize(Eigen::Index(n), Eigen::Index(nk));
+                lse.resize(size_t(n));
+                KVS_ASSERT(kernels::attend_cpu(
+                               L.q.data() + (size_t(h) * size_t(T) + size_t(t0)) * size_t(d),
+                               tr.positions.data() + t0, int(n),
+                               L.k.data() + size_t(kv) * size_t(T) * size_t(d), nullptr,
+                               tr.positions.data(), nullptr, int(nk), d, scale, nullptr, lse.data(),
+                               s.data()) == kernels::Status::ok);
                 for (int64_t r = 0; r < n; ++r) {
-                    const int64_t t = t0 + r;
-                    const int32_t pt = tr.positions[size_t(t)];
-                    float* o = out.row(t);
+                    float* o = out.row(t0 + r);
                     const float* sr = s.data() + r * nk;
-                    for (int64_t j = 0; j < nk; ++j)
-                        if (tr.positions[size_t(j)] <= pt) o[j] += sr[j];
+                    for (int64_t j = 0; j < nk; ++j) o[j] += sr[j];
                 }
                 done += 1;
                 if (progress) progress(float(done / total));
@@ -129,27 +125,24 @@ std::vector<float> attention_at_step(const TraceData& tr, int64_t t) {
     for (int32_t g : I.kv_head_of_q_head) group_size[size_t(g)]++;
     const int32_t pt = tr.positions[size_t(t)];
     for (int64_t li = 0; li < nl; ++li) {
-        std::vector<float> q, k, lse;
+        std::vector<float> q, k;
         {
             std::lock_guard<std::mutex> lock(hdf5_mutex());
             q = tr.reader->read_heads(Field::Q, I.layers[size_t(li)], t, t + 1);  // [n_head, 1, d]
             k = tr.reader->read_heads(Field::K, I.layers[size_t(li)], 0, T);      // [HK, T, d]
-            lse.resize(size_t(I.n_head));
-            for (int h = 0; h < I.n_head; ++h)
-                lse[size_t(h)] = tr.reader->read_lse(I.layers[size_t(li)], h, t, t + 1)[0];
         }
+        std::vector<float> p(static_cast<size_t>(T));
         for (int h = 0; h < I.n_head; ++h) {
             const int kv = I.kv_head_of_q_head[size_t(h)];
-            const float* qh = q.data() + size_t(h) * d;
+            float l = 0;
+            KVS_ASSERT(kernels::attend_cpu(q.data() + size_t(h) * d, &pt, 1,
+                                           k.data() + size_t(kv) * size_t(T) * size_t(d), nullptr,
+                                           tr.positions.data(), nullptr, int(T), d,
+                                           float(I.attn_scale), nullptr, &l,
+                                           p.data()) == kernels::Status::ok);
             float* o = out.data() + size_t((li * HK + kv) * T);
             const float w = 1.0f / float(group_size[size_t(kv)]);
-            for (int64_t j = 0; j < T; ++j) {
-                if (tr.positions[size_t(j)] > pt) continue;
-                const float* kj = k.data() + (size_t(kv) * size_t(T) + size_t(j)) * d;
-                float dot = 0;
-                for (int i = 0; i < d; ++i) dot += qh[i] * kj[i];
-                o[j] += w * std::exp(float(I.attn_scale) * dot - lse[size_t(h)]);
-            }
+            for (int64_t j = 0; j < T; ++j) o[j] += w * p[size_t(j)];
         }
     }
     for (int64_t li = 0; li < nl; ++li)

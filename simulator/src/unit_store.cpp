@@ -1,4 +1,4 @@
-#include "simulator/unit_cache.h"
+#include "simulator/unit_store.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,46 +17,52 @@ namespace {
 float fp16_round(float x) {
     return kvs::fp16_to_fp32(kvs::fp32_to_fp16(x));
 }
-int64_t fp16_row_bytes(int d) {
-    return int64_t(2) * d;
-}
 }  // namespace
 
-UnitCache::UnitCache(const float* k_src, const float* v_src, int64_t n_tokens, int d, int group)
-    : k_src_(k_src), v_src_(v_src), n_tokens_(n_tokens), d_(d), group_(group) {
+UnitStore::UnitStore(int d, int group, Precision full) : d_(d), group_(group), prec_(full) {
     KVS_ASSERT(d > 0 && group > 0);
     tmp_.resize(size_t(d) * 2);
 }
 
-void UnitCache::append(int32_t t) {
-    KVS_ASSERT(t >= 0 && t < n_tokens_);
-    KVS_ASSERT(pos_.empty() || t > pos_.back());
-    pos_.push_back(t);
-    bits_.push_back(16);
-    store_.push_back(Store::fp16);
+void UnitStore::set_view(int n) {
+    KVS_ASSERT(n >= -1 && n <= held());
+    view_ = n;
+}
+
+int64_t UnitStore::offload_bytes() const {
+    return offload_ ? int64_t(n_lossy_) * 2 * full_row_bytes() : 0;
+}
+
+void UnitStore::append(int32_t pos, const float* k, const float* v) {
+    KVS_ASSERT(view_ < 0);
+    KVS_ASSERT(pos_.empty() || pos > pos_.back());
+    pos_.push_back(pos);
+    bits_.push_back(uint8_t(full_bits()));
+    store_.push_back(Store::full);
     score_.push_back(0.0f);
     const size_t off = k_.size();
     k_.resize(off + size_t(d_));
     v_.resize(off + size_t(d_));
-    ko_.insert(ko_.end(), k_orig(t), k_orig(t) + d_);
+    ko_.insert(ko_.end(), k, k + d_);
+    vo_.insert(vo_.end(), v, v + d_);
     for (int c = 0; c < d_; ++c) {
-        k_[off + size_t(c)] = fp16_round(k_orig(t)[c]);
-        v_[off + size_t(c)] = fp16_round(v_orig(t)[c]);
+        k_[off + size_t(c)] = prec_ == Precision::f32 ? k[c] : fp16_round(k[c]);
+        v_[off + size_t(c)] = prec_ == Precision::f32 ? v[c] : fp16_round(v[c]);
     }
-    kbytes_.push_back(fp16_row_bytes(d_));
-    vbytes_.push_back(fp16_row_bytes(d_));
-    bytes_total_ += 2 * fp16_row_bytes(d_);
+    kbytes_.push_back(full_row_bytes());
+    vbytes_.push_back(full_row_bytes());
+    bytes_total_ += 2 * full_row_bytes();
 }
 
-void UnitCache::evict_mask(const std::vector<uint8_t>& drop) {
-    KVS_ASSERT(drop.size() == pos_.size());
+void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
+    KVS_ASSERT(view_ < 0 && drop.size() == pos_.size());
     size_t w = 0;
     const size_t d = size_t(d_);
     for (size_t i = 0; i < pos_.size(); ++i) {
         if (drop[i]) {
             bytes_total_ -= kbytes_[i] + vbytes_[i];
             evicted_log_.push_back(pos_[i]);
-            if (store_[i] != Store::fp16) --n_lossy_;
+            if (store_[i] != Store::full) --n_lossy_;
             continue;
         }
         if (w != i) {
@@ -69,6 +75,7 @@ void UnitCache::evict_mask(const std::vector<uint8_t>& drop) {
             std::copy_n(k_.begin() + ptrdiff_t(i * d), d, k_.begin() + ptrdiff_t(w * d));
             std::copy_n(v_.begin() + ptrdiff_t(i * d), d, v_.begin() + ptrdiff_t(w * d));
             std::copy_n(ko_.begin() + ptrdiff_t(i * d), d, ko_.begin() + ptrdiff_t(w * d));
+            std::copy_n(vo_.begin() + ptrdiff_t(i * d), d, vo_.begin() + ptrdiff_t(w * d));
         }
         ++w;
     }
@@ -81,24 +88,25 @@ void UnitCache::evict_mask(const std::vector<uint8_t>& drop) {
     k_.resize(w * d);
     v_.resize(w * d);
     ko_.resize(w * d);
+    vo_.resize(w * d);
 }
 
-void UnitCache::evict_index(int i) {
+void UnitStore::evict_index(int i) {
     std::vector<uint8_t> drop(pos_.size(), 0);
     drop[size_t(i)] = 1;
     evict_mask(drop);
 }
 
-void UnitCache::set_token_bytes(int i, int64_t kb, int64_t vb) {
+void UnitStore::set_token_bytes(int i, int64_t kb, int64_t vb) {
     bytes_total_ += kb + vb - kbytes_[size_t(i)] - vbytes_[size_t(i)];
     kbytes_[size_t(i)] = kb;
     vbytes_[size_t(i)] = vb;
 }
 
-// Packs one row at `bits` per token and unpacks it into `row`.
-void UnitCache::requant_row(float* row, const float* src, int bits) {
-    if (bits == 16) {
-        for (int c = 0; c < d_; ++c) row[c] = fp16_round(src[c]);
+// Packs one row at `bits` per token and unpacks it into `row` (bits 16: full precision).
+void UnitStore::requant_row(float* row, const float* src, int bits) {
+    if (bits >= 16) {
+        for (int c = 0; c < d_; ++c) row[c] = prec_ == Precision::f32 ? src[c] : fp16_round(src[c]);
         return;
     }
     const size_t nb = kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token);
@@ -110,35 +118,39 @@ void UnitCache::requant_row(float* row, const float* src, int bits) {
                                     row) == kk::Status::ok);
 }
 
-void UnitCache::set_bits(int i, int bits) {
+void UnitStore::set_bits(int i, int bits) {
     bits = kk::snap_bits(bits);
     const size_t ui = size_t(i), d = size_t(d_);
-    if (bits == bits_[ui] && (store_[ui] == Store::fp16 || store_[ui] == Store::per_token)) return;
+    const bool to_full = bits >= 16;
+    if (to_full && store_[ui] == Store::full) return;
+    if (!to_full && bits == bits_[ui] && store_[ui] == Store::per_token) return;
     float* kr = k_.data() + ui * d;
     float* vr = v_.data() + ui * d;
-    const bool raise = bits > bits_[ui] || store_[ui] == Store::sparse;
-    if (raise && store_[ui] != Store::fp16) {
+    const bool lossy = store_[ui] != Store::full;
+    const bool raise = to_full || bits > bits_[ui] || store_[ui] == Store::sparse;
+    if (raise && lossy) {
         // Restore from the offloaded full-precision copy.
+        if (!offload_)
+            fail("internal error: a policy raised an entry's width without an offloaded copy");
         ++restores_;
-        requant_row(kr, k_orig(pos_[ui]), bits);
-        requant_row(vr, v_orig(pos_[ui]), bits);
+        requant_row(kr, ko_.data() + ui * d, bits);
+        requant_row(vr, vo_.data() + ui * d, bits);
     } else {
         std::copy_n(kr, d, tmp_.data());
         requant_row(kr, tmp_.data(), bits);
         std::copy_n(vr, d, tmp_.data());
         requant_row(vr, tmp_.data(), bits);
     }
-    const bool was_lossy = store_[ui] != Store::fp16;
-    store_[ui] = bits == 16 ? Store::fp16 : Store::per_token;
-    set_width(ui, bits);
-    n_lossy_ += int(store_[ui] != Store::fp16) - int(was_lossy);
+    store_[ui] = to_full ? Store::full : Store::per_token;
+    set_width(ui, to_full ? full_bits() : bits);
+    n_lossy_ += int(store_[ui] != Store::full) - int(lossy);
     const int64_t rb =
-        bits == 16 ? fp16_row_bytes(d_)
-                   : int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
+        to_full ? full_row_bytes()
+                : int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
     set_token_bytes(i, rb, rb);
 }
 
-void UnitCache::set_block_format(int i, Store fmt) {
+void UnitStore::set_block_format(int i, Store fmt) {
     KVS_ASSERT(fmt == Store::q8_0 || fmt == Store::q4_0);
     const size_t ui = size_t(i), d = size_t(d_);
     if (store_[ui] == fmt) return;
@@ -151,13 +163,13 @@ void UnitCache::set_block_format(int i, Store fmt) {
         KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
         KVS_ASSERT(kk::block_unpack_cpu(bf, scratch_.data(), 1, d_, row) == kk::Status::ok);
     }
-    if (store_[ui] == Store::fp16) ++n_lossy_;
+    if (store_[ui] == Store::full) ++n_lossy_;
     store_[ui] = fmt;
     set_width(ui, fmt == Store::q8_0 ? 8 : 4);
     set_token_bytes(i, int64_t(nb), int64_t(nb));
 }
 
-void UnitCache::prune(int i, double p, int bits) {
+void UnitStore::prune(int i, double p, int bits) {
     bits = kk::snap_bits(bits);
     const size_t ui = size_t(i), d = size_t(d_);
     p = std::clamp(p, 0.0, 1.0);
@@ -187,8 +199,10 @@ void UnitCache::prune(int i, double p, int bits) {
         int64_t payload = 0;
         if (nnz > 0) {
             if (bits == 16) {
-                for (int j = 0; j < nnz; ++j) deq[size_t(j)] = fp16_round(kept[size_t(j)]);
-                payload = int64_t(2) * nnz;
+                for (int j = 0; j < nnz; ++j)
+                    deq[size_t(j)] =
+                        prec_ == Precision::f32 ? kept[size_t(j)] : fp16_round(kept[size_t(j)]);
+                payload = full_row_bytes() / d_ * nnz;
             } else {
                 const size_t nb = kk::quant_packed_bytes(1, nnz, bits, group_, kk::Axis::per_token);
                 scratch_.resize(nb);
@@ -203,7 +217,7 @@ void UnitCache::prune(int i, double p, int bits) {
         const int64_t mask_bytes = (d_ + 7) / 8;
         const int64_t sparse = payload + std::min(idx_bytes, mask_bytes);
         const int64_t dense =
-            bits == 16 ? fp16_row_bytes(d_)
+            bits == 16 ? full_row_bytes()
                        : int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
         if (sparse < dense) {
             int j = 0;
@@ -216,13 +230,13 @@ void UnitCache::prune(int i, double p, int bits) {
             row_bytes[r] = dense;
         }
     }
-    if (store_[ui] == Store::fp16) ++n_lossy_;
+    if (store_[ui] == Store::full) ++n_lossy_;
     store_[ui] = Store::sparse;
     set_width(ui, bits);
     set_token_bytes(i, row_bytes[0], row_bytes[1]);
 }
 
-void UnitCache::quantize_kivi_block(int i0, int n, int bits) {
+void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
     bits = kk::snap_bits(bits);
     KVS_ASSERT(i0 >= 0 && n > 0 && i0 + n <= size());
     if (bits == 16) return;
@@ -237,7 +251,7 @@ void UnitCache::quantize_kivi_block(int i0, int n, int bits) {
     const int64_t vb = int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
     for (int j = 0; j < n; ++j) {
         const size_t ui = size_t(i0 + j);
-        KVS_ASSERT(store_[ui] == Store::fp16);
+        KVS_ASSERT(store_[ui] == Store::full);
         float* vr = v_.data() + ui * d;
         std::copy_n(vr, d, tmp_.data());
         requant_row(vr, tmp_.data(), bits);

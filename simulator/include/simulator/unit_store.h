@@ -1,0 +1,128 @@
+// UnitStore: one (layer, KV head) of a compressed KV cache, stored through the real formats of
+// kernels/ so that errors and bytes are the ones a real cache has. It knows nothing of traces or
+// of the engine: the replay driver feeds it rows read from a trace, the live driver (a KvCache
+// inside the engine, simulator/live_cache.h) the rows the forward pass computes. Policies act on
+// it the same way in both.
+//
+// Held entries are kept in the order they were appended (ascending position). For each one: the
+// dequantized key and value rows (what attention reads), the width it is stored at, the bytes the
+// format stores for it, and the policy's score. Policies change the store only through evict(),
+// set_bits(), set_block_format(), prune() and quantize_kivi_block(); the drivers append.
+//
+// Full precision is the store's `Precision`: fp16 (what real systems keep; the default) or fp32
+// (the engine's dense cache, for bit-exact comparisons). Its width is reported as 16 or 32.
+// Storage formats (the `Store` of an entry):
+//   full             fp16 or fp32 K and V rows (2 d or 4 d bytes each)
+//   per_token b      quant_pack(x [1, d], b, group, Axis::per_token) for K and for V
+//   q8_0 / q4_0      llama.cpp block formats (kernels/ggml_blocks.h), one row per token
+//   kivi key block   keys of `group` consecutive tokens packed per channel
+//                    (quant_pack(x [g, d], b, g, Axis::per_channel)); values per token. The block's
+//                    bytes are spread over its tokens (remainder on the first) so that the sum
+//                    over held tokens is exact.
+//   sparse           magnitude pruning (seed 001): the kept elements are packed per token at b
+//                    bits; their positions cost min(d/8 bitmask, nnz index bytes).
+// Lowering an entry's width re-quantizes its current (already lossy) values, as a real cache
+// would. Raising it (restoring, seed 001) reads the original full-precision copy: that is only
+// allowed when the store keeps an offloaded copy (set_offload(true)), whose bytes are real memory
+// and are counted apart (offload_bytes(): the full-precision K and V of every held lossy entry).
+//
+// The store also keeps the original rows of its held entries for measurement (recall with the
+// original keys); those are not part of any system and are not counted.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace kvs::sim {
+
+enum class Store : uint8_t { full, per_token, q8_0, q4_0, kivi_block, sparse };
+enum class Precision : uint8_t { f16, f32 };
+
+class UnitStore {
+  public:
+    UnitStore(int d, int group, Precision full = Precision::f16);
+
+    int d() const { return d_; }
+    int group() const { return group_; }
+    Precision precision() const { return prec_; }
+    int full_bits() const { return prec_ == Precision::f32 ? 32 : 16; }
+    // Entries a policy sees: all held ones, or the first n while a view is set (the live driver
+    // shows each query of a prompt chunk only the entries at or before its position).
+    int size() const { return view_ >= 0 ? view_ : int(pos_.size()); }
+    int held() const { return int(pos_.size()); }
+    void set_view(int n);  // -1: no view
+    int view() const { return view_; }
+
+    // Appends an entry at position `pos` (greater than every held one) with its original rows,
+    // stored at full precision.
+    void append(int32_t pos, const float* k, const float* v);
+    // Drops the held entries whose index i (0..size-1) has drop[i] != 0, compacting the rest.
+    void evict_mask(const std::vector<uint8_t>& drop);
+    // Drops held index i.
+    void evict_index(int i);
+
+    // Re-stores held entry i per token at `bits` in {2,4,8} or at full precision (bits >= 16),
+    // snapping to a supported width. No-op if equal.
+    void set_bits(int i, int bits);
+    // llama.cpp block format for entry i (q8_0 or q4_0).
+    void set_block_format(int i, Store fmt);
+    // Zeroes the fraction `p` (0..1) smallest-magnitude elements of entry i's K and V rows and
+    // stores the kept ones at `bits` (sparse when it is smaller than dense).
+    void prune(int i, double p, int bits);
+    // KIVI: keys of held entries [i0, i0 + n) packed per channel at `bits` (groups of n tokens),
+    // values per token at `bits`. The entries must be at full precision before.
+    void quantize_kivi_block(int i0, int n, int bits);
+    // Whether the system keeps an offloaded full-precision copy of lossy entries (a restore
+    // source). Set by the driver from LayerPolicy::offloads().
+    void set_offload(bool on) { offload_ = on; }
+
+    // Accessors (index i = held order).
+    const int32_t* positions() const { return pos_.data(); }
+    int32_t pos(int i) const { return pos_[size_t(i)]; }
+    int bits(int i) const { return bits_[size_t(i)]; }
+    Store store(int i) const { return store_[size_t(i)]; }
+    const float* k_rows() const { return k_.data(); }  // [held, d] as attention reads them
+    const float* v_rows() const { return v_.data(); }
+    const float* k_orig_rows() const { return ko_.data(); }  // [held, d] original rows
+    const float* v_orig_rows() const { return vo_.data(); }
+    std::vector<float>& scores() { return score_; }  // the policy's score per held entry
+    const std::vector<float>& scores() const { return score_; }
+    int64_t bytes() const { return bytes_total_; }
+    // Bytes of the offloaded full-precision copies (0 unless set_offload(true)).
+    int64_t offload_bytes() const;
+    // True when every held entry is stored at full precision.
+    bool all_full() const { return n_lossy_ == 0; }
+    int64_t restores() const { return restores_; }
+    // Positions evicted since the last call (the drivers record when each one left).
+    std::vector<int32_t>& evicted_log() { return evicted_log_; }
+    // (position, new width) of every change of a held entry's width since the last call.
+    std::vector<std::pair<int32_t, int32_t>>& bits_log() { return bits_log_; }
+
+  private:
+    void set_token_bytes(int i, int64_t kb, int64_t vb);
+    void requant_row(float* row, const float* src, int bits);
+    int64_t full_row_bytes() const { return int64_t(d_) * (prec_ == Precision::f32 ? 4 : 2); }
+    int d_, group_;
+    Precision prec_;
+    int view_ = -1;
+    bool offload_ = false;
+    std::vector<int32_t> pos_;
+    std::vector<uint8_t> bits_;
+    std::vector<Store> store_;
+    std::vector<float> k_, v_, ko_, vo_, score_;
+    std::vector<int64_t> kbytes_, vbytes_;
+    int64_t bytes_total_ = 0;
+    int n_lossy_ = 0;
+    int64_t restores_ = 0;
+    std::vector<int32_t> evicted_log_;
+    std::vector<std::pair<int32_t, int32_t>> bits_log_;
+    void set_width(size_t i, int bits) {
+        if (bits_[i] != bits) bits_log_.emplace_back(pos_[i], bits);
+        bits_[i] = uint8_t(bits);
+    }
+    std::vector<uint8_t> scratch_;
+    std::vector<float> tmp_;
+};
+
+}  // namespace kvs::sim
