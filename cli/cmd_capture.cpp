@@ -18,6 +18,9 @@
 #include "engine/error.h"
 #include "engine/progress.h"
 #include "engine/runner.h"
+#include "live_options.h"
+#include "simulator/replay.h"
+#include "simulator/results_io.h"
 
 namespace kvs::cli {
 
@@ -62,6 +65,8 @@ struct CaptureArgs {
     double depth = 0.5;
     int64_t seed = -1;
     SamplerParams sp;
+    LiveArgs live;
+    std::string decisions;
 };
 
 void run_capture_cmd(const CaptureArgs& a) {
@@ -181,6 +186,23 @@ void run_capture_cmd(const CaptureArgs& a) {
         fmt::print(stderr, "model: {} | {} prompt + {} new tokens | {} layers, {}, {} -> {}\n",
                    lm.weights->describe(), req.prompt.size(), req.n_generate, layers.size(),
                    a.dtype, compression_name(gzip), a.out);
+    std::unique_ptr<sim::LiveCache> live;
+    std::string decisions = a.decisions;
+    if (!a.live.policy.empty()) {
+        live = make_live_cache(m, sim::parse_spec(a.live.policy), a.live,
+                               int64_t(req.prompt.size()) + req.n_generate,
+                               int64_t(req.prompt.size()), true);
+        req.cache = live.get();
+        if (decisions.empty()) {
+            decisions = a.out;
+            if (decisions.size() > 3 && decisions.substr(decisions.size() - 3) == ".h5")
+                decisions.resize(decisions.size() - 3);
+            decisions += ".decisions.h5";
+        }
+        sim::check_output_path(decisions);
+    } else if (!a.decisions.empty()) {
+        fail("--decisions needs --policy");
+    }
     StopSignals signals;
     TraceWriter w(a.out, meta);
     w.set_prompt_len(int64_t(req.prompt.size()));
@@ -204,6 +226,22 @@ void run_capture_cmd(const CaptureArgs& a) {
     const uint64_t bytes = w.file_bytes();
     bar.finish(fmt::format("{:.1f} MB", double(bytes) / 1e6));
 
+    if (live) {
+        sim::RunResult rr = sim::live_run_result(*live, r.n_tokens);
+        rr.trace_path = a.out;
+        rr.trace_model = mc.name;
+        rr.trace_task = task.kind;
+        if (task.has_answer()) rr.answer_positions = task.answer_positions;
+        rr.trace_complete = !r.interrupted;
+        rr.seconds = seconds;
+        const int64_t restores = rr.summary.restores;
+        rr.summary = sim::summarize(rr);
+        rr.summary.restores = restores;
+        sim::write_results(decisions, {rr}, command_line());
+        if (!a.quiet)
+            fmt::print(stderr, "wrote {}: the live policy's decisions ({})\n", decisions,
+                       live->spec().canonical);
+    }
     if (!a.quiet) {
         fmt::print(stderr,
                    "wrote {}: {} tokens ({} prompt + {} generated), {:.1f} MB, {:.1f} KB/token, "
@@ -259,6 +297,10 @@ void register_capture(CLI::App& app) {
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
     add_sampling_options(*c, a->sp);
+    add_live_options(*c, a->live);
+    c->add_option("--decisions", a->decisions,
+                  "With --policy: where to write the live policy's decisions (results format; "
+                  "default: OUT with .decisions.h5)");
     c->add_option("--seed", a->seed,
                   "Seed for the task's answer and for sampling (default: random, recorded)")
         ->check(CLI::Range(int64_t(0), int64_t(1) << 62));

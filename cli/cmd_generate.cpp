@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/runner.h"
 #include "engine/sampler.h"
+#include "live_options.h"
 
 namespace kvs::cli {
 
@@ -18,6 +19,7 @@ struct GenerateArgs {
     bool chat = false, quiet = false;
     int n_predict = 64;
     SamplerParams sp;
+    LiveArgs live;
 };
 
 void run_generate(const GenerateArgs& a) {
@@ -35,7 +37,15 @@ void run_generate(const GenerateArgs& a) {
     if (!a.quiet)
         fmt::print(stderr, "model: {} ({:.1f}M params, loaded in {:.2f}s)\n",
                    lm.weights->describe(), double(m.n_params()) / 1e6, lm.load_seconds);
-    DenseKvCache cache(m.kv_shape(), int(ids.size()) + a.n_predict);
+    const int capacity = int(ids.size()) + a.n_predict;
+    std::unique_ptr<KvCache> cache_ptr;
+    if (a.live.policy.empty()) {
+        cache_ptr = std::make_unique<DenseKvCache>(m.kv_shape(), capacity);
+    } else {
+        cache_ptr = make_live_cache(m, sim::parse_spec(a.live.policy), a.live, capacity,
+                                    int64_t(ids.size()), false);
+    }
+    KvCache& cache = *cache_ptr;
     std::vector<float> logits;
     const auto t0 = std::chrono::steady_clock::now();
     prefill(m, ids.data(), int(ids.size()), 0, cache, 256, LogitsFor::Last, logits);
@@ -68,9 +78,11 @@ void run_generate(const GenerateArgs& a) {
     const double sd = std::chrono::duration<double>(t2 - t1).count();
     if (!a.quiet)
         fmt::print(stderr,
-                   "prompt: {} tokens, {:.1f} tokens/s | generated: {} tokens, {:.1f} tokens/s\n",
+                   "prompt: {} tokens, {:.1f} tokens/s | generated: {} tokens, {:.1f} tokens/s | "
+                   "KV cache {:.2f} MiB\n",
                    ids.size(), double(ids.size()) / sp, out.size(),
-                   out.empty() ? 0.0 : double(out.size()) / sd);
+                   out.empty() ? 0.0 : double(out.size()) / sd,
+                   double(cache.bytes()) / double(1 << 20));
 }
 
 }  // namespace
@@ -86,6 +98,7 @@ void register_generate(CLI::App& app) {
         ->capture_default_str();
     add_sampling_options(*c, a->sp);
     c->add_option("--seed", a->sp.seed, "Random seed")->capture_default_str();
+    add_live_options(*c, a->live);
     c->add_flag("-q,--quiet", a->quiet, "No model info or speed on stderr");
     c->callback([a] { run_generate(*a); });
 }

@@ -7,6 +7,7 @@
 #include "engine/error.h"
 #include "engine/progress.h"
 #include "engine/runner.h"
+#include "live_options.h"
 
 namespace kvs::cli {
 
@@ -17,6 +18,7 @@ struct PerplexityArgs {
     int ctx = 512, chunk = 256;
     int64_t max_tokens = 0;
     bool json = false, quiet = false;
+    LiveArgs live;
 };
 
 void run_perplexity(const PerplexityArgs& a) {
@@ -30,7 +32,14 @@ void run_perplexity(const PerplexityArgs& a) {
     if (n_ctx > 0 && a.ctx > n_ctx)
         fail("--ctx {} exceeds the model's context length {}", a.ctx, n_ctx);
     Progress bar("perplexity", int64_t(ids.size()), a.quiet);
-    const PerplexityResult r = perplexity(*lm.model, ids, a.ctx, a.chunk, nullptr, &bar);
+    std::unique_ptr<sim::LiveCache> live;
+    if (!a.live.policy.empty()) {
+        if (a.live.mode == "prefill")
+            fail("perplexity --policy runs in stream mode (for prefill mode use kvscope eval)");
+        live = make_live_cache(*lm.model, sim::parse_spec(a.live.policy), a.live, a.ctx, 0, false);
+    }
+    const PerplexityResult r =
+        perplexity(*lm.model, ids, a.ctx, a.chunk, nullptr, &bar, live.get());
     bar.finish();
     const double tps = double(r.n_scored + r.n_windows) / r.seconds;
     if (a.json) {
@@ -42,7 +51,8 @@ void run_perplexity(const PerplexityArgs& a) {
                             {"tokens_scored", r.n_scored},
                             {"windows", r.n_windows},
                             {"seconds", r.seconds},
-                            {"tokens_per_second", tps}};
+                            {"tokens_per_second", tps},
+                            {"policy", a.live.policy.empty() ? "" : live->spec().canonical}};
         fmt::print("{}\n", j.dump());
     } else {
         fmt::print(
@@ -66,6 +76,7 @@ void register_perplexity(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--max-tokens", a->max_tokens, "Score only the first N tokens (0 = all)")
         ->check(CLI::NonNegativeNumber);
+    add_live_options(*c, a->live);
     c->add_flag("--json", a->json, "One JSON object on stdout");
     c->add_flag("-q,--quiet", a->quiet, "No progress bar");
     c->callback([a] { run_perplexity(*a); });

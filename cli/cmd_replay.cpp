@@ -12,31 +12,13 @@
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
+#include "sweep_specs.h"
 
 namespace kvs::cli {
 
 namespace {
 
 using sim::PolicySpec;
-
-std::vector<PolicySpec> parse_specs(const std::vector<std::string>& texts, bool quiet,
-                                    bool require_budget = true) {
-    std::vector<PolicySpec> out;
-    for (const auto& t : texts) {
-        out.push_back(sim::parse_spec(t, require_budget));
-        for (const char* key : {"bits", "b_min", "b_max"}) {
-            auto it = out.back().params.values.find(key);
-            if (it == out.back().params.values.end()) continue;
-            const int b = std::stoi(it->second);
-            if (!quiet && !kernels::bits_supported(b))
-                fmt::print(stderr,
-                           "note: {}: {}={} is stored at {} bits (the packed format holds 2, 4, 8 "
-                           "and 16)\n",
-                           out.back().entry->info.name, key, b, kernels::snap_bits(b));
-        }
-    }
-    return out;
-}
 
 sim::Mode parse_mode(const std::string& m) {
     if (m == "stream") return sim::Mode::stream;
@@ -136,40 +118,8 @@ struct SweepArgs {
 void run_sweep(SweepArgs& a) {
     check_out(a.c.out);
     check_out(a.c.csv);
-    std::vector<std::string> budgets;
-    if (!a.budgets.empty()) {
-        size_t i = 0;
-        while (i <= a.budgets.size()) {
-            const size_t j = std::min(a.budgets.find(',', i), a.budgets.size());
-            const std::string b = a.budgets.substr(i, j - i);
-            if (!b.empty()) budgets.push_back(sim::parse_budget(b).text);
-            i = j + 1;
-        }
-    }
-    int shard_i = 0, shard_n = 1;
-    if (!a.shard.empty()) {
-        if (std::sscanf(a.shard.c_str(), "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 ||
-            shard_i < 0 || shard_i >= shard_n)
-            fail("--shard must be i/n with 0 <= i < n (got '{}')", a.shard);
-    }
-    // The base specs: a spec without budget= crosses with --budgets (when its policy takes one);
-    // a spec with one, or a policy without budgets, runs once.
-    const std::vector<PolicySpec> base = parse_specs(a.c.policies, a.c.quiet, false);
-    std::vector<PolicySpec> specs;
-    for (const auto& s : base) {
-        const bool has_size = !s.params.values.count("budget") ||
-                              !s.params.values.at("budget").empty() ||
-                              (s.params.values.count("recent") && s.entry->info.name == "window" &&
-                               s.params.values.at("recent") != "0");
-        if (!s.entry->info.takes_budget || has_size || budgets.empty()) {
-            if (s.entry->info.needs_budget && s.params.values.at("budget").empty())
-                fail("policy '{}' needs a budget: give --budgets or budget= in the spec",
-                     s.entry->info.name);
-            specs.push_back(s);
-            continue;
-        }
-        for (const auto& b : budgets) specs.push_back(sim::with_budget(s, b));
-    }
+    const std::vector<PolicySpec> specs = expand_specs(a.c.policies, a.budgets, a.c.quiet);
+    const auto [shard_i, shard_n] = parse_shard(a.shard);
     // Runs in order (trace-major); this shard keeps index % n == i.
     std::vector<sim::RunResult> all;
     int64_t index = 0, mine = 0;

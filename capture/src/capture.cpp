@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 #include "engine/error.h"
 #include "engine/kv_cache.h"
@@ -73,7 +74,9 @@ CaptureResult run_capture(const Model& m, const Tokenizer* tok, const CaptureReq
     KVS_ASSERT(P > 0 && req.chunk > 0 && req.n_generate >= 0);
     const int n_vocab = m.config().n_vocab;
     CaptureResult res;
-    DenseKvCache cache(m.kv_shape(), P + req.n_generate);
+    std::unique_ptr<DenseKvCache> dense;
+    if (!req.cache) dense = std::make_unique<DenseKvCache>(m.kv_shape(), P + req.n_generate);
+    KvCache& cache = req.cache ? *req.cache : *dense;
     Sampler sampler(req.sampling);
     std::vector<float> logits;
     std::vector<int32_t> pos(size_t(req.chunk)), next(size_t(req.chunk));
@@ -105,12 +108,12 @@ CaptureResult run_capture(const Model& m, const Tokenizer* tok, const CaptureReq
 
     // Prompt, in chunks.
     int32_t sampled = -1;
-    for (int i = 0; i < P; i += req.chunk) {
+    for (int i = 0; i < P;) {
         if (stop()) {
             res.interrupted = true;
             break;
         }
-        const int nt = std::min(req.chunk, P - i);
+        const int nt = std::min({req.chunk, P - i, std::max(1, cache.max_chunk(i))});
         for (int t = 0; t < nt; ++t) pos[size_t(t)] = i + t;
         m.forward(req.prompt.data() + i, pos.data(), nt, cache, LogitsFor::All, logits, &w);
         const bool last = i + nt == P;
@@ -119,6 +122,7 @@ CaptureResult run_capture(const Model& m, const Tokenizer* tok, const CaptureReq
         for (int t = 0; t < nt; ++t)
             next[size_t(t)] = i + t + 1 < P ? req.prompt[size_t(i + t + 1)] : sampled;
         append(req.prompt.data() + i, nt, i, next.data());
+        i += nt;
     }
 
     // Generation: every sampled token is run through the model (so its q/k/v are in the trace);

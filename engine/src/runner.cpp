@@ -35,8 +35,8 @@ void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& ca
     std::vector<int32_t> pos(static_cast<size_t>(chunk));
     std::vector<float> part;
     if (which == LogitsFor::All) logits.assign(size_t(n) * n_vocab, 0.0f);
-    for (int i = 0; i < n; i += chunk) {
-        const int nt = std::min(chunk, n - i);
+    for (int i = 0; i < n;) {
+        const int nt = std::min({chunk, n - i, std::max(1, cache.max_chunk(pos0 + i))});
         for (int t = 0; t < nt; ++t) pos[size_t(t)] = pos0 + i + t;
         const bool last = i + nt == n;
         const LogitsFor w = which == LogitsFor::All              ? LogitsFor::All
@@ -48,6 +48,7 @@ void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& ca
         else if (w == LogitsFor::Last)
             logits = part;
         if (progress) progress->update(progress_base + i + nt);
+        i += nt;
     }
 }
 
@@ -60,11 +61,13 @@ double log_prob(const float* logits, int n_vocab, int32_t target) {
 }
 
 PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx, int chunk,
-                            std::vector<double>* logprobs, Progress* progress) {
+                            std::vector<double>* logprobs, Progress* progress, KvCache* cache_in) {
     if (ctx < 2) fail("--ctx must be at least 2 (got {})", ctx);
     const auto t0 = std::chrono::steady_clock::now();
     PerplexityResult r;
-    DenseKvCache cache(m.kv_shape(), ctx);
+    std::unique_ptr<DenseKvCache> dense;
+    if (!cache_in) dense = std::make_unique<DenseKvCache>(m.kv_shape(), ctx);
+    KvCache& cache = cache_in ? *cache_in : *dense;
     const int n_vocab = m.config().n_vocab;
     std::vector<float> logits;
     double nll = 0;

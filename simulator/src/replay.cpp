@@ -50,25 +50,6 @@ LayerData load_layer(const capture::TraceReader& r, int layer, int slot, int64_t
     return ld;
 }
 
-std::string params_json(const PolicySpec& s) {
-    nlohmann::ordered_json j = nlohmann::ordered_json::object();
-    for (const auto& p : s.entry->info.params) {
-        const std::string& v = s.params.values.at(p.name);
-        if (v.empty()) continue;
-        if (p.kind == ParamKind::integer)
-            j[p.name] = std::stoll(v);
-        else if (p.kind == ParamKind::real)
-            j[p.name] = std::stod(v);
-        else if (p.kind == ParamKind::budget && v.find_first_of(".eE") != std::string::npos)
-            j[p.name] = std::stod(v);
-        else if (p.kind == ParamKind::budget)
-            j[p.name] = std::stoll(v);
-        else
-            j[p.name] = v;
-    }
-    return j.dump();
-}
-
 struct Shared {
     int64_t T = 0, first_eval = 0, first_update = 0;
     int H = 0, Hkv = 0, d = 0, L = 0, n_layer = 0;
@@ -248,6 +229,25 @@ double quantile(std::vector<float> v, double q) {
 }
 
 }  // namespace
+
+std::string params_json(const PolicySpec& s) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();
+    for (const auto& p : s.entry->info.params) {
+        const std::string& v = s.params.values.at(p.name);
+        if (v.empty()) continue;
+        if (p.kind == ParamKind::integer)
+            j[p.name] = std::stoll(v);
+        else if (p.kind == ParamKind::real)
+            j[p.name] = std::stod(v);
+        else if (p.kind == ParamKind::budget && v.find_first_of(".eE") != std::string::npos)
+            j[p.name] = std::stod(v);
+        else if (p.kind == ParamKind::budget)
+            j[p.name] = std::stoll(v);
+        else
+            j[p.name] = v;
+    }
+    return j.dump();
+}
 
 Summary summarize(const RunResult& r) {
     Summary s;

@@ -18,7 +18,10 @@ struct CaptureRequest {
     std::vector<int32_t> prompt;  // token ids, at positions 0..
     int n_generate = 0;           // tokens to sample after the prompt (all go into the trace)
     SamplerParams sampling;       // greedy by default
-    int chunk = 256;              // prompt tokens per forward call
+    int chunk = 256;              // prompt tokens per forward call (at most; the cache may
+                                  // take fewer: KvCache::max_chunk)
+    KvCache* cache = nullptr;     // the cache to run on (null: a dense fp32 cache); it must
+                                  // hold prompt + n_generate positions
 };
 
 struct CaptureResult {

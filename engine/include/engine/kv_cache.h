@@ -42,6 +42,12 @@ class KvCache {
     // Bytes the cache really stores for its entries (payload + metadata), all layers and heads.
     virtual size_t bytes() const = 0;
     virtual void clear() = 0;
+    // How many tokens starting at position first_pos one append/attend call may carry (a cache
+    // whose policy acts between tokens takes them one at a time). Drivers split chunks by it.
+    virtual int max_chunk(int64_t first_pos) const {
+        (void)first_pos;
+        return 1 << 30;
+    }
 };
 
 // Dense fp32 cache with a fixed capacity per (layer, kv head).

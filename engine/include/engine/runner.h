@@ -42,7 +42,10 @@ struct PerplexityResult {
 // Perplexity over non-overlapping windows of `ctx` tokens; each window starts with an empty
 // cache and scores its tokens 1..ctx-1 (token 0 of a window has no context). A last window of
 // fewer than 2 tokens is dropped. logprobs (optional) gets one entry per scored token.
+// cache (optional): the cache to run on (cleared before each window; at least ctx positions);
+// null: a dense fp32 cache.
 PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens, int ctx, int chunk,
-                            std::vector<double>* logprobs = nullptr, Progress* progress = nullptr);
+                            std::vector<double>* logprobs = nullptr, Progress* progress = nullptr,
+                            KvCache* cache = nullptr);
 
 }  // namespace kvs

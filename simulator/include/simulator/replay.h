@@ -105,5 +105,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
 
 // The summary statistics of a run's per-step arrays (also used by merge).
 Summary summarize(const RunResult& r);
+// The spec's parameters as a JSON object (RunResult::params_json).
+std::string params_json(const PolicySpec& s);
 
 }  // namespace kvs::sim

@@ -33,6 +33,10 @@ class DynamicKv final : public Policy {
         return std::make_unique<detail::SnapLayer>(p_, c.n_tokens, c.n_kv, s);
     }
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
+        if (!c.reader)
+            fail(
+                "dynamickv cannot run live yet: its per-layer budgets are planned from a trace "
+                "(use kvscope replay)");
         auto out = std::make_shared<DynPlan>();
         const size_t L = c.layers.size();
         out->scale.assign(L, 1.0);

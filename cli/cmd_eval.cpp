@@ -1,0 +1,375 @@
+// kvscope eval: what a policy costs the model with its compressed cache in the loop (closed
+// loop): perplexity, KL to the full model and top-1 agreement on a text, or exact-match accuracy
+// on a passkey / needle grid. The same policy code as replay drives the engine's cache
+// (simulator/live_cache.h).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "capture/prompts.h"
+#include "common.h"
+#include "engine/error.h"
+#include "engine/progress.h"
+#include "engine/runner.h"
+#include "live_options.h"
+#include "simulator/results_io.h"
+#include "sweep_specs.h"
+
+namespace kvs::cli {
+
+namespace {
+
+struct EvalArgs {
+    std::string model, task = "ppl", text_file, haystack, budgets, shard, csv, lengths = "1024",
+                       depths = "0,0.25,0.5,0.75,1";
+    std::vector<std::string> policies;
+    int ctx = 2048, max_windows = 0, seeds = 1, n_predict = 12;
+    int64_t prefill_len = -1;
+    bool json = false, quiet = false;
+    LiveArgs live;
+};
+
+struct RunStats {
+    std::string policy, spec, budget, mode;
+    // ppl
+    double nll = 0, nll_full = 0;
+    std::vector<float> kl;  // per scored token
+    int64_t top1 = 0, scored = 0;
+    // retrieval
+    int64_t correct = 0, items = 0;
+    double ttft = 0;  // summed over items
+    // both
+    double bytes_sum = 0, bytes_peak = 0, offload_sum = 0, offload_peak = 0;
+    int64_t byte_samples = 0, tokens = 0;
+    double seconds = 0;
+};
+
+std::vector<double> parse_list(const std::string& s, const char* what) {
+    std::vector<double> out;
+    size_t i = 0;
+    while (i <= s.size()) {
+        const size_t j = std::min(s.find(',', i), s.size());
+        const std::string t = s.substr(i, j - i);
+        if (!t.empty()) {
+            try {
+                size_t used = 0;
+                out.push_back(std::stod(t, &used));
+                if (used != t.size()) throw std::invalid_argument(t);
+            } catch (const std::exception&) {
+                fail("--{}: '{}' is not a number", what, t);
+            }
+        }
+        i = j + 1;
+    }
+    if (out.empty()) fail("--{} is empty", what);
+    return out;
+}
+
+// log-softmax of one row of logits into out.
+void log_softmax(const float* x, int n, std::vector<double>& out) {
+    out.resize(size_t(n));
+    double m = x[0];
+    for (int j = 1; j < n; ++j) m = std::max(m, double(x[j]));
+    double z = 0;
+    for (int j = 0; j < n; ++j) z += std::exp(double(x[j]) - m);
+    const double l = m + std::log(z);
+    for (int j = 0; j < n; ++j) out[size_t(j)] = double(x[j]) - l;
+}
+
+int argmax(const float* x, int n) {
+    return int(std::max_element(x, x + n) - x);
+}
+
+void add_bytes(RunStats& st, const sim::LiveCache& c) {
+    const auto& r = c.record();
+    const size_t U = size_t(c.shape().n_layer) * size_t(c.shape().n_head_kv);
+    for (int64_t s = 0; s < r.n_steps; ++s) {
+        double b = 0, o = 0;
+        for (size_t u = 0; u < U; ++u) {
+            b += double(r.bytes[size_t(s) * U + u]);
+            o += double(r.offload_bytes[size_t(s) * U + u]);
+        }
+        st.bytes_sum += b;
+        st.offload_sum += o;
+        st.bytes_peak = std::max(st.bytes_peak, b);
+        st.offload_peak = std::max(st.offload_peak, o);
+        ++st.byte_samples;
+    }
+}
+
+double p95(std::vector<float> v) {
+    if (v.empty()) return 0;
+    const size_t k = std::min(v.size() - 1, size_t(std::floor(0.95 * double(v.size() - 1) + 0.5)));
+    std::nth_element(v.begin(), v.begin() + ptrdiff_t(k), v.end());
+    return v[k];
+}
+
+void run_eval(const EvalArgs& a) {
+    if (a.task != "ppl" && a.task != "passkey" && a.task != "needle")
+        fail("--task '{}': expected ppl, passkey or needle", a.task);
+    if (a.policies.empty()) fail("give at least one --policy");
+    if (a.task == "ppl" && a.text_file.empty()) fail("--task ppl needs --text-file FILE");
+    if (a.task == "needle" && a.haystack.empty()) fail("--task needle needs --haystack FILE");
+    const sim::Mode mode = parse_mode(a.live.mode);
+    parse_kv_dtype(a.live.kv_dtype);
+    const std::vector<sim::PolicySpec> all_specs = expand_specs(a.policies, a.budgets, a.quiet);
+    const auto [shard_i, shard_n] = parse_shard(a.shard);
+    std::vector<sim::PolicySpec> specs;
+    for (size_t i = 0; i < all_specs.size(); ++i)
+        if (int(i % size_t(shard_n)) == shard_i) specs.push_back(all_specs[i]);
+    if (!a.csv.empty()) sim::check_output_path(a.csv);
+    const std::string text = a.task == "ppl" ? read_text_file(a.text_file) : "";
+    const std::string haystack = a.task == "needle" ? read_text_file(a.haystack) : "";
+
+    LoadedModel lm = load_model(a.model);
+    const Model& m = *lm.model;
+    const Tokenizer& tok = *lm.tokenizer;
+    const int V = m.config().n_vocab;
+    const int n_ctx = m.config().n_ctx_train > 0 ? m.config().n_ctx_train : 1 << 20;
+    std::vector<RunStats> stats(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+        stats[i].policy = specs[i].entry->info.name;
+        stats[i].spec = specs[i].canonical;
+        auto bit = specs[i].params.values.find("budget");
+        stats[i].budget = bit != specs[i].params.values.end() ? bit->second : "";
+        stats[i].mode = sim::mode_name(mode);
+    }
+
+    if (a.task == "ppl") {
+        if (a.ctx > n_ctx) fail("--ctx {} exceeds the model's context length {}", a.ctx, n_ctx);
+        const std::vector<int32_t> ids = tok.encode(text, false, false);
+        int n_win = int(ids.size() / size_t(a.ctx));
+        if (n_win == 0)
+            fail("eval text '{}' has {} tokens, shorter than one window of --ctx {}", a.text_file,
+                 ids.size(), a.ctx);
+        if (a.max_windows > 0) n_win = std::min(n_win, a.max_windows);
+        const int P =
+            mode == sim::Mode::prefill ? int(a.prefill_len >= 0 ? a.prefill_len : a.ctx / 2) : 0;
+        if (mode == sim::Mode::prefill && (P < 1 || P >= a.ctx - 1))
+            fail("--prefill-len {} must be in [1, {}) for --ctx {}", P, a.ctx - 1, a.ctx);
+        // Scored: the predictions made from positions [P, ctx - 1) (in prefill mode those after
+        // the compression; in stream mode every one).
+        Progress bar("eval", int64_t(n_win) * int64_t(specs.size() + 1) * a.ctx, a.quiet, "tok");
+        int64_t done = 0;
+        std::vector<float> ref, logits;
+        std::vector<double> lf, lc;
+        for (int w = 0; w < n_win; ++w) {
+            const int32_t* win = ids.data() + size_t(w) * size_t(a.ctx);
+            {
+                DenseKvCache dense(m.kv_shape(), a.ctx);
+                prefill(m, win, a.ctx, 0, dense, 256, LogitsFor::All, ref);
+                done += a.ctx;
+                bar.update(done);
+            }
+            for (size_t r = 0; r < specs.size(); ++r) {
+                RunStats& st = stats[r];
+                auto cache = make_live_cache(m, specs[r], a.live, a.ctx, P, true);
+                const auto t0 = std::chrono::steady_clock::now();
+                prefill(m, win, a.ctx, 0, *cache, 256, LogitsFor::All, logits, nullptr, &bar, done);
+                st.seconds +=
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                done += a.ctx;
+                st.tokens += a.ctx;
+                for (int t = P; t + 1 < a.ctx; ++t) {
+                    const float* rf = ref.data() + size_t(t) * size_t(V);
+                    const float* rc = logits.data() + size_t(t) * size_t(V);
+                    log_softmax(rf, V, lf);
+                    log_softmax(rc, V, lc);
+                    double kl = 0;
+                    for (int j = 0; j < V; ++j)
+                        kl += std::exp(lf[size_t(j)]) * (lf[size_t(j)] - lc[size_t(j)]);
+                    const int32_t next = win[t + 1];
+                    st.nll -= lc[size_t(next)];
+                    st.nll_full -= lf[size_t(next)];
+                    st.kl.push_back(float(std::max(0.0, kl)));
+                    st.top1 += argmax(rf, V) == argmax(rc, V);
+                    ++st.scored;
+                }
+                add_bytes(st, *cache);
+            }
+        }
+        bar.finish();
+    } else {
+        const std::vector<double> lengths = parse_list(a.lengths, "lengths");
+        const std::vector<double> depths = parse_list(a.depths, "depths");
+        if (a.seeds < 1) fail("--seeds {} must be >= 1", a.seeds);
+        const int64_t n_items = int64_t(lengths.size() * depths.size()) * a.seeds;
+        Progress bar("eval", n_items * int64_t(specs.size()), a.quiet, "item");
+        int64_t done = 0;
+        std::vector<float> logits;
+        for (double len : lengths) {
+            if (len < 64 || len + a.n_predict > n_ctx)
+                fail("--lengths {}: must be in [64, {}]", len, n_ctx - a.n_predict);
+            for (double depth : depths) {
+                if (depth < 0 || depth > 1) fail("--depths {}: must be in [0, 1]", depth);
+                for (int seed = 0; seed < a.seeds; ++seed) {
+                    capture::TaskParams tp;
+                    tp.kind = a.task;
+                    tp.ctx = int(len);
+                    tp.depth = depth;
+                    tp.seed = uint64_t(seed);
+                    tp.haystack = haystack;
+                    const capture::TaskPrompt pr = capture::build_task_prompt(tok, tp);
+                    const int P = int(pr.ids.size());
+                    for (size_t r = 0; r < specs.size(); ++r) {
+                        RunStats& st = stats[r];
+                        auto cache = make_live_cache(m, specs[r], a.live, P + a.n_predict, P, true);
+                        const auto t0 = std::chrono::steady_clock::now();
+                        prefill(m, pr.ids.data(), P, 0, *cache, 256, LogitsFor::Last, logits);
+                        st.ttft +=
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                                .count();
+                        std::vector<int32_t> out;
+                        for (int i = 0; i < a.n_predict; ++i) {
+                            const int32_t id = argmax(logits.data(), V);
+                            if (tok.is_eog(id)) break;
+                            out.push_back(id);
+                            const int32_t pos = P + i;
+                            m.forward(&id, &pos, 1, *cache, LogitsFor::Last, logits);
+                        }
+                        st.seconds +=
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                                .count();
+                        st.tokens += P + int64_t(out.size());
+                        st.correct += capture::answer_found(tok.decode(out), pr.task.answer);
+                        ++st.items;
+                        add_bytes(st, *cache);
+                        bar.update(++done);
+                    }
+                }
+            }
+        }
+        bar.finish();
+    }
+
+    // Report.
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (const auto& st : stats) {
+        nlohmann::ordered_json j;
+        j["policy"] = st.policy;
+        j["spec"] = st.spec;
+        j["budget"] = st.budget;
+        j["mode"] = st.mode;
+        j["task"] = a.task;
+        if (a.task == "ppl") {
+            const double n = double(std::max<int64_t>(1, st.scored));
+            double kl_sum = 0;
+            for (float x : st.kl) kl_sum += x;
+            j["ppl"] = std::exp(st.nll / n);
+            j["ppl_full"] = std::exp(st.nll_full / n);
+            j["delta_ppl"] = std::exp(st.nll / n) - std::exp(st.nll_full / n);
+            j["kl_mean"] = kl_sum / n;
+            j["kl_p95"] = p95(st.kl);
+            j["top1_agree"] = double(st.top1) / n;
+            j["tokens_scored"] = st.scored;
+        } else {
+            j["accuracy"] = st.items ? double(st.correct) / double(st.items) : 0.0;
+            j["items"] = st.items;
+            j["ttft_s"] = st.items ? st.ttft / double(st.items) : 0.0;
+        }
+        const double bs = double(std::max<int64_t>(1, st.byte_samples));
+        j["kv_bytes_mean"] = st.bytes_sum / bs;
+        j["kv_bytes_peak"] = st.bytes_peak;
+        j["offload_bytes_mean"] = st.offload_sum / bs;
+        j["offload_bytes_peak"] = st.offload_peak;
+        j["tokens_per_s"] = st.seconds > 0 ? double(st.tokens) / st.seconds : 0.0;
+        j["seconds"] = st.seconds;
+        rows.push_back(j);
+    }
+    if (!a.csv.empty()) {
+        const std::string tmp = a.csv + ".partial";
+        {
+            std::ofstream o(tmp);
+            if (!o) fail("cannot write '{}'", a.csv);
+            std::vector<std::string> keys;
+            for (auto it = rows.at(0).begin(); it != rows.at(0).end(); ++it)
+                keys.push_back(it.key());
+            for (size_t k = 0; k < keys.size(); ++k) o << (k ? "," : "") << keys[k];
+            o << "\n";
+            for (const auto& r : rows) {
+                for (size_t k = 0; k < keys.size(); ++k) {
+                    const auto& v = r.at(keys[k]);
+                    std::string s = v.is_string() ? v.get<std::string>() : v.dump();
+                    if (s.find_first_of(",\"") != std::string::npos) s = "\"" + s + "\"";
+                    o << (k ? "," : "") << s;
+                }
+                o << "\n";
+            }
+            if (!o.flush()) fail("cannot write '{}'", a.csv);
+        }
+        std::rename(tmp.c_str(), a.csv.c_str());
+    }
+    if (a.json) {
+        fmt::print("{}\n", rows.dump());
+        return;
+    }
+    const double MiB = double(1 << 20);
+    if (a.task == "ppl") {
+        fmt::print("{:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>7}\n", "policy",
+                   "budget", "ppl", "d ppl", "KL mean", "KL p95", "top-1", "KV MiB", "peak",
+                   "offload", "tok/s");
+        for (const auto& r : rows)
+            fmt::print(
+                "{:<10} {:>6} {:>8.3f} {:>+8.3f} {:>8.4f} {:>8.4f} {:>5.1f}% {:>8.2f} {:>8.2f} "
+                "{:>8.2f} {:>7.1f}\n",
+                r["policy"].get<std::string>(),
+                r["budget"].get<std::string>().empty() ? "-" : r["budget"].get<std::string>(),
+                r["ppl"].get<double>(), r["delta_ppl"].get<double>(), r["kl_mean"].get<double>(),
+                r["kl_p95"].get<double>(), 100 * r["top1_agree"].get<double>(),
+                r["kv_bytes_mean"].get<double>() / MiB, r["kv_bytes_peak"].get<double>() / MiB,
+                r["offload_bytes_mean"].get<double>() / MiB, r["tokens_per_s"].get<double>());
+    } else {
+        fmt::print("{:<10} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>7}\n", "policy", "budget",
+                   "accuracy", "items", "KV MiB", "peak", "TTFT s", "tok/s");
+        for (const auto& r : rows)
+            fmt::print(
+                "{:<10} {:>6} {:>8.1f}% {:>6} {:>8.2f} {:>8.2f} {:>8.2f} {:>7.1f}\n",
+                r["policy"].get<std::string>(),
+                r["budget"].get<std::string>().empty() ? "-" : r["budget"].get<std::string>(),
+                100 * r["accuracy"].get<double>(), r["items"].get<int64_t>(),
+                r["kv_bytes_mean"].get<double>() / MiB, r["kv_bytes_peak"].get<double>() / MiB,
+                r["ttft_s"].get<double>(), r["tokens_per_s"].get<double>());
+    }
+}
+
+}  // namespace
+
+void register_eval(CLI::App& app) {
+    auto a = std::make_shared<EvalArgs>();
+    CLI::App* c = app.add_subcommand(
+        "eval", "Closed loop: perplexity / KL / retrieval accuracy with the compressed cache");
+    add_model_option(*c, a->model);
+    c->add_option("--task", a->task, "ppl, passkey or needle")->capture_default_str();
+    c->add_option("-f,--text-file", a->text_file, "ppl: the text");
+    c->add_option("--haystack", a->haystack, "needle: the text to hide the needle in");
+    c->add_option("--policy", a->policies, "Policy spec (repeat; kvscope policies)");
+    c->add_option("--budgets", a->budgets, "Budgets crossed with specs without one (64,0.2,...)");
+    c->add_option("-c,--ctx", a->ctx, "ppl: window length in tokens")
+        ->check(CLI::Range(8, 1 << 20))
+        ->capture_default_str();
+    c->add_option("--max-windows", a->max_windows, "ppl: at most this many windows (0 = all)")
+        ->check(CLI::NonNegativeNumber);
+    c->add_option("--prefill-len", a->prefill_len,
+                  "ppl, prefill mode: prompt tokens of each window (default ctx/2)");
+    c->add_option("--lengths", a->lengths, "passkey/needle: prompt lengths in tokens")
+        ->capture_default_str();
+    c->add_option("--depths", a->depths, "passkey/needle: answer depths in [0, 1]")
+        ->capture_default_str();
+    c->add_option("--seeds", a->seeds, "passkey/needle: prompts per (length, depth)")
+        ->capture_default_str();
+    c->add_option("-n,--n-predict", a->n_predict, "passkey/needle: tokens generated (greedy)")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    add_live_options(*c, a->live, false);
+    c->add_option("--shard", a->shard, "Run only shard i of n (i/n): runs with index % n == i");
+    c->add_option("--csv", a->csv, "One row per run");
+    c->add_flag("--json", a->json, "JSON array on stdout instead of the table");
+    c->add_flag("-q,--quiet", a->quiet, "No progress bar");
+    c->callback([a] { run_eval(*a); });
+}
+
+}  // namespace kvs::cli

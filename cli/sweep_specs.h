@@ -1,0 +1,22 @@
+// The runs of a sweep or an eval: policy specs crossed with --budgets, and --shard i/n.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "simulator/policy.h"
+
+namespace kvs::cli {
+
+// Parses each spec (notes on stderr unless quiet for bit widths the packed formats round).
+std::vector<sim::PolicySpec> parse_specs(const std::vector<std::string>& texts, bool quiet,
+                                         bool require_budget = true);
+// Each spec without budget= crosses with the comma-separated budgets (when its policy takes
+// one); a spec with one, or a policy without budgets, runs once. Notes on stderr (unless quiet)
+// for bit widths the packed formats round.
+std::vector<sim::PolicySpec> expand_specs(const std::vector<std::string>& policies,
+                                          const std::string& budgets, bool quiet);
+// "i/n" -> (i, n); "" -> (0, 1). Throws kvs::Error for anything else.
+std::pair<int, int> parse_shard(const std::string& s);
+
+}  // namespace kvs::cli
