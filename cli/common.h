@@ -28,5 +28,6 @@ void register_bench(CLI::App& app);
 void register_capture(CLI::App& app);
 void register_info(CLI::App& app);
 void register_replay(CLI::App& app);  // policies, replay, sweep, merge
+void register_figures(CLI::App& app);
 
 }  // namespace kvs::cli

@@ -13,8 +13,9 @@ say() { [ -n "${KVS_QUIET:-}" ] || echo "[setup] $*" >&2; }
 # --- 1. Debian packages -------------------------------------------------------------------
 PKGS=(build-essential cmake pkg-config git python3 python3-pip
       libeigen3-dev libhdf5-dev catch2 libcli11-dev libfmt-dev nlohmann-json3-dev libpcre2-dev
-      zlib1g-dev python3-h5py python3-numpy hdf5-tools
-      libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri)
+      zlib1g-dev python3-h5py python3-numpy python3-matplotlib hdf5-tools
+      libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri
+      libopenblas0-pthread)  # numpy's matmul for `kvscope figures` (reference BLAS: ~20x slower)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

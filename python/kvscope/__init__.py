@@ -1,4 +1,5 @@
-"""kvscope: read kvscope attention traces and replay results (HDF5) with numpy.
+"""kvscope: read kvscope attention traces and replay results (HDF5) with numpy, and draw the
+standard figures of a KV-cache compression paper (kvscope.figures, needs matplotlib).
 
     import kvscope
     t = kvscope.open_trace("traces/passkey.h5")
