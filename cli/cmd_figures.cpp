@@ -25,14 +25,11 @@ std::string self_exe() {
     return ec ? std::string() : p.string();
 }
 
-// The folder holding the kvscope Python package: $KVSCOPE_PYTHON_DIR, else beside an
-// installed program (<prefix>/share/kvscope/python), else the source tree kvscope was built
-// from.
-std::string python_dir(const std::string& exe) {
+// The folder holding the kvscope Python package: $KVSCOPE_PYTHON_DIR, else python/ of the
+// source tree kvscope was built from (there is no install step).
+std::string python_dir() {
     std::vector<fs::path> tried;
     if (const char* env = std::getenv("KVSCOPE_PYTHON_DIR"); env && *env) tried.emplace_back(env);
-    if (!exe.empty())
-        tried.push_back(fs::path(exe).parent_path().parent_path() / "share" / "kvscope" / "python");
     tried.emplace_back(fs::path(KVS_SOURCE_DIR) / "python");
     std::string looked;
     for (const auto& d : tried) {
@@ -66,7 +63,7 @@ void register_figures(CLI::App& app) {
     c->prefix_command();
     c->callback([c] {
         const std::string exe = self_exe();
-        const std::string dir = python_dir(exe);
+        const std::string dir = python_dir();
         const std::string py = figures_python();
         if (access(py.c_str(), X_OK) != 0)
             fail(
