@@ -16,6 +16,7 @@
 #include "engine/progress.h"
 #include "engine/runner.h"
 #include "live_options.h"
+#include "shard.h"
 #include "simulator/results_io.h"
 #include "sweep_specs.h"
 
@@ -117,10 +118,11 @@ void run_eval(const EvalArgs& a) {
     const sim::Mode mode = parse_mode(a.live.mode);
     parse_kv_dtype(a.live.kv_dtype);
     const std::vector<sim::PolicySpec> all_specs = expand_specs(a.policies, a.budgets, a.quiet);
-    const auto [shard_i, shard_n] = parse_shard(a.shard);
+    const Shard shard = parse_shard(a.shard);
     std::vector<sim::PolicySpec> specs;
     for (size_t i = 0; i < all_specs.size(); ++i)
-        if (int(i % size_t(shard_n)) == shard_i) specs.push_back(all_specs[i]);
+        if (shard.owns((long long)i)) specs.push_back(all_specs[i]);
+    if (specs.empty()) fail("shard {}/{} has no runs", shard.index, shard.count);
     if (!a.csv.empty()) sim::check_output_path(a.csv);
     const std::string text = a.task == "ppl" ? read_text_file(a.text_file) : "";
     const std::string haystack = a.task == "needle" ? read_text_file(a.haystack) : "";
@@ -365,7 +367,7 @@ void register_eval(CLI::App& app) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     add_live_options(*c, a->live, false);
-    c->add_option("--shard", a->shard, "Run only shard i of n (i/n): runs with index % n == i");
+    c->add_option("--shard", a->shard, "Run only shard i of n (i/n, or auto: Slurm's job array): runs with index % n == i");
     c->add_option("--csv", a->csv, "One row per run");
     c->add_flag("--json", a->json, "JSON array on stdout instead of the table");
     c->add_flag("-q,--quiet", a->quiet, "No progress bar");

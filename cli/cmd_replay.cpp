@@ -9,6 +9,7 @@
 #include "common.h"
 #include "engine/error.h"
 #include "kernels/quant_pack.h"
+#include "shard.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
@@ -119,19 +120,22 @@ void run_sweep(SweepArgs& a) {
     check_out(a.c.out);
     check_out(a.c.csv);
     const std::vector<PolicySpec> specs = expand_specs(a.c.policies, a.budgets, a.c.quiet);
-    const auto [shard_i, shard_n] = parse_shard(a.shard);
+    const Shard shard = parse_shard(a.shard);
     // Runs in order (trace-major); this shard keeps index % n == i.
     std::vector<sim::RunResult> all;
     int64_t index = 0, mine = 0;
     for (const auto& trace : a.traces) {
         std::vector<PolicySpec> todo;
         for (const auto& s : specs)
-            if (index++ % shard_n == shard_i) todo.push_back(s);
+            if (shard.owns(index++)) todo.push_back(s);
         if (todo.empty()) continue;
         mine += int64_t(todo.size());
         if (!a.c.quiet)
             fmt::print(stderr, "sweep: {} runs on {}{}\n", todo.size(), trace,
-                       shard_n > 1 ? fmt::format(" (shard {}/{})", shard_i, shard_n) : "");
+                       shard.count > 1
+                           ? fmt::format(" (shard {}/{}{})", shard.index, shard.count,
+                                         shard.source.empty() ? "" : ", " + shard.source)
+                           : "");
         auto runs = sim::replay_trace(trace, todo, options_of(a.c, 0, trace));
         for (auto& r : runs) all.push_back(std::move(r));
     }
@@ -217,7 +221,9 @@ void register_replay(CLI::App& app) {
     add_common(sc, sa->c, 0);
     sc->add_option("--budgets", sa->budgets,
                    "Budgets crossed with every spec that has none: 64,128,256,0.1,0.2");
-    sc->add_option("--shard", sa->shard, "Run only shard i of n (i/n): runs with index % n == i");
+    sc->add_option("--shard", sa->shard,
+                   "Run only shard i of n (i/n): runs with index % n == i; auto: from a Slurm "
+                   "job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)");
     sc->add_flag("--json", sa->c.json, "Print the summaries as JSON");
     sc->callback([sa] { run_sweep(*sa); });
 

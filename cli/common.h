@@ -29,5 +29,6 @@ void register_capture(CLI::App& app);
 void register_info(CLI::App& app);
 void register_replay(CLI::App& app);  // policies, replay, sweep, merge
 void register_eval(CLI::App& app);
+void register_figures(CLI::App& app);
 
 }  // namespace kvs::cli

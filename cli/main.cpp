@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
     kvs::cli::register_info(app);
     kvs::cli::register_replay(app);
     kvs::cli::register_eval(app);
+    kvs::cli::register_figures(app);
     kvs::cli::g_command_line = kvs::cli::join_argv(argc, argv);
     try {
         app.parse(argc, argv);

@@ -60,11 +60,4 @@ std::vector<PolicySpec> expand_specs(const std::vector<std::string>& policies,
     return specs;
 }
 
-std::pair<int, int> parse_shard(const std::string& s) {
-    int i = 0, n = 1;
-    if (!s.empty() && (std::sscanf(s.c_str(), "%d/%d", &i, &n) != 2 || n < 1 || i < 0 || i >= n))
-        fail("--shard must be i/n with 0 <= i < n (got '{}')", s);
-    return {i, n};
-}
-
 }  // namespace kvs::cli

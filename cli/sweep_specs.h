@@ -1,4 +1,4 @@
-// The runs of a sweep or an eval: policy specs crossed with --budgets, and --shard i/n.
+// The runs of a sweep or an eval: policy specs crossed with --budgets (--shard: shard.h).
 #pragma once
 #include <string>
 #include <utility>
@@ -16,7 +16,5 @@ std::vector<sim::PolicySpec> parse_specs(const std::vector<std::string>& texts, 
 // for bit widths the packed formats round.
 std::vector<sim::PolicySpec> expand_specs(const std::vector<std::string>& policies,
                                           const std::string& budgets, bool quiet);
-// "i/n" -> (i, n); "" -> (0, 1). Throws kvs::Error for anything else.
-std::pair<int, int> parse_shard(const std::string& s);
 
 }  // namespace kvs::cli

@@ -3,7 +3,8 @@
 #   1. capture: a ~2000-token passkey prompt and the model's short answer -> traces/passkey.h5
 #   2. replay:  every policy at two budgets plus uniform quantization, stream mode, all 30 layers
 #               and 9 heads -> traces/results.h5 + traces/summary.csv, summary table on stdout
-#   3. viewer:  opens kvscope-view on them when a display is available; otherwise writes
+#   3. figures: the standard paper figures (PDF + PNG + CSV) -> traces/figures/
+#   4. viewer:  opens kvscope-view on them when a display is available; otherwise writes
 #               screenshots next to the results (when the viewer is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,10 @@ $KVS sweep "$TRACE" \
   --policy quant:bits=4 --policy quant:bits=2 --policy quant:format=q8_0,residual=0 \
   --budgets 64,256 --checkpoints 16 --out "$RESULTS" --csv "$SUMMARY"
 
-echo "== 3. viewer" >&2
+echo "== 3. kvscope figures -> traces/figures/" >&2
+$KVS figures "$RESULTS" --trace "$TRACE" --out traces/figures
+
+echo "== 4. viewer" >&2
 if [ -x "$VIEW" ]; then
   if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
     echo "opening: $VIEW $TRACE $RESULTS" >&2

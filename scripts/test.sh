@@ -7,7 +7,7 @@ set -euo pipefail
 # OpenMP threads sleep instead of spinning while they wait: ctest runs tests side by side.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.."
-scripts/setup.sh release asan
+KVS_TEST_PKGS=1 scripts/setup.sh release asan
 if command -v clang-format >/dev/null && [ -d .git ]; then
   echo "== clang-format check" >&2
   git ls-files -z '*.cpp' '*.h' '*.cu' '*.cuh' | xargs -0 -r clang-format --dry-run -Werror

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Shared input of the Python package tests (CTest fixture kvs_py): two small traces of the
+# embedded model (a passkey prompt and a text, layers 0, 7, 29), a sweep over both written as
+# results + --json, and a second results file (window, on both traces).
+# Usage: make_fixture.sh KVSCOPE MODEL FIXTURES OUTDIR
+set -euo pipefail
+KVS=$1 MODEL=$2 FIX=$3 OUT=$4
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cd "$OUT"
+"$KVS" capture -m "$MODEL" --task passkey --ctx 240 --depth 0.4 --seed 3 --generate 8 \
+  --layers 0,7,29 --out pk.h5 -q
+"$KVS" capture -m "$MODEL" --text-file "$FIX/alice_ch1.txt" --ctx 200 --layers 0,7,29 \
+  --out text.h5 -q
+"$KVS" sweep pk.h5 text.h5 --policy full --policy h2o --policy snapkv --policy pyramidkv \
+  --policy agd --policy quant:bits=2 --budgets 32,64 --checkpoints 4 -q \
+  --out sweep.h5 --csv sweep.csv --json >sweep.json
+"$KVS" sweep pk.h5 text.h5 --policy window --budgets 32,64 -q --out window.h5 >/dev/null
+echo "fixture in $OUT: $(ls)"
