@@ -15,6 +15,7 @@
 #include "engine/ggml_types.h"
 #include "engine/gguf.h"
 #include "gguf_writer.h"
+#include "kvs_skip.h"
 
 using Catch::Contains;
 using kvs::GgmlType;
@@ -640,8 +641,7 @@ TEST_CASE("gguf: random corruption never crashes", "[cpu][gguf]") {
 TEST_CASE("gguf: the real SmolLM2 model", "[model][gguf]") {
     const std::string path = KVS_MODEL;
     if (path.empty() || !std::filesystem::exists(path)) {
-        WARN("skipping: model file '" << path << "' is absent");
-        return;
+        return kvs_test::skip("model file '" + path + "' is absent (run scripts/setup.sh)");
     }
     const GgufFile g = GgufFile::open(path);
     CHECK(g.version() == 3);

@@ -15,6 +15,7 @@
 
 using namespace kvs;
 
+#include "kvs_skip.h"
 namespace {
 
 struct Reference {
@@ -50,7 +51,7 @@ const Reference& reference() {
 
 bool have_model() {
     if (std::filesystem::exists(KVS_MODEL)) return true;
-    WARN("real model not found at " KVS_MODEL " (run scripts/setup.sh); skipping");
+    kvs_test::skip("real model not found at " KVS_MODEL " (run scripts/setup.sh)");
     return false;
 }
 

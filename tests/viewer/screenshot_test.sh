@@ -12,7 +12,7 @@ set -euo pipefail
 VIEW=$1 FIX=$2 CHECK=$3 OUT=$4
 KVS=${KVSCOPE_BIN:-${5:-}}
 if ! command -v xvfb-run >/dev/null; then
-  echo "SKIP: xvfb-run not found (Debian: apt-get install xvfb libgl1-mesa-dri xauth)"
+  echo "KVS_SKIPPED: xvfb-run not found (Debian: apt-get install xvfb libgl1-mesa-dri xauth)"
   exit 77
 fi
 rm -rf "$OUT"; mkdir -p "$OUT"
