@@ -641,7 +641,7 @@ TEST_CASE("gguf: random corruption never crashes", "[cpu][gguf]") {
 TEST_CASE("gguf: the real SmolLM2 model", "[model][gguf]") {
     const std::string path = KVS_MODEL;
     if (path.empty() || !std::filesystem::exists(path)) {
-        return kvs_test::skip("model file '" + path + "' is absent (run scripts/setup.sh)");
+        return kvs_test::skip("model not found at " + path + " (run scripts/setup.sh)");
     }
     const GgufFile g = GgufFile::open(path);
     CHECK(g.version() == 3);

@@ -67,7 +67,7 @@ const Reference& reference() {
 
 bool have_model() {
     if (std::filesystem::exists(KVS_MODEL)) return true;
-    kvs_test::skip("real model not found at " KVS_MODEL " (run scripts/setup.sh)");
+    kvs_test::skip("model not found at " KVS_MODEL " (run scripts/setup.sh)");
     return false;
 }
 

@@ -673,7 +673,7 @@ TEST_CASE("GGUF: tokenizer metadata is validated", "[cpu]") {
 
 TEST_CASE("GGUF SmolLM2: ids, decode, chat template match the reference", "[model]") {
     if (!fs::exists(kModel)) {
-        return kvs_test::skip("model file not found: " + kModel + " (run scripts/setup.sh)");
+        return kvs_test::skip("model not found at " + kModel + " (run scripts/setup.sh)");
     }
     const kvs::GgufFile f = kvs::GgufFile::open(kModel);
     const Tokenizer tk = Tokenizer::from_gguf(f);
