@@ -70,7 +70,7 @@ TEST_CASE("tiny random model: GGUF and safetensors readers give the same logits"
             const auto a = run_logits(*hf, ids), b = run_logits(*gf, ids);
             const double diff = max_abs_diff(a, b);
             INFO("max |logit diff| " << diff);
-            CHECK(diff < 1e-4);
+            CHECK(diff < 2e-5);  // measured 5.7e-6 (docs/testing.md)
             // The comparison is sensitive: a GGUF whose Q/K were not permuted gives other logits.
             if (permute) {
                 const std::string bad =
