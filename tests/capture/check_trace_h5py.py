@@ -4,7 +4,7 @@ where it says, with the documented shape and dtype; attention recomputed with nu
 stored q, k, v matches o and lse; the stored log-probabilities give `kvscope perplexity`;
 `kvscope info` describes a trace and rejects bad files with one line.
 
-Usage: check_trace_h5py.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py)
+Usage: check_trace_h5py.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py, or no model)
 """
 import json
 import math
@@ -18,10 +18,13 @@ try:
     import h5py
     import numpy as np
 except ImportError:
-    print("h5py / numpy not available: skipped")
+    print("KVS_SKIPPED: h5py / numpy not available to this python3 (Debian: python3-h5py)")
     sys.exit(77)
 
 KVS, MODEL, FIX = sys.argv[1:4]
+if not os.path.exists(MODEL):
+    print(f"KVS_SKIPPED: model not found at {MODEL} (run scripts/setup.sh)")
+    sys.exit(77)
 TMP = tempfile.mkdtemp(prefix="kvs_h5py_")
 fails = []
 

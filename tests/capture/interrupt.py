@@ -4,24 +4,30 @@ path, a readable trace with complete = false holding the tokens done so far (eve
 length), no .partial file, and a non-zero exit (128 + the signal). SIGKILL leaves only the
 .partial file, never a file at the requested path.
 
-Usage: interrupt.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py)
+Usage: interrupt.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py, or no model)
 """
 import math
 import os
+import pty
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 try:
     import h5py
 except ImportError:
-    print("h5py not available: skipped")
+    print("KVS_SKIPPED: h5py not available to this python3 (Debian: python3-h5py)")
     sys.exit(77)
 
 KVS, MODEL, FIX = sys.argv[1:4]
+if not os.path.exists(MODEL):
+    print(f"KVS_SKIPPED: model not found at {MODEL} (run scripts/setup.sh)")
+    sys.exit(77)
 TMP = tempfile.mkdtemp(prefix="kvs_interrupt_")
 fails = []
 
@@ -32,29 +38,60 @@ def check(cond, what):
         fails.append(what)
 
 
-def start_and_signal(out, sig, ctx, after):
-    """Starts a long capture, sends `sig` `after` seconds after its .partial file appears."""
+def start_and_signal(out, sig, ctx):
+    """Starts a long capture and sends `sig` once the capture has reported progress: its stderr
+    is a pseudo-terminal, so kvscope draws its progress bar ("capture [...] DONE/TOTAL tok"), and
+    the signal goes when DONE > 0 (at least one forward call of 256 prompt tokens is finished).
+    Waiting on progress, not on a clock, keeps the test right however loaded the machine is.
+    Returns (exit status, stderr text, tokens done when signalled)."""
+    master, slave = pty.openpty()
     p = subprocess.Popen([KVS, "capture", "-m", MODEL, "--task", "passkey", "--ctx", str(ctx),
-                          "--seed", "3", "-o", out], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                          "--seed", "3", "-o", out], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    err = bytearray()
+    lock = threading.Lock()
+
+    def reader():
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not b:
+                break
+            with lock:
+                err.extend(b)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    done = 0
     t0 = time.time()
-    while not os.path.exists(out + ".partial") and p.poll() is None and time.time() - t0 < 60:
-        time.sleep(0.02)
-    time.sleep(after)
+    while p.poll() is None and time.time() - t0 < 300:
+        with lock:
+            seen = [int(m) for m in re.findall(rb"capture \[[#.]*\] (\d+)/\d+", bytes(err))]
+        done = max(seen, default=0)
+        if done > 0:
+            break
+        time.sleep(0.01)
+    check(done > 0, f"{sig.name}: the capture reported progress ({done} tokens) before the signal")
     check(p.poll() is None, f"{sig.name}: capture still running when signalled")
+    check(os.path.exists(out + ".partial"), f"{sig.name}: the .partial file exists while running")
     p.send_signal(sig)
     try:
-        _, err = p.communicate(timeout=120)
+        p.wait(timeout=300)
     except subprocess.TimeoutExpired:
         p.kill()
-        _, err = p.communicate()
-        check(False, f"{sig.name}: capture did not stop within 120 s")
-    return p.returncode, err
+        p.wait()
+        check(False, f"{sig.name}: capture did not stop within 300 s")
+    t.join(timeout=10)
+    os.close(master)
+    return p.returncode, err.decode(errors="replace"), done
 
 
 for sig, ctx in ((signal.SIGINT, 4000), (signal.SIGTERM, 3000)):
     out = os.path.join(TMP, f"trace_{sig.name}.h5")
-    rc, err = start_and_signal(out, sig, ctx, 2.0)
+    rc, err, done = start_and_signal(out, sig, ctx)
     check(rc == 128 + sig.value, f"{sig.name}: exit status {rc} (expected {128 + sig.value})")
     check("interrupted" in err and "complete = false" in err, f"{sig.name}: says it was interrupted")
     check(os.path.exists(out), f"{sig.name}: the trace is at the requested path")
@@ -63,7 +100,7 @@ for sig, ctx in ((signal.SIGINT, 4000), (signal.SIGTERM, 3000)):
         a = f.attrs
         T = int(a["n_tokens"])
         check(bool(a["complete"]) is False, f"{sig.name}: complete = false")
-        check(0 < T < ctx, f"{sig.name}: holds {T} of {ctx} prompt tokens")
+        check(done <= T < ctx, f"{sig.name}: holds {T} of {ctx} prompt tokens ({done} done when signalled)")
         check(T % 256 == 0, f"{sig.name}: whole forward calls (chunks of 256)")
         check(int(a["prompt_len"]) == T, f"{sig.name}: prompt_len clamped to what was captured")
         lengths = {f[p].shape[0] for p in ("tokens/ids", "tokens/positions", "tokens/text",
@@ -79,7 +116,7 @@ for sig, ctx in ((signal.SIGINT, 4000), (signal.SIGTERM, 3000)):
 
 # SIGKILL: nothing at the requested path, only the .partial.
 out = os.path.join(TMP, "killed.h5")
-rc, _ = start_and_signal(out, signal.SIGKILL, 3000, 1.0)
+rc, _, _ = start_and_signal(out, signal.SIGKILL, 3000)
 check(rc == -signal.SIGKILL, "SIGKILL: killed")
 check(not os.path.exists(out), "SIGKILL: no file at the requested path")
 check(os.path.exists(out + ".partial"), "SIGKILL: only the .partial is left")

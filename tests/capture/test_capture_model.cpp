@@ -12,6 +12,7 @@
 #include "capture/trace_reader.h"
 #include "engine/runner.h"
 #include "gguf_writer.h"
+#include "kvs_skip.h"
 #include "trace_check.h"
 
 using namespace kvs;
@@ -21,7 +22,7 @@ namespace {
 
 bool have_model() {
     if (std::filesystem::exists(KVS_MODEL)) return true;
-    WARN("real model not found at " KVS_MODEL " (run scripts/setup.sh); skipping");
+    kvs_test::skip("model not found at " KVS_MODEL " (run scripts/setup.sh)");
     return false;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CLI tests of `kvscope`: real runs on the embedded model, and bad input that must give one clear
 # line on stderr, a non-zero exit, and no crash (exit code < 128).
-# Usage: test_cli.sh KVSCOPE MODEL FIXTURES
+# Usage: test_cli.sh KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no model)
 set -uo pipefail
 KVS=$1 MODEL=$2 FIX=$3
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
@@ -19,7 +19,7 @@ expect_error() {
   ok "$name ($(head -c 160 "$TMP/err" | head -n 1))"
 }
 
-if [ ! -f "$MODEL" ]; then echo "model missing: $MODEL (run scripts/setup.sh)"; exit 1; fi
+if [ ! -f "$MODEL" ]; then echo "KVS_SKIPPED: model not found at $MODEL (run scripts/setup.sh)"; exit 77; fi
 
 # --- real runs ---------------------------------------------------------------------------
 out1=$("$KVS" generate --prompt "The capital of France is" -n 12 --quiet 2>"$TMP/err") || bad "generate failed: $(cat "$TMP/err")"
@@ -28,9 +28,22 @@ if [ -n "$out1" ] && [ "$out1" = "$out2" ] && echo "$out1" | grep -q "Paris"; th
   ok "generate greedy is deterministic and says Paris: $(echo "$out1" | tr '\n' ' ')"
 else bad "generate: '$out1' vs '$out2'"; fi
 
-chat=$("$KVS" generate --chat --prompt "What is 2+2? Answer with one word." -n 16 2>"$TMP/err")
-if [ -n "$chat" ] && grep -qE "tokens/s" "$TMP/err"; then ok "generate --chat prints text and speed"
-else bad "generate --chat: '$chat' / $(cat "$TMP/err")"; fi
+# --chat: the prompt goes through the chat template. transformers' template for this message
+# (fixtures/tokenizer_smollm2.json, "chats"[0]) has 37 tokens against 7 for the bare question;
+# the model, seeing an assistant turn, answers and ends its turn (<|im_end|>) before -n 24.
+q="What is the capital of France?"
+want_ids=$(python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["chats"][0]
+assert c["messages"] == [{"role": "user", "content": sys.argv[2]}] and c["add_generation_prompt"]
+print(len(c["ids"]))' "$FIX/tokenizer_smollm2.json" "$q")
+chat=$("$KVS" generate --chat --prompt "$q" -n 24 2>"$TMP/err")
+n_prompt=$(sed -nE 's/.*prompt: ([0-9]+) tokens.*/\1/p' "$TMP/err")
+n_gen=$(sed -nE 's/.*generated: ([0-9]+) tokens.*/\1/p' "$TMP/err")
+first=$(printf '%s\n' "$chat" | head -n 1)
+answer=$(printf '%s\n' "$chat" | tail -n +2)
+if [ -n "$want_ids" ] && [ "$n_prompt" = "$want_ids" ] && [ "$first" = "$q" ] \
+   && [ -n "$n_gen" ] && [ "$n_gen" -gt 0 ] && [ "$n_gen" -lt 24 ] && echo "$answer" | grep -q "Paris"; then
+  ok "generate --chat: $n_prompt prompt tokens (template), ended its turn after $n_gen: $answer"
+else bad "generate --chat: prompt tokens '$n_prompt' (want $want_ids), generated '$n_gen' (< 24), first line '$first', answer '$answer' / $(cat "$TMP/err")"; fi
 
 s1=$("$KVS" generate --prompt "Once upon a time" -n 16 --temp 0.9 --top-p 0.9 --seed 7 -q 2>/dev/null)
 s2=$("$KVS" generate --prompt "Once upon a time" -n 16 --temp 0.9 --top-p 0.9 --seed 7 -q 2>/dev/null)

@@ -15,6 +15,7 @@
 #include "engine/ggml_types.h"
 #include "engine/gguf.h"
 #include "gguf_writer.h"
+#include "kvs_skip.h"
 
 using Catch::Contains;
 using kvs::GgmlType;
@@ -565,8 +566,8 @@ TEST_CASE("gguf: truncation at every byte is rejected", "[cpu][gguf]") {
         REQUIRE(data_start < full.size());
         const std::string path = temp_path("truncated.gguf");
         // Every cut in the header, metadata, tensor infos and padding, and every cut in the data
-        // (the file is small): all must throw kvs::Error with a one-line message naming the file.
-        int n_cuts = 0;
+        // (the file is small): all must throw kvs::Error with a one-line message naming the file
+        // (open_error fails the test when a cut file opens without an error).
         for (size_t cut = 0; cut < full.size(); ++cut) {
             GgufWriter::write_file(path,
                                    std::vector<uint8_t>(full.begin(), full.begin() + long(cut)));
@@ -574,9 +575,7 @@ TEST_CASE("gguf: truncation at every byte is rejected", "[cpu][gguf]") {
             if (msg.find(path) == std::string::npos || msg.find('\n') != std::string::npos) {
                 FAIL("cut at " << cut << ": bad message: " << msg);
             }
-            ++n_cuts;
         }
-        CHECK(n_cuts == int(full.size()));
         // Header cuts say what is missing.
         GgufWriter::write_file(path, std::vector<uint8_t>(full.begin(), full.begin() + 10));
         CHECK_THAT(open_error(path), Contains("header: truncated file: n_tensors at offset 8"));
@@ -625,7 +624,9 @@ TEST_CASE("gguf: random corruption never crashes", "[cpu][gguf]") {
         }
     }
     INFO(n_ok << " accepted, " << n_err << " rejected");
-    CHECK(n_ok + n_err == 2000);
+    // Both outcomes occur: flips in names or string values leave a valid file (a reader that
+    // rejected those would be too strict), flips in counts, types and offsets do not.
+    CHECK(n_ok > 100);
     CHECK(n_err > 100);
 }
 
@@ -640,8 +641,7 @@ TEST_CASE("gguf: random corruption never crashes", "[cpu][gguf]") {
 TEST_CASE("gguf: the real SmolLM2 model", "[model][gguf]") {
     const std::string path = KVS_MODEL;
     if (path.empty() || !std::filesystem::exists(path)) {
-        WARN("skipping: model file '" << path << "' is absent");
-        return;
+        return kvs_test::skip("model not found at " + path + " (run scripts/setup.sh)");
     }
     const GgufFile g = GgufFile::open(path);
     CHECK(g.version() == 3);
@@ -664,12 +664,27 @@ TEST_CASE("gguf: the real SmolLM2 model", "[model][gguf]") {
     CHECK(token_type->elem_type == GgufType::I32);
     CHECK(token_type->ints.size() == 49152);
 
-    // Tensor types as stored: a "Q4_1" file keeps norms in F32 and the embedding in Q8_0.
-    REQUIRE(g.tensors().size() == 272);
+    // Tensor types as stored, by role (llama.cpp's quantize keeps 1-d tensors in F32 and, in a
+    // Q4_1 file of a model with tied embeddings, the embedding in Q8_0). Per block: 7 matrices
+    // (attn_q/k/v/output, ffn_gate/up/down) in Q4_1 and 2 norms in F32; plus output_norm (F32)
+    // and token_embd (Q8_0), no output.weight (tied): 30 * 9 + 2 = 272 tensors, 210 Q4_1, 61 F32,
+    // 1 Q8_0. gguf-py's GGUFReader (gguf 0.17) lists the same types for this file.
+    const int n_block = 30;
+    REQUIRE(g.tensors().size() == size_t(n_block * 9 + 2));
     std::map<std::string, int> by_type;
-    for (const kvs::GgufTensor& t : g.tensors())
-        by_type[kvs::ggml_type_info(uint32_t(t.type))->name]++;
-    CHECK(by_type == std::map<std::string, int>{{"q4_1", 210}, {"f32", 61}, {"q8_0", 1}});
+    for (const kvs::GgufTensor& t : g.tensors()) {
+        const std::string type = kvs::ggml_type_info(uint32_t(t.type))->name;
+        by_type[type]++;
+        INFO(t.name << " is " << type);
+        if (t.name == "token_embd.weight")
+            CHECK(type == "q8_0");
+        else if (t.ne.size() == 1)
+            CHECK(type == "f32");  // the norms
+        else
+            CHECK(type == "q4_1");
+    }
+    CHECK(by_type ==
+          std::map<std::string, int>{{"q4_1", 7 * n_block}, {"f32", 2 * n_block + 1}, {"q8_0", 1}});
 
     const kvs::GgufTensor* embd = g.tensor("token_embd.weight");
     REQUIRE(embd != nullptr);

@@ -1,6 +1,9 @@
 // The engine against Hugging Face transformers running the same GGUF (fixtures written by
-// scripts/make_reference.py): top-1 at every position, logits within 1e-2, and post-RoPE
-// q/k, v and attention output of two layers compared in a pairing-independent way.
+// scripts/make_reference.py): top-1 at every position, logits, and post-RoPE q/k, v and
+// attention output of two layers compared in a pairing-independent way.
+//
+// Tolerances: each is about 3x the worst error measured (x86-64, GCC 12, Release, 1, 2 and 4
+// OpenMP threads give the same figures), so a 10x regression fails. docs/testing.md lists them.
 #include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
@@ -12,10 +15,24 @@
 
 #include "engine/runner.h"
 #include "engine/sampler.h"
+#include "kvs_skip.h"
 
 using namespace kvs;
 
 namespace {
+
+// |logit - transformers| over 3 prompts x every position x 256 ids: measured 6.5e-5.
+constexpr double kLogitTol = 2e-4;
+// |q_t . k_s - reference| relative to the largest |score| of the layer: measured 2.03e-4 at
+// scores up to 103 (layer 17; 2.0e-6 relative), 1.7e-5 at scores up to 69 (layer 0).
+constexpr double kScoreRelTol = 6e-6;
+// Post-RoPE q elementwise (after mapping the pairing): measured 2.0e-5.
+constexpr double kQTol = 6e-5;
+// v and the attention output (before o_proj): measured 1.2e-5 and 7.8e-6.
+constexpr double kVTol = 4e-5;
+constexpr double kOutTol = 2.5e-5;
+// Decoding token by token vs one prefill, every logit of 40 positions: measured 8.5e-5.
+constexpr double kDecodeTol = 2.5e-4;
 
 struct Reference {
     nlohmann::json meta;
@@ -50,7 +67,7 @@ const Reference& reference() {
 
 bool have_model() {
     if (std::filesystem::exists(KVS_MODEL)) return true;
-    WARN("real model not found at " KVS_MODEL " (run scripts/setup.sh); skipping");
+    kvs_test::skip("model not found at " KVS_MODEL " (run scripts/setup.sh)");
     return false;
 }
 
@@ -118,7 +135,7 @@ TEST_CASE("logits match transformers on three prompts", "[model]") {
         }
         INFO("prompt of " << ids.size() << " tokens: max |logit diff| = " << max_diff);
         CHECK(top1_mismatch == 0);
-        CHECK(max_diff < 1e-2);
+        CHECK(max_diff < kLogitTol);
     }
 }
 
@@ -170,10 +187,10 @@ TEST_CASE("post-RoPE q/k, v and attention output match transformers", "[model]")
         for (size_t i = 0; i < o.size(); ++i) od = std::max(od, double(std::fabs(o[i] - o_ref[i])));
         INFO("layer " << il << ": max |q.k diff| " << gram << " (scores up to " << scale
                       << "), q mapped " << qk_mapped << ", v " << vd << ", out " << od);
-        CHECK(gram < 1e-3 * std::max(1.0, scale));
-        CHECK(qk_mapped < 1e-3);
-        CHECK(vd < 1e-4);
-        CHECK(od < 1e-4);
+        CHECK(gram < kScoreRelTol * std::max(1.0, scale));
+        CHECK(qk_mapped < kQTol);
+        CHECK(vd < kVTol);
+        CHECK(od < kOutTol);
     }
 }
 
@@ -193,5 +210,5 @@ TEST_CASE("decoding token by token equals one prefill", "[model]") {
                                 double(std::fabs(one[size_t(j)] - all[size_t(t) * n_vocab + j])));
     }
     INFO("max |logit diff| decode vs prefill: " << max_diff);
-    CHECK(max_diff < 1e-3);
+    CHECK(max_diff < kDecodeTol);
 }

@@ -2,7 +2,7 @@
 //   [cpu]   tests/fixtures/tokenizer_smollm2/ (tokenizer.json), tokenizer_smollm2.json,
 //           tests/fixtures/tokenizer_spm_tiny/ (tokenizer.json + tokenizer.gguf + expected.json),
 //           hand-made corrupt tokenizer.json / GGUF files
-//   [model] the real SmolLM2 GGUF (KVS_MODEL); skipped with a warning when it is absent
+//   [model] the real SmolLM2 GGUF (KVS_MODEL); reported as skipped when it is absent
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -22,6 +22,7 @@
 #include "engine/error.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
+#include "kvs_skip.h"
 
 namespace fs = std::filesystem;
 using kvs::ChatMessage;
@@ -672,8 +673,7 @@ TEST_CASE("GGUF: tokenizer metadata is validated", "[cpu]") {
 
 TEST_CASE("GGUF SmolLM2: ids, decode, chat template match the reference", "[model]") {
     if (!fs::exists(kModel)) {
-        WARN("skipped: model file not found: " << kModel);
-        return;
+        return kvs_test::skip("model not found at " + kModel + " (run scripts/setup.sh)");
     }
     const kvs::GgufFile f = kvs::GgufFile::open(kModel);
     const Tokenizer tk = Tokenizer::from_gguf(f);

@@ -3,15 +3,19 @@
 capture a text trace, replay two policies, recompute recall / output error / bytes at the
 checkpoints from the trace's own q, k, v, o, lse; summary CSV and JSON agree; sweep shards merge
 into the unsharded sweep; bad input gives one clear line, a non-zero exit and no output file.
-Usage: check_replay.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py)"""
+Usage: check_replay.py KVSCOPE MODEL FIXTURES   (exit 77 = skipped: no h5py, or no model)"""
 import csv, json, os, subprocess, sys, tempfile
 
 try:
     import h5py, numpy as np
 except ImportError:
-    print("h5py/numpy missing: skipped"); sys.exit(77)
+    print("KVS_SKIPPED: h5py / numpy not available to this python3 (Debian: python3-h5py)")
+    sys.exit(77)
 
 kvs, model, fix = sys.argv[1:4]
+if not os.path.exists(model):
+    print(f"KVS_SKIPPED: model not found at {model} (run scripts/setup.sh)")
+    sys.exit(77)
 tmp = tempfile.mkdtemp()
 fails = 0
 

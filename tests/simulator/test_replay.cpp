@@ -94,6 +94,19 @@ TEST_CASE("window with a budget >= T equals full", "[cpu]") {
     CHECK(w2.summary.recall_mean < 0.99);
 }
 
+namespace {
+
+// The per-unit token budget a spec asks for once n tokens have arrived, computed here from the
+// documented rule (simulator/policy.h): a count, or a fraction of the tokens so far rounded up,
+// but never fewer than kMinFractionTokens (or all of them while there are fewer).
+int64_t asked_budget(const std::string& b, int64_t n) {
+    if (b.find('.') == std::string::npos) return std::stoll(b);
+    const auto f = int64_t(std::ceil(std::stod(b) * double(n) - 1e-9));
+    return std::max(f, std::min(n, kMinFractionTokens));
+}
+
+}  // namespace
+
 TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu]") {
     const std::vector<std::string> specs = {
         "window:budget=B",    "h2o:budget=B",        "tova:budget=B",          "snapkv:budget=B",
@@ -108,14 +121,34 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                 s.replace(s.find("=B"), 2, "=" + b);
                 INFO(s << " " << mode_name(mode));
                 const RunResult r = run1(path, s, mode);
-                const Budget bud = parse_budget(b);
                 const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
+                REQUIRE(r.layers.size() == size_t(o.n_layer));
                 for (size_t st = 0; st < r.n_steps(); ++st) {
                     const int64_t t = r.steps[st];
-                    const int64_t B = bud.tokens(t + 1);
+                    const int64_t B = asked_budget(b, t + 1);
+                    INFO("step " << t << ", budget asked " << B);
                     int64_t total = 0;
                     for (size_t u = 0; u < U; ++u) {
                         const int32_t held = r.held[st * U + u];
+                        const size_t l = u / Hkv;
+                        // What this unit may hold, from the policy's published rule:
+                        int64_t cap = B;  // uniform policies: the budget, every unit
+                        if (r.policy == "pyramidkv") {
+                            // layer l of n: floor(B (k0 - (k0 - k1) l / (n - 1))), k1 = 1/beta,
+                            // k0 = 2 - k1, beta = 20 (the default); at least 1 token.
+                            const double k1 = 1.0 / 20, k0 = 2 - k1;
+                            const double f = double(r.layers[l]) / double(o.n_layer - 1);
+                            cap = std::max<int64_t>(
+                                1, int64_t(std::floor(double(B) * (k0 - (k0 - k1) * f))));
+                        } else if (r.policy == "dynamickv") {
+                            cap = 2 * B;  // a layer keeps at most r_max (2) x the average budget
+                        } else if (r.policy == "adakv") {
+                            cap = int64_t(Hkv) * B;  // heads of a layer share the layer's budget
+                        }
+                        INFO("unit " << u << " (layer " << r.layers[l] << ") holds " << held
+                                     << ", may hold " << std::min(cap, t + 1));
+                        REQUIRE(held <= std::min(cap, t + 1));
+                        // The figure the policy reports is honoured too.
                         const int32_t bt = r.budget_tokens[st * U + u];
                         REQUIRE(bt >= 0);
                         REQUIRE(held <= bt);

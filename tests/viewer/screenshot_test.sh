@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Screenshot test of kvscope-view under Xvfb with Mesa's software OpenGL:
 #   usage: screenshot_test.sh KVSCOPE_VIEW MAKE_FIXTURES CHECK_PNG OUT_DIR [KVSCOPE]
-# Renders every view of a synthetic trace with a results file, checks the image size, that the
-# timeline heatmap is not blank (many colours), that it differs between two policies, and that a
+# Renders every view of a synthetic trace with two results files (two policies); checks that each
+# view is drawn (it differs from the timeline) with the run's data (it differs between the two
+# policies in the view's plot region), that the timeline heatmap is not blank (many colours), and that a
 # newer-schema or non-HDF5 file gives a message (and a picture), not a crash. With kvscope
 # ($KVSCOPE_BIN, else the 5th argument): the policy panel's Run path headlessly (--run-policy) on
 # the trace alone: a run joins the list and the timeline shows it; an invalid spec gives the error
@@ -12,7 +13,7 @@ set -euo pipefail
 VIEW=$1 FIX=$2 CHECK=$3 OUT=$4
 KVS=${KVSCOPE_BIN:-${5:-}}
 if ! command -v xvfb-run >/dev/null; then
-  echo "SKIP: xvfb-run not found (Debian: apt-get install xvfb libgl1-mesa-dri xauth)"
+  echo "KVS_SKIPPED: xvfb-run not found (Debian: apt-get install xvfb libgl1-mesa-dri xauth)"
   exit 77
 fi
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -23,11 +24,24 @@ shot() { "${X[@]}" "$VIEW" "$@" --size 1200x800 --frames 2; }
 # The plot area of the timeline at 1200x800 (sidebar 330 px, axis margins).
 R="520 140 1040 640"
 
-for v in timeline tokens grid curves; do
-  shot "$OUT/fx/trace.h5" "$OUT/fx/a.h5" --view $v --step 120 --screenshot "$OUT/a_$v.png"
-  "$CHECK" size "$OUT/a_$v.png" 1200 800
+# Every view with run A, then with run B (another policy): the window reports the view it drew,
+# each view differs from the timeline over the content area (the view switched), and each shows
+# the run's data: A and B differ inside the view's own plot region (token cells, the layer x head
+# cells, the four curves). Measured at 1200x800 (Mesa llvmpipe): tokens 0.25, grid 0.86, curves
+# 0.04 of the region differ between A and B; 0.80-0.84 between a view and the timeline.
+for run in a b; do
+  for v in timeline tokens grid curves; do
+    shot "$OUT/fx/trace.h5" "$OUT/fx/$run.h5" --view $v --step 120 \
+      --screenshot "$OUT/${run}_$v.png" >"$OUT/${run}_$v.out"
+    cat "$OUT/${run}_$v.out"
+    grep -q "(1200 x 800, $v view, 1 run)" "$OUT/${run}_$v.out"
+  done
 done
-shot "$OUT/fx/trace.h5" "$OUT/fx/b.h5" --view timeline --step 120 --screenshot "$OUT/b_timeline.png"
+"$CHECK" size "$OUT/a_timeline.png" 1200 800
+for v in tokens grid curves; do "$CHECK" differ "$OUT/a_timeline.png" "$OUT/a_$v.png" 345 50 1095 740 0.3; done
+"$CHECK" differ "$OUT/a_tokens.png" "$OUT/b_tokens.png" 345 50 1095 240 0.1
+"$CHECK" differ "$OUT/a_grid.png" "$OUT/b_grid.png" 400 100 590 195 0.3
+"$CHECK" differ "$OUT/a_curves.png" "$OUT/b_curves.png" 420 120 1160 730 0.015
 # Two policies: the held/evicted heatmaps differ.
 "$CHECK" busy "$OUT/a_timeline.png" $R 4
 "$CHECK" differ "$OUT/a_timeline.png" "$OUT/b_timeline.png" $R 0.05

@@ -92,10 +92,31 @@ TEST_CASE("results: quantities from a run", "[cpu]") {
     // A layer that was not replayed gives an all-NaN matrix.
     const Matrix none = results_matrix(r, Quantity::Held, 1, -1);
     CHECK(std::isnan(none.at(50, 0)));
-    // Difference with itself is 0 where defined.
-    const Matrix d = difference(held, r.steps, held, r.steps);
-    CHECK(d.at(60, 0) == 0);
-    CHECK(std::isnan(d.at(0, 60)));
+    // Difference of two different matrices, aligned by step value: B holds rows 10.. of the
+    // aggregate (its row 0 is step r.steps[10]) and 90 columns. Rows of A whose step B lacks are
+    // NaN, the columns are B's 90, and every defined entry is held(A) - all(B) at the same step.
+    Matrix part(90, 90);
+    std::vector<int32_t> part_steps;
+    for (int64_t s = 10; s < 100; ++s) {
+        part_steps.push_back(r.steps[size_t(s)]);
+        for (int64_t j = 0; j < 90; ++j) part.at(s - 10, j) = all.at(s, j);
+    }
+    const Matrix d = difference(held, r.steps, part, part_steps);
+    REQUIRE(d.rows == 100);
+    REQUIRE(d.cols == 90);
+    int n_nonzero = 0;
+    for (int64_t s = 0; s < 100; ++s)
+        for (int64_t j = 0; j < 90; ++j) {
+            const float want = s < 10 || j > s ? kNaN : held.at(s, j) - all.at(s, j);
+            INFO("step row " << s << ", token " << j);
+            if (std::isnan(want)) {
+                REQUIRE(std::isnan(d.at(s, j)));
+            } else {
+                REQUIRE(d.at(s, j) == want);
+                n_nonzero += want != 0;
+            }
+        }
+    CHECK(n_nonzero > 100);  // the two differ: a difference that returned 0 would fail above
     // Curves and grid metrics.
     const auto bytes = curve(r, Curve::CacheBytes, -1);
     const auto ratio = curve(r, Curve::Ratio, -1);
