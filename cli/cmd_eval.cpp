@@ -367,7 +367,9 @@ void register_eval(CLI::App& app) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     add_live_options(*c, a->live, false);
-    c->add_option("--shard", a->shard, "Run only shard i of n (i/n, or auto: Slurm's job array): runs with index % n == i");
+    c->add_option(
+        "--shard", a->shard,
+        "Run only shard i of n (i/n, or auto: Slurm's job array): runs with index % n == i");
     c->add_option("--csv", a->csv, "One row per run");
     c->add_flag("--json", a->json, "JSON array on stdout instead of the table");
     c->add_flag("-q,--quiet", a->quiet, "No progress bar");
