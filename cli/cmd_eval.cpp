@@ -28,7 +28,7 @@ struct EvalArgs {
     std::string model, task = "ppl", text_file, haystack, budgets, shard, csv, lengths = "1024",
                        depths = "0,0.25,0.5,0.75,1";
     std::vector<std::string> policies;
-    int ctx = 2048, max_windows = 0, seeds = 1, n_predict = 12;
+    int ctx = 2048, max_windows = 0, seeds = 1, first_seed = 0, n_predict = 12;
     int64_t prefill_len = -1;
     bool json = false, quiet = false;
     LiveArgs live;
@@ -208,7 +208,7 @@ void run_eval(const EvalArgs& a) {
                 fail("--lengths {}: must be in [64, {}]", len, n_ctx - a.n_predict);
             for (double depth : depths) {
                 if (depth < 0 || depth > 1) fail("--depths {}: must be in [0, 1]", depth);
-                for (int seed = 0; seed < a.seeds; ++seed) {
+                for (int seed = a.first_seed; seed < a.first_seed + a.seeds; ++seed) {
                     capture::TaskParams tp;
                     tp.kind = a.task;
                     tp.ctx = int(len);
@@ -362,6 +362,9 @@ void register_eval(CLI::App& app) {
     c->add_option("--depths", a->depths, "passkey/needle: answer depths in [0, 1]")
         ->capture_default_str();
     c->add_option("--seeds", a->seeds, "passkey/needle: prompts per (length, depth)")
+        ->capture_default_str();
+    c->add_option("--first-seed", a->first_seed,
+                  "passkey/needle: seeds first-seed .. first-seed + seeds - 1 (capture's --seed)")
         ->capture_default_str();
     c->add_option("-n,--n-predict", a->n_predict, "passkey/needle: tokens generated (greedy)")
         ->check(CLI::Range(1, 256))

@@ -3,8 +3,10 @@
 #   1. capture: a ~2000-token passkey prompt and the model's short answer -> traces/passkey.h5
 #   2. replay:  every policy at two budgets plus uniform quantization, stream mode, all 30 layers
 #               and 9 heads -> traces/results.h5 + traces/summary.csv, summary table on stdout
-#   3. figures: the standard paper figures (PDF + PNG + CSV) -> traces/figures/
-#   4. viewer:  opens kvscope-view on them when a display is available; otherwise writes
+#   3. closed loop: the same prompt with the compressed cache inside the engine (kvscope eval):
+#               does the model still answer? -> traces/closed_loop.csv, table on stdout
+#   4. figures: the standard paper figures (PDF + PNG + CSV) -> traces/figures/
+#   5. viewer:  opens kvscope-view on them when a display is available; otherwise writes
 #               screenshots next to the results (when the viewer is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,15 @@ $KVS sweep "$TRACE" \
   --policy quant:bits=4 --policy quant:bits=2 --policy quant:format=q8_0,residual=0 \
   --budgets 64,256 --checkpoints 16 --out "$RESULTS" --csv "$SUMMARY"
 
-echo "== 3. kvscope figures -> traces/figures/" >&2
+echo "== 3. kvscope eval: the same passkey prompt with the compressed cache in the loop (prefill mode)" >&2
+$KVS eval --task passkey --lengths 2048 --depths 0.5 --first-seed 7 --mode prefill \
+  --policy full --policy window --policy h2o --policy snapkv --policy adakv --policy agacc \
+  --policy quant:bits=4 --budgets 64,256 --csv traces/closed_loop.csv
+
+echo "== 4. kvscope figures -> traces/figures/" >&2
 $KVS figures "$RESULTS" --trace "$TRACE" --out traces/figures
 
-echo "== 4. viewer" >&2
+echo "== 5. viewer" >&2
 if [ -x "$VIEW" ]; then
   if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
     echo "opening: $VIEW $TRACE $RESULTS" >&2

@@ -25,13 +25,14 @@ from ._common import (KvscopeError, attr_bool, attr_float, attr_int, attr_str, c
                       dataset, fail, open_h5)
 
 FORMAT = "kvscope-results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added offload_bytes (dataset and summary); 1 still reads
 
 # Summary attributes of a run, in the order of the summary CSV (simulator/replay.h).
 SUMMARY_FIELDS = ("recall_mean", "recall_p5", "err_mean", "err_p95", "cos_mean", "cos_p5",
                   "held_mean", "bytes_mean", "bytes_peak", "full_bytes_mean",
                   "full_bytes_at_peak", "ratio_mean", "ratio_at_peak", "bytes_final",
-                  "full_bytes_final", "ratio_final", "restores", "answer_kept")
+                  "full_bytes_final", "ratio_final", "restores", "answer_kept",
+                  "offload_bytes_mean", "offload_bytes_peak")
 
 # Named dimensions of every dataset of a run.
 DIMS = {
@@ -45,6 +46,7 @@ DIMS = {
     "budget_tokens": ("step", "layer", "kv_head"),
     "bytes": ("step", "layer", "kv_head"),
     "full_bytes": ("step",),
+    "offload_bytes": ("step", "layer", "kv_head"),  # schema 2
     "evicted_at": ("layer", "kv_head", "token"),
     "bit_events": ("event", "field"),  # field: unit, token, step, bits
     "ckpt_steps": ("checkpoint",),
