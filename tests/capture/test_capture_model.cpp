@@ -12,7 +12,7 @@
 #include "capture/trace_reader.h"
 #include "engine/runner.h"
 #include "gguf_writer.h"
-#include "kvs_skip.h"
+#include "real_model.h"
 #include "trace_check.h"
 
 using namespace kvs;
@@ -20,16 +20,8 @@ using namespace kvs::capture;
 
 namespace {
 
-bool have_model() {
-    if (std::filesystem::exists(KVS_MODEL)) return true;
-    kvs_test::skip("model not found at " KVS_MODEL " (run scripts/setup.sh)");
-    return false;
-}
-
-const LoadedModel& real_model() {
-    static LoadedModel lm = load_model(KVS_MODEL);
-    return lm;
-}
+using test::have_model;
+using test::real_model;
 
 std::string read_fixture(const char* name) {
     std::ifstream f(std::string(KVS_FIXTURES) + "/" + name, std::ios::binary);

@@ -11,7 +11,7 @@
 
 #include "capture/capture.h"
 #include "engine/runner.h"
-#include "kvs_skip.h"
+#include "real_model.h"
 #include "simulator/live_cache.h"
 #include "simulator/replay.h"
 
@@ -20,16 +20,8 @@ using namespace kvs::sim;
 
 namespace {
 
-bool have_model() {
-    if (std::filesystem::exists(KVS_MODEL)) return true;
-    kvs_test::skip("model not found at " KVS_MODEL " (run scripts/setup.sh)");
-    return false;
-}
-
-const LoadedModel& real_model() {
-    static LoadedModel lm = load_model(KVS_MODEL);
-    return lm;
-}
+using test::have_model;
+using test::real_model;
 
 std::vector<int32_t> prompt_ids(int n) {
     std::ifstream f(std::string(KVS_FIXTURES) + "/alice_ch1.txt", std::ios::binary);

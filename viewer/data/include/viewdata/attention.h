@@ -1,9 +1,9 @@
 // Attention from a trace's stored q and k, for a trace without results: p(t, j) = the softmax
 // over pos[j] <= pos[t] of attn_scale * q_t . k_j (what full attention gave key j at query t,
 // recomputed from the stored rows by kernels/attend.h; it matches exp(s - lse) with the trace's
-// lse up to the storage rounding of q and k). A selection is one captured layer or all (-1), one KV head or all (-1); a
-// KV head's value is the mean over the query heads that read it (as results files report
-// units), "all" the mean over the selected units.
+// lse up to the storage rounding of q and k). A selection is one captured layer or all (-1), one KV
+// head or all (-1); a KV head's value is the mean over the query heads that read it (as results
+// files report units), "all" the mean over the selected units.
 #pragma once
 #include <atomic>
 #include <functional>
