@@ -25,8 +25,8 @@ namespace kvs::cli {
 namespace {
 
 struct EvalArgs {
-    std::string model, task = "ppl", text_file, haystack, budgets, shard, csv, lengths = "1024",
-                       depths = "0,0.25,0.5,0.75,1";
+    std::string model, task = "ppl", text_file, haystack, budgets, shard, csv, out,
+                       lengths = "1024", depths = "0,0.25,0.5,0.75,1";
     std::vector<std::string> policies;
     int ctx = 2048, max_windows = 0, seeds = 1, first_seed = 0, n_predict = 12;
     int64_t prefill_len = -1;
@@ -124,6 +124,7 @@ void run_eval(const EvalArgs& a) {
         if (shard.owns((long long)i)) specs.push_back(all_specs[i]);
     if (specs.empty()) fail("shard {}/{} has no runs", shard.index, shard.count);
     if (!a.csv.empty()) sim::check_output_path(a.csv);
+    if (!a.out.empty()) sim::check_output_path(a.out);
     const std::string text = a.task == "ppl" ? read_text_file(a.text_file) : "";
     const std::string haystack = a.task == "needle" ? read_text_file(a.haystack) : "";
 
@@ -133,6 +134,10 @@ void run_eval(const EvalArgs& a) {
     const int V = m.config().n_vocab;
     const int n_ctx = m.config().n_ctx_train > 0 ? m.config().n_ctx_train : 1 << 20;
     std::vector<RunStats> stats(specs.size());
+    // The last window / item of each run: its live decisions go to --out.
+    std::vector<std::unique_ptr<sim::LiveCache>> last(specs.size());
+    std::vector<int64_t> last_n(specs.size(), 0);
+    std::vector<std::string> last_source(specs.size());
     for (size_t i = 0; i < specs.size(); ++i) {
         stats[i].policy = specs[i].entry->info.name;
         stats[i].spec = specs[i].canonical;
@@ -192,6 +197,9 @@ void run_eval(const EvalArgs& a) {
                     ++st.scored;
                 }
                 add_bytes(st, *cache);
+                last[r] = std::move(cache);
+                last_n[r] = a.ctx;
+                last_source[r] = fmt::format("{} (window {})", a.text_file, w);
             }
         }
         bar.finish();
@@ -240,6 +248,10 @@ void run_eval(const EvalArgs& a) {
                         st.correct += capture::answer_found(tok.decode(out), pr.task.answer);
                         ++st.items;
                         add_bytes(st, *cache);
+                        last[r] = std::move(cache);
+                        last_n[r] = P + int64_t(out.size());
+                        last_source[r] =
+                            fmt::format("{}:length={},depth={},seed={}", a.task, len, depth, seed);
                         bar.update(++done);
                     }
                 }
@@ -281,6 +293,22 @@ void run_eval(const EvalArgs& a) {
         j["tokens_per_s"] = st.seconds > 0 ? double(st.tokens) / st.seconds : 0.0;
         j["seconds"] = st.seconds;
         rows.push_back(j);
+    }
+    if (!a.out.empty()) {
+        std::vector<sim::RunResult> runs;
+        for (size_t r = 0; r < specs.size(); ++r) {
+            sim::RunResult rr = sim::live_run_result(*last[r], last_n[r]);
+            rr.trace_path = last_source[r];
+            rr.trace_model = m.config().name;
+            rr.trace_task = a.task == "ppl" ? "text" : a.task;
+            rr.seconds = stats[r].seconds;
+            const int64_t restores = rr.summary.restores;
+            rr.summary = sim::summarize(rr);
+            rr.summary.restores = restores;
+            rr.closed_loop_json = rows[r].dump();
+            runs.push_back(std::move(rr));
+        }
+        sim::write_results(a.out, runs, command_line());
     }
     if (!a.csv.empty()) {
         const std::string tmp = a.csv + ".partial";
@@ -374,6 +402,9 @@ void register_eval(CLI::App& app) {
         "--shard", a->shard,
         "Run only shard i of n (i/n, or auto: Slurm's job array): runs with index % n == i");
     c->add_option("--csv", a->csv, "One row per run");
+    c->add_option("-o,--out", a->out,
+                  "Results file (results format): per run its metrics (closed_loop_json) and the "
+                  "live decisions of its last window / item, for the viewer and kvscope figures");
     c->add_flag("--json", a->json, "JSON array on stdout instead of the table");
     c->add_flag("-q,--quiet", a->quiet, "No progress bar");
     c->callback([a] { run_eval(*a); });

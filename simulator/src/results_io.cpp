@@ -122,6 +122,8 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
             h5::write_attr(G, "policy", r.policy, path);
             h5::write_attr(G, "spec", r.spec, path);
             h5::write_attr(G, "params_json", r.params_json, path);
+            if (!r.closed_loop_json.empty())
+                h5::write_attr(G, "closed_loop_json", r.closed_loop_json, path);
             h5::write_attr(G, "budget", r.budget, path);
             h5::write_attr(G, "mode", mode_name(r.mode), path);
             h5::write_attr(G, "prefill_len", int64_t(r.prefill_len), path);
@@ -210,6 +212,8 @@ std::vector<RunResult> read_results(const std::string& path) {
         r.policy = h5::read_attr_str(G, "policy", w);
         r.spec = h5::read_attr_str(G, "spec", w);
         r.params_json = h5::read_attr_str(G, "params_json", w);
+        if (h5::has_attr(G, "closed_loop_json"))
+            r.closed_loop_json = h5::read_attr_str(G, "closed_loop_json", w);
         r.budget = h5::read_attr_str(G, "budget", w);
         const std::string mode = h5::read_attr_str(G, "mode", w);
         if (mode != "stream" && mode != "prefill") fail("{}: mode '{}' is unknown", w, mode);

@@ -32,7 +32,7 @@ std::vector<int32_t> random_tokens(int n, int n_vocab, uint32_t seed) {
 
 }  // namespace
 
-TEST_CASE("capture (tiny model): q, k, v reproduce o and lse; logprobs match a prefill", "[cpu]") {
+TEST_CASE("capture (tiny model): q, k, v reproduce o and lse, logprobs match a prefill", "[cpu]") {
     test::TinySpec llama;
     test::TinySpec qwen;
     qwen.arch = "qwen2";

@@ -421,7 +421,7 @@ TEST_CASE("hf config: llama with every key", "[cpu]") {
     CHECK_FALSE(c.qkv_bias);
 }
 
-TEST_CASE("hf config: defaults for optional keys; name from the folder", "[cpu]") {
+TEST_CASE("hf config: defaults for optional keys, name from the folder", "[cpu]") {
     const json cfg = {{"model_type", "llama"},          {"hidden_size", 48},
                       {"num_hidden_layers", 1},         {"num_attention_heads", 6},
                       {"num_key_value_heads", nullptr}, {"head_dim", nullptr},
@@ -893,7 +893,7 @@ TEST_CASE("hf folder: sharded checkpoints with and without an index", "[cpu]") {
     }
 }
 
-TEST_CASE("open_weights: a folder is read as Hugging Face; a missing path is an error", "[cpu]") {
+TEST_CASE("open_weights: a folder is read as Hugging Face, a missing path is an error", "[cpu]") {
     TempDir tmp;
     write_hf_model(tmp.path(), llama_config(), one_tensor(), Dtype::BF16);
     const auto src = kvs::open_weights(tmp.str());

@@ -155,10 +155,10 @@ with kvscope.open_trace(P("pk.h5")) as t:
     check(worst < 1e-4, f"recall from attention() over held_at() == the replay's (worst {worst:.1e})")
 
 # --- schema versions and bad files: the C++ readers' lines ------------------------------------
-def newer(src, dst):
+def newer(src, dst, version):
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:
-        f.attrs["schema_version"] = np.int64(2)
+        f.attrs["schema_version"] = np.int64(version)
     return dst
 
 
@@ -170,12 +170,12 @@ def py_error(fn, path):
     return ""
 
 
-tr2 = newer(P("pk.h5"), os.path.join(tmp, "t2.h5"))
+tr2 = newer(P("pk.h5"), os.path.join(tmp, "t2.h5"), 2)
 cpp = run("info", tr2).stderr.strip()
 py = py_error(kvscope.open_trace, tr2)
 check(cpp == f"kvscope: error: {py}" and "schema_version 2 is newer than this kvscope reads (1)" in py,
       f"trace, newer schema: {py}")
-rs2 = newer(P("window.h5"), os.path.join(tmp, "r2.h5"))
+rs2 = newer(P("window.h5"), os.path.join(tmp, "r2.h5"), kvscope.results.SCHEMA_VERSION + 1)
 cpp = run("merge", "-o", os.path.join(tmp, "m.h5"), rs2, "-q").stderr.strip()
 py = py_error(kvscope.open_results, rs2)
 check(cpp == f"kvscope: error: {py}" and "update kvscope" in py and "\n" not in py,

@@ -178,7 +178,7 @@ TEST_CASE("live: full gives the dense engine's logits bit for bit", "[model]") {
     }
 }
 
-TEST_CASE("live: 16-bit quant equals full; 4-bit differs and stores fewer bytes", "[model]") {
+TEST_CASE("live: 16-bit quant equals full, 4-bit differs and stores fewer bytes", "[model]") {
     if (!have_model()) return;
     const Model& m = *real_model().model;
     const std::vector<int32_t> ids = prompt_ids(48);

@@ -235,7 +235,7 @@ TEST_CASE("a token that gets all the attention: h2o keeps it, window drops it", 
     CHECK(int(w.ckpt_bits[base + 10]) == 0);
 }
 
-TEST_CASE("every attention-guided policy keeps the hot token; mixed precision keeps it wide",
+TEST_CASE("every attention-guided policy keeps the hot token, mixed precision keeps it wide",
           "[cpu]") {
     // The known answer: a token that takes almost all the attention of every query is the one
     // token every score-based policy must hold to the end (window, which ignores scores, drops

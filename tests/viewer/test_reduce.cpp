@@ -61,7 +61,7 @@ TEST_CASE("reduce: the parts of a view partition the visible cells", "[cpu]") {
         }
 }
 
-TEST_CASE("reduce: brute force matches a direct computation; pyramid levels match", "[cpu]") {
+TEST_CASE("reduce: brute force matches a direct computation, pyramid levels match", "[cpu]") {
     struct Case {
         int64_t rows, cols;
         double r0, r1, c0, c1;

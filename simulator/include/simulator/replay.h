@@ -72,6 +72,8 @@ inline constexpr SummaryField kSummaryFields[] = {
 
 struct RunResult {
     std::string policy, spec, params_json, budget;
+    // A closed-loop run (kvscope eval): its metrics as a JSON object ("" for a replay run).
+    std::string closed_loop_json;
     Mode mode = Mode::stream;
     int64_t prefill_len = 0;
     std::string trace_path, trace_model, trace_task;

@@ -25,6 +25,12 @@
 //     spec            str    canonical spec with every parameter, defaults included
 //                            ("h2o:budget=256,recent=32,gqa=mean,bits=16,group=32")
 //     params_json     str    the same parameters as a JSON object
+//     closed_loop_json str   (v2, optional) a closed-loop run of `kvscope eval`: its metrics as a
+//                            JSON object (task, ppl, delta_ppl, kl_mean, kl_p95, top1_agree or
+//                            accuracy, items, ttft_s; kv_bytes_mean / _peak, offload bytes,
+//                            tokens_per_s). The run's datasets are then the live decisions of its
+//                            last window / item; recall, out_rel_err and out_cos are NaN (live
+//                            there is no full attention to compare with)
 //     budget          str    the budget as given ("256", "0.2"), "" when the policy has none
 //     mode            str    "stream" or "prefill"
 //     prefill_len     int    P: tokens compressed once at the start in prefill mode (0 in stream)

@@ -13,7 +13,9 @@
 namespace kvs::view {
 
 inline constexpr const char* kResultsFormat = "kvscope-results";
-inline constexpr int kResultsSchemaVersion = 1;
+// Mirrors simulator/results_schema.h (this library does not link the simulator). Version 2
+// added offload_bytes and closed_loop_json, which the viewer does not need; version 1 reads.
+inline constexpr int kResultsSchemaVersion = 2;
 
 struct RunInfo {
     std::string group;  // "runs/0000"
