@@ -16,6 +16,7 @@ struct AttnTraceOptions {
     int n_layer = 2, n_head = 4, n_kv = 2, d = 16;
     capture::StorageDtype dtype = capture::StorageDtype::F32;
     int hot = -1;             // position of the hot token (-1: none)
+    int hot_kv = -1;          // the KV head whose queries it draws (-1: all; the others diffuse)
     int64_t prompt_len = -1;  // -1: T (a text trace)
     bool complete = true;
     uint64_t seed = 1;
@@ -64,9 +65,15 @@ inline void write_attn_trace(const std::string& path, const AttnTraceOptions& o)
         for (auto& x : k) x = float(rng.uniform());
         for (auto& x : v) x = float(rng.uniform());
         if (o.hot >= 0) {
-            for (int g = 0; g < Hkv; ++g)
+            for (int g = 0; g < Hkv; ++g) {
+                if (o.hot_kv >= 0 && g != o.hot_kv) continue;
                 for (int i = 0; i < d; ++i) k[(size_t(g) * T + size_t(o.hot)) * d + i] = 1.5f;
-            for (auto& x : q) x = 1.5f + 0.3f * x;
+            }
+            for (int h = 0; h < H; ++h) {
+                if (o.hot_kv >= 0 && h / (H / Hkv) != o.hot_kv) continue;
+                for (size_t i = size_t(h) * T * d; i < size_t(h + 1) * T * d; ++i)
+                    q[i] = 1.5f + 0.3f * q[i];
+            }
         }
         for (int h = 0; h < H; ++h) {
             const int g = h / (H / Hkv);

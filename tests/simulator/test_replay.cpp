@@ -285,6 +285,27 @@ TEST_CASE("every attention-guided policy keeps the hot token, mixed precision ke
     }
 }
 
+TEST_CASE("adakv gives the head with diffuse attention more of the layer's budget", "[cpu]") {
+    // KV head 0's queries all look at one token; KV head 1's attention is spread out. Ada-KV's
+    // one top-k over the layer's heads must give head 1 more tokens than head 0; snapkv splits
+    // the budget evenly.
+    test::AttnTraceOptions o;
+    o.hot = 10;
+    o.hot_kv = 0;
+    const std::string path = trace(o, "hot_kv0.h5");
+    const RunResult ada = run1(path, "adakv:budget=32", Mode::prefill);
+    const RunResult snap = run1(path, "snapkv:budget=32", Mode::prefill);
+    const size_t last = (ada.n_steps() - 1) * ada.n_units();
+    for (size_t l = 0; l < ada.layers.size(); ++l) {
+        INFO("layer " << l);
+        CHECK(ada.held[last + 2 * l + 0] < ada.held[last + 2 * l + 1]);
+        CHECK(snap.held[last + 2 * l + 0] == snap.held[last + 2 * l + 1]);
+        // Both heads together stay within the layer's budget (32 per head on average).
+        CHECK(ada.held[last + 2 * l + 0] + ada.held[last + 2 * l + 1] <= 2 * 32);
+        CHECK(ada.evicted_at[(2 * l + 0) * size_t(ada.n_tokens) + 10] == -1);
+    }
+}
+
 TEST_CASE("replay is identical run to run and independent of --threads", "[cpu]") {
     for (const char* spec : {"h2o:budget=30", "agacc:budget=40", "adakv:budget=0.3"}) {
         INFO(spec);
