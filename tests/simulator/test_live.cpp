@@ -173,7 +173,8 @@ TEST_CASE("live: full gives the dense engine's logits bit for bit", "[model]") {
         for (size_t i = 0; i < a.size(); ++i)
             worst = std::max(worst, double(std::fabs(a[i] - c[i])));
         CHECK(worst > 0);
-        CHECK(worst < 0.05);  // measured 0.0105 (fp16 rounding of K and V, 30 layers)
+        CHECK(worst < 0.05);  // measured 0.016 (stream) / 0.017 (prefill): fp16 K and V
+                              // rounding through 30 layers, logits of 48 tokens
         CHECK(live16.bytes() * 2 == live.bytes());
     }
 }
