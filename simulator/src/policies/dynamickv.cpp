@@ -10,6 +10,7 @@
 
 #include "capture/trace_reader.h"
 #include "engine/error.h"
+#include "kernels/attend.h"
 #include "snap.h"
 
 namespace kvs::sim {
@@ -64,24 +65,25 @@ class DynamicKv final : public Policy {
             for (int g = 0; g < c.n_kv; ++g) {
                 std::vector<double> sum(size_t(t0), 0.0);
                 const std::vector<float> k = c.reader->read(capture::Field::K, layer, g, 0, t0);
+                // The window's attention over the keys before t0, by the one attention routine
+                // (kernels/attend.h; probabilities only).
+                std::vector<int32_t> kpos(static_cast<size_t>(t0)), qpos(static_cast<size_t>(ws));
+                for (int64_t j = 0; j < t0; ++j) kpos[size_t(j)] = int32_t(j);
+                for (int i = 0; i < ws; ++i) qpos[size_t(i)] = int32_t(t0 - ws + i);
+                std::vector<float> p(size_t(ws) * size_t(t0)), lse(static_cast<size_t>(ws));
                 int nq = 0;
                 for (int h = 0; h < c.n_head; ++h) {
                     if (c.kv_of_q[size_t(h)] != g) continue;
                     ++nq;
                     const std::vector<float> q =
                         c.reader->read(capture::Field::Q, layer, h, t0 - ws, t0);
-                    const std::vector<float> lse = c.reader->read_lse(layer, h, t0 - ws, t0);
-                    for (int i = 0; i < ws; ++i) {
-                        const int64_t qt = t0 - ws + i;
-                        for (int64_t j = 0; j <= qt; ++j) {
-                            float acc = 0;
-                            for (int e = 0; e < d; ++e)
-                                acc += q[size_t(i) * size_t(d) + size_t(e)] *
-                                       k[size_t(j) * size_t(d) + size_t(e)];
-                            sum[size_t(j)] +=
-                                std::exp(double(acc) * c.attn_scale - double(lse[size_t(i)]));
-                        }
-                    }
+                    KVS_ASSERT(kernels::attend_cpu(q.data(), qpos.data(), ws, k.data(), nullptr,
+                                                   kpos.data(), nullptr, int(t0), d, c.attn_scale,
+                                                   nullptr, lse.data(),
+                                                   p.data()) == kernels::Status::ok);
+                    for (int i = 0; i < ws; ++i)
+                        for (int64_t j = 0; j < t0; ++j)
+                            sum[size_t(j)] += double(p[size_t(i) * size_t(t0) + size_t(j)]);
                 }
                 // Pool (max or avg over `kernel` positions), mean over the group's heads.
                 const int half = p_.kernel / 2;
