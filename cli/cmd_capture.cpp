@@ -78,6 +78,11 @@ void run_capture_cmd(const CaptureArgs& a) {
     if (a.task == "needle" && a.haystack.empty()) fail("--task needle needs --haystack FILE");
     if (!a.haystack.empty() && a.task != "needle") fail("--haystack applies to --task needle");
     if (a.dtype != "f16" && a.dtype != "f32") fail("--dtype '{}': expected f16 or f32", a.dtype);
+    if (!a.live.policy.empty()) {  // bad options fail before the model loads
+        sim::parse_spec(a.live.policy);
+        parse_mode(a.live.mode);
+        parse_kv_dtype(a.live.kv_dtype);
+    }
     const int gzip = parse_compression(a.compress);
     const uint64_t seed = a.seed >= 0 ? uint64_t(a.seed) : std::random_device{}() % 1000000;
     const std::string haystack = a.haystack.empty() ? "" : read_text_file(a.haystack);
@@ -182,10 +187,6 @@ void run_capture_cmd(const CaptureArgs& a) {
     meta.layers = layers;
     meta.text_width = max_token_bytes(tok);
 
-    if (!a.quiet)
-        fmt::print(stderr, "model: {} | {} prompt + {} new tokens | {} layers, {}, {} -> {}\n",
-                   lm.weights->describe(), req.prompt.size(), req.n_generate, layers.size(),
-                   a.dtype, compression_name(gzip), a.out);
     std::unique_ptr<sim::LiveCache> live;
     std::string decisions = a.decisions;
     if (!a.live.policy.empty()) {
@@ -203,6 +204,10 @@ void run_capture_cmd(const CaptureArgs& a) {
     } else if (!a.decisions.empty()) {
         fail("--decisions needs --policy");
     }
+    if (!a.quiet)
+        fmt::print(stderr, "model: {} | {} prompt + {} new tokens | {} layers, {}, {} -> {}\n",
+                   lm.weights->describe(), req.prompt.size(), req.n_generate, layers.size(),
+                   a.dtype, compression_name(gzip), a.out);
     StopSignals signals;
     TraceWriter w(a.out, meta);
     w.set_prompt_len(int64_t(req.prompt.size()));

@@ -23,6 +23,11 @@ struct GenerateArgs {
 };
 
 void run_generate(const GenerateArgs& a) {
+    if (!a.live.policy.empty()) {  // bad options fail before the model loads
+        sim::parse_spec(a.live.policy);
+        parse_mode(a.live.mode);
+        parse_kv_dtype(a.live.kv_dtype);
+    }
     LoadedModel lm = load_model(a.model);
     const Model& m = *lm.model;
     const Tokenizer& tok = *lm.tokenizer;
@@ -34,9 +39,6 @@ void run_generate(const GenerateArgs& a) {
     if (int(ids.size()) + a.n_predict > n_ctx)
         fail("prompt ({} tokens) + {} new tokens exceeds the context length {}", ids.size(),
              a.n_predict, n_ctx);
-    if (!a.quiet)
-        fmt::print(stderr, "model: {} ({:.1f}M params, loaded in {:.2f}s)\n",
-                   lm.weights->describe(), double(m.n_params()) / 1e6, lm.load_seconds);
     const int capacity = int(ids.size()) + a.n_predict;
     std::unique_ptr<KvCache> cache_ptr;
     if (a.live.policy.empty()) {
@@ -46,6 +48,9 @@ void run_generate(const GenerateArgs& a) {
                                     int64_t(ids.size()), false);
     }
     KvCache& cache = *cache_ptr;
+    if (!a.quiet)
+        fmt::print(stderr, "model: {} ({:.1f}M params, loaded in {:.2f}s)\n",
+                   lm.weights->describe(), double(m.n_params()) / 1e6, lm.load_seconds);
     std::vector<float> logits;
     const auto t0 = std::chrono::steady_clock::now();
     prefill(m, ids.data(), int(ids.size()), 0, cache, 256, LogitsFor::Last, logits);

@@ -122,6 +122,32 @@ bad(["replay", res, "--policy", "full", "--out", os.path.join(tmp, "x.h5")],
 bad(["merge", "-o", os.path.join(tmp, "x.h5"), trace], "not a kvscope results file", os.path.join(tmp, "x.h5"))
 bad(["sweep", trace, "--policy", "h2o", "--out", os.path.join(tmp, "x.h5")], "needs a budget")
 bad(["sweep", trace, "--policy", "full", "--shard", "2/2", "--out", os.path.join(tmp, "x.h5")], "--shard")
+# Closed loop through the CLI: a live compressed capture's decisions file equals the replay of
+# its own trace (the C++ parity test covers every policy; this is the command-line path), and
+# eval's bad input is one line.
+for spec, mode in (("tova:budget=48", "stream"), ("snapkv:budget=48", "prefill")):
+    lt = os.path.join(tmp, f"live_{mode}.h5")
+    run("capture", "-m", model, "--task", "passkey", "--ctx", "160", "--generate", "8",
+        "--policy", spec, "--mode", mode, "--dtype", "f32", "--out", lt, "-q")
+    lr = os.path.join(tmp, f"live_{mode}.replay.h5")
+    run("replay", lt, "--policy", spec, "--mode", mode, "--checkpoints", "0", "--out", lr, "-q")
+    with h5py.File(lt[:-3] + ".decisions.h5", "r") as a, h5py.File(lr, "r") as b:
+        ga, gb = a["runs/0000"], b["runs/0000"]
+        same = all(np.array_equal(ga[k][()], gb[k][()])
+                   for k in ("evicted_at", "held", "bytes", "budget_tokens", "bit_events", "steps"))
+        n_ev = int((ga["evicted_at"][()] >= 0).sum())
+    check(same and n_ev > 0, f"capture --policy {spec} --mode {mode}: live decisions == replay "
+          f"of its trace ({n_ev} evictions)")
+bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "4096",
+     "--policy", "h2o:budget=64"], "shorter than one window")
+bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "256",
+     "--policy", "dynamickv:budget=64"], "dynamickv cannot run live")
+bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "256",
+     "--policy", "h2o:budget=300"], "not below the context")
+bad(["generate", "-m", model, "-p", "Hi", "--policy", "h2o:budget=8", "--mode", "sideways"],
+    "--mode 'sideways'")
+bad(["capture", "-m", model, "--task", "passkey", "--ctx", "160", "--policy", "h2o:budget=300",
+     "--out", os.path.join(tmp, "x.h5")], "not below the context", os.path.join(tmp, "x.h5"))
 pol = json.loads(run("policies", "--json").stdout)
 check(len(pol) == 11 and {p_["name"] for p_ in pol} >= {"agd", "agacc", "dynamickv", "quant"},
       "policies --json lists the 11 policies")
