@@ -57,19 +57,7 @@ void LiveCache::reset() {
     layers_.clear();
     for (int il = 0; il < shape_.n_layer; ++il) {
         auto L = std::make_unique<Layer>();
-        LayerContext lc;
-        lc.layer = il;
-        lc.slot = il;
-        lc.n_layer = shape_.n_layer;
-        lc.n_replayed = shape_.n_layer;
-        lc.n_head = shape_.n_head;
-        lc.n_kv = shape_.n_head_kv;
-        lc.d = shape_.head_dim;
-        lc.n_tokens = opt_.capacity;
-        lc.prefill_len = pc.prefill_len;
-        lc.mode = opt_.mode;
-        lc.attn_scale = pc.attn_scale;
-        lc.plan = plan.get();
+        const LayerContext lc = layer_context(pc, il, plan.get());
         L->policy = policy_->make_layer(lc);
         L->observes = L->policy->observes();
         L->first_observed =

@@ -237,4 +237,21 @@ void reduce_gqa(const float* probs, int n_q, int n, GqaReduce how, float* out) {
     }
 }
 
+LayerContext layer_context(const PlanContext& c, int slot, const void* plan) {
+    LayerContext lc;
+    lc.layer = c.layers.at(size_t(slot));
+    lc.slot = slot;
+    lc.n_layer = c.n_layer;
+    lc.n_replayed = int(c.layers.size());
+    lc.n_head = c.n_head;
+    lc.n_kv = c.n_kv;
+    lc.d = c.d;
+    lc.n_tokens = c.n_tokens;
+    lc.prefill_len = c.prefill_len;
+    lc.mode = c.mode;
+    lc.attn_scale = c.attn_scale;
+    lc.plan = plan;
+    return lc;
+}
+
 }  // namespace kvs::sim

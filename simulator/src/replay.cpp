@@ -58,6 +58,7 @@ struct Shared {
     std::vector<std::vector<int>> q_of_kv;  // query heads of each KV head
     std::vector<int> ckpt_of_step;          // [T] checkpoint index or -1
     Mode mode = Mode::stream;
+    PlanContext pc;  // the run's shape, as policies see it
 };
 
 struct RunState {
@@ -80,19 +81,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                   const std::atomic<bool>* cancel) {
     const int64_t T = sh.T;
     const int d = sh.d, Hkv = sh.Hkv, L = sh.L;
-    LayerContext lc;
-    lc.layer = ld.layer;
-    lc.slot = ld.slot;
-    lc.n_layer = sh.n_layer;
-    lc.n_replayed = L;
-    lc.n_head = sh.H;
-    lc.n_kv = Hkv;
-    lc.d = d;
-    lc.n_tokens = T;
-    lc.prefill_len = sh.mode == Mode::prefill ? sh.first_eval : 0;
-    lc.mode = sh.mode;
-    lc.attn_scale = sh.scale;
-    lc.plan = rs.plan.get();
+    const LayerContext lc = layer_context(sh.pc, ld.slot, rs.plan.get());
     std::unique_ptr<LayerPolicy> lp = rs.policy->make_layer(lc);
     const bool observes = lp->observes();
     const int64_t first_observed = observes ? lp->first_observed_step(sh.first_update) : T;
@@ -381,6 +370,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
     pc.prefill_len = P;
     pc.mode = opt.mode;
     pc.attn_scale = sh.scale;
+    sh.pc = pc;
     const auto t_start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < specs.size(); ++i) {
         RunState& rs = runs[i];

@@ -131,6 +131,10 @@ struct PlanContext {
     float attn_scale = 0;
 };
 
+// The context of replayed layer slot `slot` (model layer c.layers[slot]) of a run, with the run's
+// plan: what both drivers (replay, live) hand Policy::make_layer.
+LayerContext layer_context(const PlanContext& c, int slot, const void* plan);
+
 class Policy {
   public:
     virtual ~Policy() = default;
