@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -13,6 +14,8 @@
 #include "common.h"
 #include "engine/error.h"
 #include "engine/runner.h"
+#include "live_options.h"
+#include "simulator/policy.h"
 
 namespace kvs::cli {
 
@@ -23,11 +26,20 @@ struct BenchArgs {
     std::vector<int> prefill = {512, 2048};
     int decode_ctx = 2048, decode_n = 32, reps = 2;
     bool json = false, capture = false;
+    std::vector<std::string> policies;  // --policy: decode over compressed caches too
+    std::string kv_dtype = "f16";
 };
 
 double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
+}
+
+// CPU seconds of the whole process (all threads): on a busy machine, the work a step costs.
+double cpu_s() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 double peak_rss_mib() {
@@ -99,6 +111,103 @@ void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<
     }
 }
 
+// Read bandwidth of this machine with every OpenMP thread (GB/s): the sum of a 1 GiB buffer,
+// best of 3. The floor of a decode step is the bytes it must read over this.
+double read_bandwidth_gbs() {
+    const size_t n = (size_t(1) << 30) / sizeof(float);
+    std::vector<float> buf(n, 1.0f);
+    double best = 1e30, sink = 0;
+    for (int r = 0; r < 3; ++r) {
+        const double t0 = now_s();
+        double acc = 0;
+#pragma omp parallel for reduction(+ : acc) schedule(static)
+        for (int64_t b = 0; b < int64_t(n / 4096); ++b) {
+            const float* p = buf.data() + size_t(b) * 4096;
+            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int i = 0; i < 4096; i += 8)
+                for (int l = 0; l < 8; ++l) s[l] += p[i + l];
+            acc += double(s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]);
+        }
+        best = std::min(best, now_s() - t0);
+        sink += acc;
+    }
+    if (sink < 0) fmt::print("{}", sink);  // keep the sums
+    return double(n * sizeof(float)) / best / 1e9;
+}
+
+// Decode at --decode-ctx tokens of context with the dense fp32 cache and with each --policy's
+// compressed cache (prefill mode: the context is the prompt, compressed once, then decoded),
+// interleaved, best of reps: tokens/s, the cache's bytes (what attention reads per step) and the
+// floor (model file + cache bytes over the measured read bandwidth).
+void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
+                           const std::vector<int32_t>& toks, nlohmann::json& out) {
+    const Model& m = *lm.model;
+    const int64_t cap = a.decode_ctx + a.decode_n + 1;
+    std::vector<std::string> names = {"dense"};
+    for (const auto& p : a.policies) names.push_back(p);
+    std::vector<sim::PolicySpec> specs;
+    for (const auto& p : a.policies) specs.push_back(sim::parse_spec(p));
+    LiveArgs la;
+    la.mode = "prefill";
+    la.kv_dtype = a.kv_dtype;
+    const double bw = read_bandwidth_gbs();
+    // The weights a decode step streams: the model's file(s) (the output head is the tied
+    // embedding table, read whole every step).
+    double wbytes = 0;
+    if (std::filesystem::is_directory(a.model)) {
+        for (const auto& e : std::filesystem::directory_iterator(a.model))
+            if (e.path().extension() == ".safetensors") wbytes += double(e.file_size());
+    } else {
+        wbytes = double(std::filesystem::file_size(a.model));
+    }
+    std::vector<double> best(names.size(), 1e30), best_cpu(names.size(), 1e30),
+        kv_bytes(names.size(), 0);
+    std::vector<float> logits;
+    for (int r = 0; r < a.reps; ++r) {
+        for (size_t c = 0; c < names.size(); ++c) {
+            std::unique_ptr<KvCache> cache;
+            if (c == 0)
+                cache = std::make_unique<DenseKvCache>(m.kv_shape(), int(cap));
+            else
+                cache = make_live_cache(m, specs[c - 1], la, cap, a.decode_ctx, false);
+            prefill(m, toks.data(), a.decode_ctx, 0, *cache, 512, LogitsFor::Last, logits);
+            // The first decoded token compresses the prompt (prefill mode): not timed.
+            int32_t pos = a.decode_ctx;
+            m.forward(&toks[size_t(pos)], &pos, 1, *cache, LogitsFor::Last, logits);
+            const double t0 = now_s(), c0 = cpu_s();
+            for (int i = 1; i < a.decode_n; ++i) {
+                pos = a.decode_ctx + i;
+                m.forward(&toks[size_t(pos)], &pos, 1, *cache, LogitsFor::Last, logits);
+            }
+            best[c] = std::min(best[c], (now_s() - t0) / (a.decode_n - 1));
+            best_cpu[c] = std::min(best_cpu[c], (cpu_s() - c0) / (a.decode_n - 1));
+            kv_bytes[c] = double(cache->bytes());
+        }
+    }
+    out["read_bandwidth_gbs"] = bw;
+    out["model_file_bytes"] = wbytes;
+    if (!a.json)
+        fmt::print(
+            "decode at {} tokens of context (read bandwidth {:.1f} GB/s, model {:.0f} MB):\n",
+            a.decode_ctx, bw, wbytes / 1e6);
+    for (size_t c = 0; c < names.size(); ++c) {
+        const double floor_s = (wbytes + kv_bytes[c]) / (bw * 1e9);
+        out["decode_caches"].push_back({{"cache", names[c]},
+                                        {"tokens_per_second", 1.0 / best[c]},
+                                        {"ms_per_token", 1e3 * best[c]},
+                                        {"cpu_ms_per_token", 1e3 * best_cpu[c]},
+                                        {"kv_bytes", kv_bytes[c]},
+                                        {"floor_ms_per_token", 1e3 * floor_s},
+                                        {"speedup_vs_dense", best[0] / best[c]}});
+        if (!a.json)
+            fmt::print(
+                "  {:<24} {:6.1f} tokens/s {:6.1f} ms/token (cpu {:6.1f} ms)  KV {:7.1f} MB  "
+                "floor {:5.1f} ms  x{:.2f} vs dense\n",
+                names[c], 1.0 / best[c], 1e3 * best[c], 1e3 * best_cpu[c], kv_bytes[c] / 1e6,
+                1e3 * floor_s, best[0] / best[c]);
+    }
+}
+
 void run_bench(const BenchArgs& a) {
     LoadedModel lm = load_model(a.model);
     const Model& m = *lm.model;
@@ -126,6 +235,12 @@ void run_bench(const BenchArgs& a) {
             fmt::print("prefill {:5d} tokens: {:8.1f} tokens/s ({:.2f} s)\n", n, n / best, best);
     }
     if (a.capture) bench_capture(a, lm, toks, out);
+    if (!a.policies.empty()) {
+        bench_decode_policies(a, lm, toks, out);
+        out["peak_rss_mib"] = peak_rss_mib();
+        if (a.json) fmt::print("{}\n", out.dump());
+        return;
+    }
     cache.clear();
     prefill(m, toks.data(), a.decode_ctx, 0, cache, 512, LogitsFor::Last, logits);
     const double t0 = now_s();
@@ -162,6 +277,11 @@ void register_bench(CLI::App& app) {
     c->add_flag("--capture", a->capture,
                 "Also time a trace capture of each prefill length against the plain forward pass");
     c->add_flag("--json", a->json, "One JSON object on stdout");
+    c->add_option("--policy", a->policies,
+                  "Also decode over this policy's compressed cache (repeatable; prefill mode: the "
+                  "context is compressed once, then decoded), beside the dense fp32 cache");
+    c->add_option("--kv-dtype", a->kv_dtype, "Full precision of the compressed caches (f16, f32)")
+        ->capture_default_str();
     c->callback([a] { run_bench(*a); });
 }
 

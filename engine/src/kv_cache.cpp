@@ -41,7 +41,12 @@ void DenseKvCache::attend(int il, int n_tok, const int32_t* pos, const float* q,
                           float* lse) const {
     attend_groups(shape_, n_tok, pos, q, out, lse, [&](int g) {
         const Slot& s = slot(il, g);
-        return KvView{s.k.data(), s.v.data(), s.pos.data(), nullptr, s.n};
+        KvView kv;
+        kv.k = s.k.data();
+        kv.v = s.v.data();
+        kv.pos = s.pos.data();
+        kv.n = s.n;
+        return kv;
     });
 }
 
@@ -65,9 +70,14 @@ void attend_groups(const KvShape& shape, int n_tok, const int32_t* pos, const fl
         const int g = it / slices, r0 = (it % slices) * per, nr = std::min(per, rows - r0);
         const KvView& kv = views[size_t(g)];
         const size_t row0 = size_t(g) * size_t(rows) + size_t(r0);
-        const kernels::Status st = kernels::attend_cpu(
-            q + row0 * size_t(d), qpos.data() + r0, nr, kv.k, kv.v, kv.pos, kv.bias, kv.n, d,
-            1.0f / std::sqrt(float(d)), out + row0 * size_t(d), lse + row0, nullptr);
+        const float scale = 1.0f / std::sqrt(float(d));
+        const kernels::Status st =
+            kv.packed ? kernels::attend_packed_cpu(q + row0 * size_t(d), qpos.data() + r0, nr,
+                                                   kv.pk, kv.pv, kv.pos, kv.bias, kv.n, d, scale,
+                                                   out + row0 * size_t(d), lse + row0, nullptr)
+                      : kernels::attend_cpu(q + row0 * size_t(d), qpos.data() + r0, nr, kv.k, kv.v,
+                                            kv.pos, kv.bias, kv.n, d, scale, out + row0 * size_t(d),
+                                            lse + row0, nullptr);
         KVS_ASSERT(st == kernels::Status::ok);
     }
 }

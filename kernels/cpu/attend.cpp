@@ -8,6 +8,8 @@
 // vector registers; otherwise the same operations run in scalar code (fmaf), in the same order.
 #include "kernels/attend.h"
 
+#include "kernels/packed_rows.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -52,14 +54,15 @@ inline float dot_scalar(const float* q, const float* k, int d) {
     return s;
 }
 
-// s[r][j] = dot(q_r, k_j) for rows r in [0, nr) (nr <= 2) and keys j in [j0, j1).
-void dots(const float* const* qr, int nr, const float* k, int j0, int j1, int d, float* const* s) {
+// s[r][j] = dot(q_r, k_j) for rows r in [0, nr) (nr <= 2) and keys j in [j0, j1); kt holds the
+// rows of keys j0.. (kt[0] is key j0).
+void dots(const float* const* qr, int nr, const float* kt, int j0, int j1, int d, float* const* s) {
 #if KVS_ATTEND_AVX2
     if (d % 8 == 0) {
         int j = j0;
         if (nr == 2) {
             for (; j + 4 <= j1; j += 4) {
-                const float* k0 = k + size_t(j) * size_t(d);
+                const float* k0 = kt + size_t(j - j0) * size_t(d);
                 __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
                 __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
                 for (int c = 0; c < d; c += 8) {
@@ -90,7 +93,7 @@ void dots(const float* const* qr, int nr, const float* k, int j0, int j1, int d,
         for (int r = 0; r < nr; ++r) {
             int jj = j;
             for (; jj + 4 <= j1; jj += 4) {
-                const float* k0 = k + size_t(jj) * size_t(d);
+                const float* k0 = kt + size_t(jj - j0) * size_t(d);
                 __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
                 for (int c = 0; c < d; c += 8) {
                     const __m256 q0 = _mm256_loadu_ps(qr[r] + c);
@@ -105,7 +108,7 @@ void dots(const float* const* qr, int nr, const float* k, int j0, int j1, int d,
                 s[r][jj + 3] = hsum(a3);
             }
             for (; jj < j1; ++jj) {
-                const float* kr = k + size_t(jj) * size_t(d);
+                const float* kr = kt + size_t(jj - j0) * size_t(d);
                 __m256 a0 = _mm256_setzero_ps();
                 for (int c = 0; c < d; c += 8)
                     a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qr[r] + c), _mm256_loadu_ps(kr + c), a0);
@@ -116,22 +119,24 @@ void dots(const float* const* qr, int nr, const float* k, int j0, int j1, int d,
     }
 #endif
     for (int r = 0; r < nr; ++r)
-        for (int j = j0; j < j1; ++j) s[r][j] = dot_scalar(qr[r], k + size_t(j) * size_t(d), d);
+        for (int j = j0; j < j1; ++j)
+            s[r][j] = dot_scalar(qr[r], kt + size_t(j - j0) * size_t(d), d);
 }
 
-// o[r] = sum_{j in [0, n), p[r][j] != skip} p[r][j] v_j for nr <= 2 rows; entries with vis[j]
-// false for row r (p exactly 0 there and not read) are skipped.
-void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* v, int j1,
-              int d, float* const* o) {
+// o[r] += sum_{j in [j0, j1), visible} p[r][j] v_j for nr <= 2 rows, continuing each output
+// channel's FMA chain (o holds the chain's value after entries [0, j0); zero at the start); vt
+// holds the rows of values j0.. . Entries with vis[r][j] false (p exactly 0) are skipped.
+void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, int j0,
+              int j1, int d, float* const* o) {
 #if KVS_ATTEND_AVX2
     if (d % 8 == 0) {
         for (int c0 = 0; c0 < d; c0 += 32) {
             const int nc = std::min(32, d - c0) / 8;  // 1..4 vectors
             __m256 acc[2][4];
-            for (int r = 0; r < 2; ++r)
-                for (int b = 0; b < 4; ++b) acc[r][b] = _mm256_setzero_ps();
-            for (int j = 0; j < j1; ++j) {
-                const float* vr = v + size_t(j) * size_t(d) + c0;
+            for (int r = 0; r < nr; ++r)
+                for (int b = 0; b < nc; ++b) acc[r][b] = _mm256_loadu_ps(o[r] + c0 + 8 * b);
+            for (int j = j0; j < j1; ++j) {
+                const float* vr = vt + size_t(j - j0) * size_t(d) + c0;
                 __m256 vb[4];
                 for (int b = 0; b < nc; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
                 for (int r = 0; r < nr; ++r) {
@@ -148,57 +153,85 @@ void weighted(const float* const* p, const uint8_t* const* vis, int nr, const fl
 #endif
     for (int r = 0; r < nr; ++r) {
         float* orow = o[r];
-        std::fill(orow, orow + d, 0.0f);
-        for (int j = 0; j < j1; ++j) {
+        for (int j = j0; j < j1; ++j) {
             if (!vis[r][j]) continue;
             const float w = p[r][j];
-            const float* vr = v + size_t(j) * size_t(d);
+            const float* vr = vt + size_t(j - j0) * size_t(d);
             for (int c = 0; c < d; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
         }
     }
 }
 
-}  // namespace
+// Where attention reads the rows of entries [j0, j1) from: fp32 rows in place, or packed rows
+// decoded into a tile buffer (the same values quant_unpack gives).
+struct F32Rows {
+    const float* x;
+    const float* rows(int j0, int, int d, float*) const { return x + size_t(j0) * size_t(d); }
+};
+struct PackedSrc {
+    const PackedRows* r;
+    const float* rows(int j0, int j1, int d, float* buf) const {
+        dequant_rows(*r, j0, j1, d, buf);
+        return buf;
+    }
+};
 
-Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
-                  const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
-                  float* lse, float* probs) {
-    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
-    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
-    if (n > 0 && (!k || (!v && out) || !kpos)) return Status::invalid_argument;
-    if (nq == 0) return Status::ok;
+constexpr int kRowBlock = 16;  // rows whose scores are computed together (8 pairs)
+constexpr int kTile = 64;      // entries per K / V tile (decoded once for the row block)
 
+template <class Src>
+void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, const Src& vs,
+                 const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
+                 float* lse, float* probs) {
     // Entries in non-decreasing position order (the usual case: stores append in order) let a
-    // block of rows stop at the first entry none of them sees.
+    // pair of rows stop at the first entry neither of them sees.
     bool sorted = true;
     for (int j = 1; j < n && sorted; ++j) sorted = kpos[j - 1] <= kpos[j];
 
-    thread_local std::vector<float> s_buf;
+    thread_local std::vector<float> s_buf, tile;
     thread_local std::vector<uint8_t> vis_buf;
-    if (!probs) s_buf.resize(2 * size_t(n));
-    vis_buf.resize(2 * size_t(n));
+    if (!probs) s_buf.resize(size_t(kRowBlock) * size_t(n));
+    vis_buf.resize(size_t(kRowBlock) * size_t(n));
+    tile.resize(size_t(kTile) * size_t(d));
 
-    for (int i0 = 0; i0 < nq; i0 += 2) {
-        const int nr = std::min(2, nq - i0);
-        const float* qr[2];
-        float* s[2];
-        uint8_t* vis[2];
-        float* o[2];
-        int32_t qp_max = std::numeric_limits<int32_t>::min();
-        for (int r = 0; r < nr; ++r) {
-            const int i = i0 + r;
+    for (int b0 = 0; b0 < nq; b0 += kRowBlock) {
+        const int nb = std::min(kRowBlock, nq - b0);
+        const int npair = (nb + 1) / 2;
+        const float* qr[kRowBlock];
+        float* s[kRowBlock];
+        uint8_t* vis[kRowBlock];
+        float* o[kRowBlock];
+        int jp[kRowBlock / 2];  // entries [jp, n) are visible to neither row of the pair
+        int jmax = 0;
+        for (int r = 0; r < nb; ++r) {
+            const int i = b0 + r;
             qr[r] = q + size_t(i) * size_t(d);
             s[r] = probs ? probs + size_t(i) * size_t(n) : s_buf.data() + size_t(r) * size_t(n);
             vis[r] = vis_buf.data() + size_t(r) * size_t(n);
             o[r] = out ? out + size_t(i) * size_t(d) : nullptr;
-            qp_max = std::max(qp_max, qpos ? qpos[i] : std::numeric_limits<int32_t>::max());
         }
-        // Entries [j1, n) are visible to no row of the block (sorted positions only).
-        int j1 = n;
-        if (sorted && qpos) j1 = int(std::upper_bound(kpos, kpos + n, qp_max) - kpos);
-        dots(qr, nr, k, 0, j1, d, s);
-        for (int r = 0; r < nr; ++r) {
-            const int i = i0 + r;
+        for (int pr = 0; pr < npair; ++pr) {
+            int32_t qp_max = std::numeric_limits<int32_t>::min();
+            for (int r = 2 * pr; r < std::min(nb, 2 * pr + 2); ++r)
+                qp_max =
+                    std::max(qp_max, qpos ? qpos[b0 + r] : std::numeric_limits<int32_t>::max());
+            jp[pr] = n;
+            if (sorted && qpos) jp[pr] = int(std::upper_bound(kpos, kpos + n, qp_max) - kpos);
+            jmax = std::max(jmax, jp[pr]);
+        }
+        // Scores, a tile of keys at a time (decoded once for all rows of the block).
+        for (int t0 = 0; t0 < jmax; t0 += kTile) {
+            const int t1 = std::min(jmax, t0 + kTile);
+            const float* kt = ks.rows(t0, t1, d, tile.data());
+            for (int pr = 0; pr < npair; ++pr) {
+                if (jp[pr] <= t0) continue;
+                const int nr = std::min(2, nb - 2 * pr);
+                dots(qr + 2 * pr, nr, kt, t0, std::min(t1, jp[pr]), d, s + 2 * pr);
+            }
+        }
+        // Softmax of each row.
+        for (int r = 0; r < nb; ++r) {
+            const int i = b0 + r, j1 = jp[r / 2];
             float* sr = s[r];
             uint8_t* vr = vis[r];
             const int32_t qp = qpos ? qpos[i] : 0;
@@ -229,10 +262,48 @@ Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, c
             lse[i] = m + float(std::log(z));
         }
         if (!out) continue;
-        weighted(s, vis, nr, v, j1, d, o);
-        for (int r = 0; r < nr; ++r)
-            if (lse[i0 + r] == kNegInf) std::fill(o[r], o[r] + d, 0.0f);
+        // Weighted sums, a tile of values at a time; each output channel's chain runs over the
+        // visible entries in ascending order across tiles.
+        for (int r = 0; r < nb; ++r) std::fill(o[r], o[r] + d, 0.0f);
+        for (int t0 = 0; t0 < jmax; t0 += kTile) {
+            const int t1 = std::min(jmax, t0 + kTile);
+            const float* vt = vs.rows(t0, t1, d, tile.data());
+            for (int pr = 0; pr < npair; ++pr) {
+                if (jp[pr] <= t0) continue;
+                const int nr = std::min(2, nb - 2 * pr);
+                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, t0, std::min(t1, jp[pr]), d, o + 2 * pr);
+            }
+        }
+        for (int r = 0; r < nb; ++r)
+            if (lse[b0 + r] == kNegInf) std::fill(o[r], o[r] + d, 0.0f);
     }
+}
+
+}  // namespace
+
+Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
+                  const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
+                  float* lse, float* probs) {
+    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
+    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
+    if (n > 0 && (!k || (!v && out) || !kpos)) return Status::invalid_argument;
+    if (nq == 0) return Status::ok;
+    attend_impl(q, qpos, nq, F32Rows{k}, F32Rows{v}, kpos, bias, n, d, scale, out, lse, probs);
+    return Status::ok;
+}
+
+Status attend_packed_cpu(const float* q, const int32_t* qpos, int nq, const PackedRows& k,
+                         const PackedRows& v, const int32_t* kpos, const float* bias, int n, int d,
+                         float scale, float* out, float* lse, float* probs) {
+    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
+    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
+    if (n > 0 && (!kpos || !k.data || !k.off || !k.fmt || k.group < 1))
+        return Status::invalid_argument;
+    if (n > 0 && out && (!v.data || !v.off || !v.fmt || v.group < 1))
+        return Status::invalid_argument;
+    if (nq == 0) return Status::ok;
+    attend_impl(q, qpos, nq, PackedSrc{&k}, PackedSrc{&v}, kpos, bias, n, d, scale, out, lse,
+                probs);
     return Status::ok;
 }
 

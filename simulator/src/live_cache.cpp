@@ -64,6 +64,9 @@ void LiveCache::reset() {
             L->observes ? L->policy->first_observed_step(first_update_) : opt_.capacity;
         for (int g = 0; g < shape_.n_head_kv; ++g) {
             L->units.emplace_back(shape_.head_dim, group_, opt_.precision);
+            // The originals are the restore source of policies that offload; nothing else live
+            // reads them.
+            L->units.back().set_keep_originals(L->policy->offloads());
             L->units.back().set_offload(L->policy->offloads());
         }
         layers_.push_back(std::move(L));
@@ -163,7 +166,13 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
     if (!any_observed) {
         attend_groups(shape_, n_tok, pos, q, out, lse, [&](int g) {
             const UnitStore& u = L.units[size_t(g)];
-            return KvView{u.k_rows(), u.v_rows(), u.positions(), nullptr, u.held()};
+            KvView kv;
+            kv.pos = u.positions();
+            kv.n = u.held();
+            kv.packed = true;
+            kv.pk = u.packed_k();
+            kv.pv = u.packed_v();
+            return kv;
         });
     } else {
         // Every KV head's rows in one call each, with the probabilities kept for observe().
@@ -181,8 +190,8 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
         for (int g = 0; g < Hkv; ++g) {
             const UnitStore& u = L.units[size_t(g)];
             const size_t row0 = size_t(g) * size_t(rows);
-            const kernels::Status st = kernels::attend_cpu(
-                q + row0 * size_t(d), qpos.data(), rows, u.k_rows(), u.v_rows(), u.positions(),
+            const kernels::Status st = kernels::attend_packed_cpu(
+                q + row0 * size_t(d), qpos.data(), rows, u.packed_k(), u.packed_v(), u.positions(),
                 nullptr, u.held(), d, scale, out + row0 * size_t(d), lse + row0,
                 L.probs.data() + off[size_t(g)]);
             KVS_ASSERT(st == kernels::Status::ok);

@@ -140,9 +140,10 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
             S.resize(nq, n);
             O.resize(nq, d);
             std::fill(qpos.begin(), qpos.end(), int32_t(t));
-            KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), nq, u.k_rows(), u.v_rows(),
-                                           u.positions(), nullptr, n, d, sh.scale, O.data(),
-                                           lse_c.data(), S.data()) == kernels::Status::ok);
+            KVS_ASSERT(kernels::attend_packed_cpu(Q.data(), qpos.data(), nq, u.packed_k(),
+                                                  u.packed_v(), u.positions(), nullptr, n, d,
+                                                  sh.scale, O.data(), lse_c.data(),
+                                                  S.data()) == kernels::Status::ok);
             if (eval) {
                 const bool exact_keys = u.all_full() && sh.f16;
                 if (!exact_keys) {

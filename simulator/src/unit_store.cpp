@@ -19,6 +19,15 @@ float fp16_round(float x) {
 }
 }  // namespace
 
+namespace {
+kk::RowFormat pt_format(int bits) {
+    return bits == 2 ? kk::RowFormat::pt2 : bits == 4 ? kk::RowFormat::pt4 : kk::RowFormat::pt8;
+}
+kk::RowFormat kv_format(int bits) {
+    return bits == 2 ? kk::RowFormat::kv2 : bits == 4 ? kk::RowFormat::kv4 : kk::RowFormat::kv8;
+}
+}  // namespace
+
 UnitStore::UnitStore(int d, int group, Precision full) : d_(d), group_(group), prec_(full) {
     KVS_ASSERT(d > 0 && group > 0);
     tmp_.resize(size_t(d) * 2);
@@ -29,29 +38,136 @@ void UnitStore::set_view(int n) {
     view_ = n;
 }
 
+void UnitStore::set_keep_originals(bool on) {
+    KVS_ASSERT(pos_.empty());
+    keep_orig_ = on;
+}
+
+const float* UnitStore::k_orig_rows() const {
+    KVS_ASSERT(keep_orig_);
+    return ko_.data();
+}
+const float* UnitStore::v_orig_rows() const {
+    KVS_ASSERT(keep_orig_);
+    return vo_.data();
+}
+
 int64_t UnitStore::offload_bytes() const {
     return offload_ ? int64_t(n_lossy_) * 2 * full_row_bytes() : 0;
+}
+
+kk::PackedRows UnitStore::packed_k() const {
+    return kk::PackedRows{kbuf_.data(), koff_.data(), kaux_.data(), kfmt_.data(), group_};
+}
+kk::PackedRows UnitStore::packed_v() const {
+    return kk::PackedRows{vbuf_.data(), voff_.data(), nullptr, vfmt_.data(), group_};
+}
+void UnitStore::k_row(int i, float* out) const {
+    kk::dequant_rows(packed_k(), i, i + 1, d_, out);
+}
+void UnitStore::v_row(int i, float* out) const {
+    kk::dequant_rows(packed_v(), i, i + 1, d_, out);
+}
+
+uint32_t UnitStore::put(int kv, const void* p, size_t n) {
+    std::vector<uint8_t>& b = kv == 0 ? kbuf_ : vbuf_;
+    const size_t off = b.size();
+    KVS_ASSERT(off + n <= size_t(UINT32_MAX));
+    const auto* src = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), src, src + n);
+    return uint32_t(off);
+}
+
+void UnitStore::store_row(size_t i, int kv, const float* src, int bits) {
+    std::vector<uint32_t>& off = kv == 0 ? koff_ : voff_;
+    std::vector<uint8_t>& fmt = kv == 0 ? kfmt_ : vfmt_;
+    if (bits >= 16) {
+        if (prec_ == Precision::f32) {
+            off[i] = put(kv, src, size_t(d_) * 4);
+            fmt[i] = uint8_t(kk::RowFormat::f32);
+        } else {
+            scratch_.resize(size_t(d_) * 2);
+            for (int c = 0; c < d_; ++c) {
+                const uint16_t h = kvs::fp32_to_fp16(src[c]);
+                scratch_[2 * size_t(c)] = uint8_t(h & 0xff);
+                scratch_[2 * size_t(c) + 1] = uint8_t(h >> 8);
+            }
+            off[i] = put(kv, scratch_.data(), scratch_.size());
+            fmt[i] = uint8_t(kk::RowFormat::f16);
+        }
+    } else {
+        const size_t nb = kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token);
+        scratch_.resize(nb);
+        const kk::Status s =
+            kk::quant_pack_cpu(src, 1, d_, bits, group_, kk::Axis::per_token, scratch_.data());
+        KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
+        off[i] = put(kv, scratch_.data(), nb);
+        fmt[i] = uint8_t(pt_format(bits));
+    }
+    if (kv == 0) kaux_[i] = 0;
+}
+
+void UnitStore::maybe_compact() {
+    if (kbuf_.size() + vbuf_.size() > compact_at_) compact();
+}
+
+// Rewrites both arenas with the held entries' bytes only, in entry order (a KIVI block's params
+// once, before its first held row).
+void UnitStore::compact() {
+    const size_t n = pos_.size();
+    const size_t d = size_t(d_);
+    for (int kv = 0; kv < 2; ++kv) {
+        std::vector<uint8_t>& b = kv == 0 ? kbuf_ : vbuf_;
+        std::vector<uint32_t>& off = kv == 0 ? koff_ : voff_;
+        const std::vector<uint8_t>& fmt = kv == 0 ? kfmt_ : vfmt_;
+        std::vector<uint8_t> nb;
+        nb.reserve(b.size() / 2 + 64);
+        uint32_t last_aux_old = UINT32_MAX, last_aux_new = 0;
+        for (size_t i = 0; i < n; ++i) {
+            const auto f = kk::RowFormat(fmt[i]);
+            if (kv == 0 &&
+                (f == kk::RowFormat::kv2 || f == kk::RowFormat::kv4 || f == kk::RowFormat::kv8)) {
+                if (kaux_[i] != last_aux_old) {
+                    last_aux_old = kaux_[i];
+                    last_aux_new = uint32_t(nb.size());
+                    nb.insert(nb.end(), b.begin() + ptrdiff_t(kaux_[i]),
+                              b.begin() + ptrdiff_t(kaux_[i] + 4 * d));
+                }
+                kaux_[i] = last_aux_new;
+            }
+            const size_t len = kk::row_format_bytes(f, d_, group_);
+            const uint32_t o = uint32_t(nb.size());
+            nb.insert(nb.end(), b.begin() + ptrdiff_t(off[i]), b.begin() + ptrdiff_t(off[i] + len));
+            off[i] = o;
+        }
+        b.swap(nb);
+    }
+    compact_at_ = std::max<size_t>(size_t(1) << 16, 2 * (kbuf_.size() + vbuf_.size()));
 }
 
 void UnitStore::append(int32_t pos, const float* k, const float* v) {
     KVS_ASSERT(view_ < 0);
     KVS_ASSERT(pos_.empty() || pos > pos_.back());
+    const size_t i = pos_.size();
     pos_.push_back(pos);
     bits_.push_back(uint8_t(full_bits()));
     store_.push_back(Store::full);
     score_.push_back(0.0f);
-    const size_t off = k_.size();
-    k_.resize(off + size_t(d_));
-    v_.resize(off + size_t(d_));
-    ko_.insert(ko_.end(), k, k + d_);
-    vo_.insert(vo_.end(), v, v + d_);
-    for (int c = 0; c < d_; ++c) {
-        k_[off + size_t(c)] = prec_ == Precision::f32 ? k[c] : fp16_round(k[c]);
-        v_[off + size_t(c)] = prec_ == Precision::f32 ? v[c] : fp16_round(v[c]);
+    koff_.push_back(0);
+    voff_.push_back(0);
+    kaux_.push_back(0);
+    kfmt_.push_back(0);
+    vfmt_.push_back(0);
+    if (keep_orig_) {
+        ko_.insert(ko_.end(), k, k + d_);
+        vo_.insert(vo_.end(), v, v + d_);
     }
+    store_row(i, 0, k, 16);
+    store_row(i, 1, v, 16);
     kbytes_.push_back(full_row_bytes());
     vbytes_.push_back(full_row_bytes());
     bytes_total_ += 2 * full_row_bytes();
+    maybe_compact();
 }
 
 void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
@@ -72,10 +188,15 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
             score_[w] = score_[i];
             kbytes_[w] = kbytes_[i];
             vbytes_[w] = vbytes_[i];
-            std::copy_n(k_.begin() + ptrdiff_t(i * d), d, k_.begin() + ptrdiff_t(w * d));
-            std::copy_n(v_.begin() + ptrdiff_t(i * d), d, v_.begin() + ptrdiff_t(w * d));
-            std::copy_n(ko_.begin() + ptrdiff_t(i * d), d, ko_.begin() + ptrdiff_t(w * d));
-            std::copy_n(vo_.begin() + ptrdiff_t(i * d), d, vo_.begin() + ptrdiff_t(w * d));
+            koff_[w] = koff_[i];
+            voff_[w] = voff_[i];
+            kaux_[w] = kaux_[i];
+            kfmt_[w] = kfmt_[i];
+            vfmt_[w] = vfmt_[i];
+            if (keep_orig_) {
+                std::copy_n(ko_.begin() + ptrdiff_t(i * d), d, ko_.begin() + ptrdiff_t(w * d));
+                std::copy_n(vo_.begin() + ptrdiff_t(i * d), d, vo_.begin() + ptrdiff_t(w * d));
+            }
         }
         ++w;
     }
@@ -85,10 +206,16 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     score_.resize(w);
     kbytes_.resize(w);
     vbytes_.resize(w);
-    k_.resize(w * d);
-    v_.resize(w * d);
-    ko_.resize(w * d);
-    vo_.resize(w * d);
+    koff_.resize(w);
+    voff_.resize(w);
+    kaux_.resize(w);
+    kfmt_.resize(w);
+    vfmt_.resize(w);
+    if (keep_orig_) {
+        ko_.resize(w * d);
+        vo_.resize(w * d);
+    }
+    // Evicted bytes are garbage now, reclaimed at the next compaction.
 }
 
 void UnitStore::evict_index(int i) {
@@ -103,43 +230,28 @@ void UnitStore::set_token_bytes(int i, int64_t kb, int64_t vb) {
     vbytes_[size_t(i)] = vb;
 }
 
-// Packs one row at `bits` per token and unpacks it into `row` (bits 16: full precision).
-void UnitStore::requant_row(float* row, const float* src, int bits) {
-    if (bits >= 16) {
-        for (int c = 0; c < d_; ++c) row[c] = prec_ == Precision::f32 ? src[c] : fp16_round(src[c]);
-        return;
-    }
-    const size_t nb = kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token);
-    scratch_.resize(nb);
-    const kk::Status s =
-        kk::quant_pack_cpu(src, 1, d_, bits, group_, kk::Axis::per_token, scratch_.data());
-    KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
-    KVS_ASSERT(kk::quant_unpack_cpu(scratch_.data(), 1, d_, bits, group_, kk::Axis::per_token,
-                                    row) == kk::Status::ok);
-}
-
 void UnitStore::set_bits(int i, int bits) {
     bits = kk::snap_bits(bits);
     const size_t ui = size_t(i), d = size_t(d_);
     const bool to_full = bits >= 16;
     if (to_full && store_[ui] == Store::full) return;
     if (!to_full && bits == bits_[ui] && store_[ui] == Store::per_token) return;
-    float* kr = k_.data() + ui * d;
-    float* vr = v_.data() + ui * d;
     const bool lossy = store_[ui] != Store::full;
     const bool raise = to_full || bits > bits_[ui] || store_[ui] == Store::sparse;
+    float* cur = tmp_.data();
     if (raise && lossy) {
         // Restore from the offloaded full-precision copy.
-        if (!offload_)
+        if (!offload_ || !keep_orig_)
             fail("internal error: a policy raised an entry's width without an offloaded copy");
         ++restores_;
-        requant_row(kr, ko_.data() + ui * d, bits);
-        requant_row(vr, vo_.data() + ui * d, bits);
+        store_row(ui, 0, ko_.data() + ui * d, bits);
+        store_row(ui, 1, vo_.data() + ui * d, bits);
     } else {
-        std::copy_n(kr, d, tmp_.data());
-        requant_row(kr, tmp_.data(), bits);
-        std::copy_n(vr, d, tmp_.data());
-        requant_row(vr, tmp_.data(), bits);
+        // Lowering re-quantizes the values as stored (already lossy), as a real cache would.
+        k_row(i, cur);
+        store_row(ui, 0, cur, bits);
+        v_row(i, cur);
+        store_row(ui, 1, cur, bits);
     }
     store_[ui] = to_full ? Store::full : Store::per_token;
     set_width(ui, to_full ? full_bits() : bits);
@@ -148,25 +260,33 @@ void UnitStore::set_bits(int i, int bits) {
         to_full ? full_row_bytes()
                 : int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
     set_token_bytes(i, rb, rb);
+    maybe_compact();
 }
 
 void UnitStore::set_block_format(int i, Store fmt) {
     KVS_ASSERT(fmt == Store::q8_0 || fmt == Store::q4_0);
-    const size_t ui = size_t(i), d = size_t(d_);
+    const size_t ui = size_t(i);
     if (store_[ui] == fmt) return;
     const kk::BlockFormat bf = fmt == Store::q8_0 ? kk::BlockFormat::q8_0 : kk::BlockFormat::q4_0;
     const size_t nb = kk::block_packed_bytes(bf, 1, d_);
-    scratch_.resize(nb);
-    for (float* row : {k_.data() + ui * d, v_.data() + ui * d}) {
-        std::copy_n(row, d, tmp_.data());
-        const kk::Status s = kk::block_pack_cpu(bf, tmp_.data(), 1, d_, scratch_.data());
+    std::vector<uint8_t> packed(nb);
+    for (int kv = 0; kv < 2; ++kv) {
+        if (kv == 0)
+            k_row(i, tmp_.data());
+        else
+            v_row(i, tmp_.data());
+        const kk::Status s = kk::block_pack_cpu(bf, tmp_.data(), 1, d_, packed.data());
         KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
-        KVS_ASSERT(kk::block_unpack_cpu(bf, scratch_.data(), 1, d_, row) == kk::Status::ok);
+        const uint32_t o = put(kv, packed.data(), nb);
+        const auto f = uint8_t(fmt == Store::q8_0 ? kk::RowFormat::q8_0 : kk::RowFormat::q4_0);
+        (kv == 0 ? koff_ : voff_)[ui] = o;
+        (kv == 0 ? kfmt_ : vfmt_)[ui] = f;
     }
     if (store_[ui] == Store::full) ++n_lossy_;
     store_[ui] = fmt;
     set_width(ui, fmt == Store::q8_0 ? 8 : 4);
     set_token_bytes(i, int64_t(nb), int64_t(nb));
+    maybe_compact();
 }
 
 void UnitStore::prune(int i, double p, int bits) {
@@ -179,11 +299,14 @@ void UnitStore::prune(int i, double p, int bits) {
         return;
     }
     int64_t row_bytes[2] = {0, 0};
-    float* rows[2] = {k_.data() + ui * d, v_.data() + ui * d};
+    std::vector<float> row(d);
     std::vector<int> order(d);
     std::vector<float> kept;
     for (int r = 0; r < 2; ++r) {
-        float* row = rows[r];
+        if (r == 0)
+            k_row(i, row.data());
+        else
+            v_row(i, row.data());
         std::iota(order.begin(), order.end(), 0);
         // Smallest magnitude first; ties by channel index so the result is deterministic.
         std::stable_sort(order.begin(), order.end(),
@@ -220,13 +343,17 @@ void UnitStore::prune(int i, double p, int bits) {
             bits == 16 ? full_row_bytes()
                        : int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
         if (sparse < dense) {
+            // Held as the decoded dense row (see the header); counted as the sparse format.
             int j = 0;
             for (size_t c = 0; c < d; ++c) row[c] = keep[c] ? deq[size_t(j++)] : 0.0f;
+            (r == 0 ? koff_ : voff_)[ui] = put(r, row.data(), d * 4);
+            (r == 0 ? kfmt_ : vfmt_)[ui] = uint8_t(kk::RowFormat::f32);
+            if (r == 0) kaux_[ui] = 0;
             row_bytes[r] = sparse;
         } else {
             // Dense storage of the pruned row (zeros included) is smaller.
             for (size_t c = 0; c < d; ++c) tmp_[c] = keep[c] ? row[c] : 0.0f;
-            requant_row(row, tmp_.data(), bits);
+            store_row(ui, r, tmp_.data(), bits);
             row_bytes[r] = dense;
         }
     }
@@ -234,6 +361,7 @@ void UnitStore::prune(int i, double p, int bits) {
     store_[ui] = Store::sparse;
     set_width(ui, bits);
     set_token_bytes(i, row_bytes[0], row_bytes[1]);
+    maybe_compact();
 }
 
 void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
@@ -242,19 +370,26 @@ void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
     if (bits == 16) return;
     const size_t d = size_t(d_);
     std::vector<float> blk(size_t(n) * d);
-    std::copy_n(k_.begin() + ptrdiff_t(size_t(i0) * d), size_t(n) * d, blk.begin());
+    for (int j = 0; j < n; ++j) {
+        KVS_ASSERT(store_[size_t(i0 + j)] == Store::full);
+        k_row(i0 + j, blk.data() + size_t(j) * d);
+    }
+    // Keys: one per-channel group over the block's n tokens: d {scale, zero} params, then a code
+    // row per token. The params go to the arena once; every row of the block points at them.
     const size_t nb = kk::quant_packed_bytes(n, d_, bits, n, kk::Axis::per_channel);
-    scratch_.resize(nb);
-    kk::quant_pack_cpu(blk.data(), n, d_, bits, n, kk::Axis::per_channel, scratch_.data());
-    kk::quant_unpack_cpu(scratch_.data(), n, d_, bits, n, kk::Axis::per_channel,
-                         k_.data() + size_t(i0) * d);
+    std::vector<uint8_t> packed(nb);
+    kk::quant_pack_cpu(blk.data(), n, d_, bits, n, kk::Axis::per_channel, packed.data());
+    const size_t params = 4 * d, row_bytes = (d * size_t(bits) + 7) / 8;
+    KVS_ASSERT(params + size_t(n) * row_bytes == nb);
+    const uint32_t aux = put(0, packed.data(), params);
     const int64_t vb = int64_t(kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token));
     for (int j = 0; j < n; ++j) {
         const size_t ui = size_t(i0 + j);
-        KVS_ASSERT(store_[ui] == Store::full);
-        float* vr = v_.data() + ui * d;
-        std::copy_n(vr, d, tmp_.data());
-        requant_row(vr, tmp_.data(), bits);
+        koff_[ui] = put(0, packed.data() + params + size_t(j) * row_bytes, row_bytes);
+        kaux_[ui] = aux;
+        kfmt_[ui] = uint8_t(kv_format(bits));
+        v_row(int(ui), tmp_.data());
+        store_row(ui, 1, tmp_.data(), bits);
         store_[ui] = Store::kivi_block;
         set_width(ui, bits);
         ++n_lossy_;
@@ -262,6 +397,7 @@ void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
         const int64_t kb = int64_t(nb) / n + (j == 0 ? int64_t(nb) % n : 0);
         set_token_bytes(int(ui), kb, vb);
     }
+    maybe_compact();
 }
 
 }  // namespace kvs::sim

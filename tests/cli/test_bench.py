@@ -95,5 +95,35 @@ if j:
         check(raw_kb / 10 < c["kb_per_token"] < raw_kb * 2,
               f"{c['kb_per_token']:.1f} KB/token vs {raw_kb:.1f} KB raw q/k/v/o")
 
+# --- decode over compressed caches (--policy) ---------------------------------------------------
+out = bench("--prefill", "16", "--json", "--policy", "quant:bits=4,residual=16",
+            "--policy", "quant:bits=2,residual=16")
+try:
+    j = json.loads(out)
+except json.JSONDecodeError as e:
+    j = {}
+    check(False, f"--policy --json prints one JSON object ({e}): {out[:200]}")
+rows = j.get("decode_caches", [])
+check([r.get("cache") for r in rows] == ["dense", "quant:bits=4,residual=16",
+                                         "quant:bits=2,residual=16"],
+      f"one decode row per cache, dense first: {[r.get('cache') for r in rows]}")
+if len(rows) == 3:
+    d, q4, q2 = rows
+    # Dense fp32: every one of the 72 held tokens (64 + the 8 decoded - the last) in 30 layers x
+    # 3 KV heads, K and V at 4 bytes x 64 plus a 4-byte position.
+    check(d["kv_bytes"] == 72 * 30 * 3 * (2 * 64 * 4 + 4), f"dense bytes {d['kv_bytes']}")
+    check(d["kv_bytes"] > q4["kv_bytes"] > q2["kv_bytes"] > 0,
+          f"bytes dense {d['kv_bytes']} > 4-bit {q4['kv_bytes']} > 2-bit {q2['kv_bytes']}")
+    for r in rows:
+        check(abs(r["ms_per_token"] * r["tokens_per_second"] - 1e3) < 1e-6 * 1e3,
+              f"{r['cache']}: ms/token x tokens/s = 1000")
+        check(abs(r["speedup_vs_dense"] - d["ms_per_token"] / r["ms_per_token"]) < 1e-9,
+              f"{r['cache']}: speedup is the ratio of the times")
+        check(0 < r["floor_ms_per_token"], f"{r['cache']}: floor positive")
+    # The floor counts the bytes read: less for the smaller caches.
+    check(d["floor_ms_per_token"] > q4["floor_ms_per_token"] > q2["floor_ms_per_token"],
+          "floors ordered by bytes")
+    check(j.get("read_bandwidth_gbs", 0) > 0, "read bandwidth measured")
+
 print(f"{len(fails)} failed")
 sys.exit(1 if fails else 0)

@@ -3,6 +3,8 @@
 // trace captured during a live compressed run, replayed with the same spec, reproduces every
 // decision (held set and widths) at every step, layer and KV head, for every policy that runs
 // live, in both modes. Layer 0's live decisions equal replay's on the uncompressed trace.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
@@ -34,7 +36,9 @@ std::vector<int32_t> prompt_ids(int n) {
 }
 
 std::string tmp(const std::string& name) {
-    const auto dir = std::filesystem::temp_directory_path() / "kvscope_test_live";
+    // Per process: two test runs at once (two checkouts, or ctest -j) must not share files.
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("kvscope_test_live_" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
     return (dir / name).string();
 }

@@ -14,6 +14,8 @@
 #include <functional>
 #include <vector>
 
+#include "kernels/packed_rows.h"
+
 namespace kvs {
 
 struct KvShape {
@@ -78,14 +80,17 @@ class DenseKvCache final : public KvCache {
     std::vector<Slot> slots_;
 };
 
-// One (layer, KV head) as attention reads it: n entries, rows [n, d] fp32, positions, an
-// optional per-entry logit bias.
+// One (layer, KV head) as attention reads it: n entries, rows [n, d] fp32 (k, v) or packed as a
+// compressed cache stores them (packed: pk, pv, kernels/packed_rows.h), positions, an optional
+// per-entry logit bias.
 struct KvView {
     const float* k = nullptr;
     const float* v = nullptr;
     const int32_t* pos = nullptr;
     const float* bias = nullptr;
     int n = 0;
+    bool packed = false;
+    kernels::PackedRows pk, pv;
 };
 
 // The attention of a chunk (q, out: [n_head, n_tok, d]; lse [n_head, n_tok]) over the views of

@@ -11,9 +11,11 @@
 //   m_i = max_j s_ij;  e_ij = exp(s_ij - m_i) (float);  z_i = sum_j e_ij (double, j ascending)
 //   p_ij = e_ij * float(1 / z_i);  lse_i = m_i + log(z_i);  out_i = sum_j p_ij v_j (j ascending)
 // A row that sees no entry gets out = 0, lse = -inf and p = 0.
-// k and v are the entries as attention reads them (fp32; a packed format is dequantized first,
-// see kernels/quant_pack.h, ggml_blocks.h). The bias is what a merged entry adds to its logit
-// (log of the number of tokens it stands for), or 0.
+// k and v are fp32 rows (attend_cpu) or the packed rows a compressed cache really stores
+// (attend_packed_cpu, kernels/packed_rows.h), decoded a tile of entries at a time inside the
+// routine: the same values quant_unpack / block_unpack give, so both entry points give the same
+// bits for the same entries, while the packed one reads only the packed bytes. The bias is what a
+// merged entry adds to its logit (log of the number of tokens it stands for), or 0.
 //
 // ## Exactness contract (what makes replay and the live engine agree bit for bit)
 // Every s_ij, p_ij and out_i is computed with the same operations in the same order whatever nq,
@@ -31,6 +33,7 @@
 #include <cstdint>
 
 #include "kernels/common.h"
+#include "kernels/packed_rows.h"
 
 namespace kvs::kernels {
 
@@ -40,6 +43,13 @@ namespace kvs::kernels {
 Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
                   const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
                   float* lse, float* probs);
+
+// The same over packed rows (kernels/packed_rows.h): entry j's key is k's row j, its value v's
+// row j, each in its own format. Bit for bit attend_cpu over the decoded rows. Returns
+// invalid_argument for the cases above or a PackedRows without data / off / fmt.
+Status attend_packed_cpu(const float* q, const int32_t* qpos, int nq, const PackedRows& k,
+                         const PackedRows& v, const int32_t* kpos, const float* bias, int n, int d,
+                         float scale, float* out, float* lse, float* probs);
 
 // CUDA version (device pointers, same semantics; fp32 throughout, one block per row). The
 // [cuda] test checks it against attend_cpu. Returns cuda_unavailable in a build without CUDA.

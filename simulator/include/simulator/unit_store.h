@@ -4,9 +4,11 @@
 // inside the engine, simulator/live_cache.h) the rows the forward pass computes. Policies act on
 // it the same way in both.
 //
-// Held entries are kept in the order they were appended (ascending position). For each one: the
-// dequantized key and value rows (what attention reads), the width it is stored at, the bytes the
-// format stores for it, and the policy's score. Policies change the store only through evict(),
+// Held entries are kept in the order they were appended (ascending position). For each one: its
+// key and value rows as the format really stores them (packed bytes in an arena, described by
+// kernels/packed_rows.h; attention reads them through kernels::attend_packed_cpu and decodes
+// them on the fly, so a 4-bit cache is read as 4-bit bytes), the width it is stored at, the bytes
+// the format stores for it, and the policy's score. Policies change the store only through evict(),
 // set_bits(), set_block_format(), prune() and quantize_kivi_block(); the drivers append.
 //
 // Full precision is the store's `Precision`: fp16 (what real systems keep; the default) or fp32
@@ -20,19 +22,26 @@
 //                    bytes are spread over its tokens (remainder on the first) so that the sum
 //                    over held tokens is exact.
 //   sparse           magnitude pruning (seed 001): the kept elements are packed per token at b
-//                    bits; their positions cost min(d/8 bitmask, nnz index bytes).
+//                    bits; their positions cost min(d/8 bitmask, nnz index bytes). (The arena
+//                    holds a sparse row decoded to dense fp32, which attention reads: its bytes
+//                    are counted as the sparse format's, its decode speed is not that format's.)
 // Lowering an entry's width re-quantizes its current (already lossy) values, as a real cache
 // would. Raising it (restoring, seed 001) reads the original full-precision copy: that is only
 // allowed when the store keeps an offloaded copy (set_offload(true)), whose bytes are real memory
 // and are counted apart (offload_bytes(): the full-precision K and V of every held lossy entry).
 //
-// The store also keeps the original rows of its held entries for measurement (recall with the
-// original keys); those are not part of any system and are not counted.
+// The store also keeps the original rows of its held entries (set_keep_originals, on by default)
+// for measurement (replay's recall with the original keys) and as the offloaded restore source;
+// those are not part of the cache and are not counted in bytes(). The live driver keeps them only
+// for policies that offload. Rewritten rows are appended to the arena and the old bytes become
+// garbage, reclaimed by compaction (in entry order) once the arena is twice the live bytes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
+
+#include "kernels/packed_rows.h"
 
 namespace kvs::sim {
 
@@ -76,16 +85,25 @@ class UnitStore {
     // Whether the system keeps an offloaded full-precision copy of lossy entries (a restore
     // source). Set by the driver from LayerPolicy::offloads().
     void set_offload(bool on) { offload_ = on; }
+    // Whether the original rows are kept (before the first append only). Restores need them.
+    void set_keep_originals(bool on);
 
     // Accessors (index i = held order).
     const int32_t* positions() const { return pos_.data(); }
     int32_t pos(int i) const { return pos_[size_t(i)]; }
     int bits(int i) const { return bits_[size_t(i)]; }
     Store store(int i) const { return store_[size_t(i)]; }
-    const float* k_rows() const { return k_.data(); }  // [held, d] as attention reads them
-    const float* v_rows() const { return v_.data(); }
-    const float* k_orig_rows() const { return ko_.data(); }  // [held, d] original rows
-    const float* v_orig_rows() const { return vo_.data(); }
+    // The held entries' rows as stored (for kernels::attend_packed_cpu); valid until the next
+    // change of the store.
+    kernels::PackedRows packed_k() const;
+    kernels::PackedRows packed_v() const;
+    // Entry i's rows as attention reads them (decoded), into out [d].
+    void k_row(int i, float* out) const;
+    void v_row(int i, float* out) const;
+    const float* k_orig_rows() const;  // [held, d] original rows (needs keep originals)
+    const float* v_orig_rows() const;
+    // Bytes the arenas occupy now (live rows + garbage not yet reclaimed + KIVI params).
+    size_t arena_bytes() const { return kbuf_.size() + vbuf_.size(); }
     std::vector<float>& scores() { return score_; }  // the policy's score per held entry
     const std::vector<float>& scores() const { return score_; }
     int64_t bytes() const { return bytes_total_; }
@@ -101,7 +119,13 @@ class UnitStore {
 
   private:
     void set_token_bytes(int i, int64_t kb, int64_t vb);
-    void requant_row(float* row, const float* src, int bits);
+    // Stores src [d] for entry i's K (kv = 0) or V (kv = 1) row at `bits` (per token, or full
+    // precision for bits >= 16), appending the bytes to the arena.
+    void store_row(size_t i, int kv, const float* src, int bits);
+    // Appends bytes to an arena, returning their offset.
+    uint32_t put(int kv, const void* p, size_t n);
+    void maybe_compact();
+    void compact();
     int64_t full_row_bytes() const { return int64_t(d_) * (prec_ == Precision::f32 ? 4 : 2); }
     int d_, group_;
     Precision prec_;
@@ -110,7 +134,13 @@ class UnitStore {
     std::vector<int32_t> pos_;
     std::vector<uint8_t> bits_;
     std::vector<Store> store_;
-    std::vector<float> k_, v_, ko_, vo_, score_;
+    bool keep_orig_ = true;
+    // Arenas of packed K and V rows, and per held entry: offsets, KIVI params offset, format.
+    std::vector<uint8_t> kbuf_, vbuf_;
+    std::vector<uint32_t> koff_, voff_, kaux_;
+    std::vector<uint8_t> kfmt_, vfmt_;
+    size_t compact_at_ = 1 << 16;
+    std::vector<float> ko_, vo_, score_;
     std::vector<int64_t> kbytes_, vbytes_;
     int64_t bytes_total_ = 0;
     int n_lossy_ = 0;
@@ -123,6 +153,7 @@ class UnitStore {
     }
     std::vector<uint8_t> scratch_;
     std::vector<float> tmp_;
+    std::vector<uint32_t> remap_;
 };
 
 }  // namespace kvs::sim
