@@ -19,7 +19,7 @@
 namespace kvs::view {
 
 bool view_from_name(const std::string& s, ViewKind* out) {
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < kNumViews; ++i)
         if (s == kViewNames[i]) {
             *out = ViewKind(i);
             return true;
@@ -406,9 +406,19 @@ void App::start_replay(const std::string& spec) {
     });
 }
 
+std::vector<ClosedLoopRow> App::closed_loop_rows() const {
+    std::vector<const RunInfo*> infos;
+    std::vector<std::string> labels;
+    for (const RunEntry& e : runs) {
+        infos.push_back(&e.run().info);
+        labels.push_back(e.label);
+    }
+    return view::closed_loop_rows(infos, labels);
+}
+
 void App::export_csv(const std::string& path) {
     try {
-        const Heat* h = heat();
+        const Heat* h = view == ViewKind::ClosedLoop ? nullptr : heat();
         switch (view) {
             case ViewKind::Timeline: {
                 if (!h) fail("nothing to export yet");
@@ -495,6 +505,9 @@ void App::export_csv(const std::string& path) {
                 w.close();
                 break;
             }
+            case ViewKind::ClosedLoop:
+                write_closed_loop_csv(path, closed_loop_rows());
+                break;
         }
         last_export = "wrote " + path;
     } catch (const std::exception& e) {
@@ -744,8 +757,8 @@ void App::frame(Window& win) {
             ++i;
     }
     if (ImGui::BeginTabBar("views")) {
-        const char* labels[] = {"Timeline", "Tokens", "Layer x head", "Curves"};
-        for (int i = 0; i < 4; ++i) {
+        const char* labels[] = {"Timeline", "Tokens", "Layer x head", "Curves", "Closed loop"};
+        for (int i = 0; i < kNumViews; ++i) {
             const ImGuiTabItemFlags f =
                 force_view && view == ViewKind(i) ? ImGuiTabItemFlags_SetSelected : 0;
             if (ImGui::BeginTabItem(labels[i], nullptr, f)) {
@@ -771,6 +784,9 @@ void App::frame(Window& win) {
                             break;
                         case ViewKind::Curves:
                             draw_curves(*this);
+                            break;
+                        case ViewKind::ClosedLoop:
+                            draw_closed_loop(*this);
                             break;
                     }
                 }

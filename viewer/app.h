@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gl_backend.h"
+#include "viewdata/closed_loop.h"
 #include "viewdata/colormap.h"
 #include "viewdata/jobs.h"
 #include "viewdata/quantities.h"
@@ -22,8 +23,9 @@
 
 namespace kvs::view {
 
-enum class ViewKind { Timeline, Tokens, Grid, Curves };
-inline constexpr const char* kViewNames[] = {"timeline", "tokens", "grid", "curves"};
+enum class ViewKind { Timeline, Tokens, Grid, Curves, ClosedLoop };
+inline constexpr const char* kViewNames[] = {"timeline", "tokens", "grid", "curves", "closed-loop"};
+inline constexpr int kNumViews = 5;
 bool view_from_name(const std::string& s, ViewKind* out);
 
 // A [steps, tokens] matrix ready to draw: the data, its pyramid, what its rows mean.
@@ -145,6 +147,11 @@ class App {
     // ------------------------------------------------------------------------------
     CurveCache curve_cache;  // per (run, curve, layer) series and their reduction to pixels
 
+    // --- closed-loop view
+    // The table's rows over every open run (closed_loop.h); run indices are app.runs indices.
+    std::vector<ClosedLoopRow> closed_loop_rows() const;
+    bool closed_loop_log_x = false, closed_loop_log_y = false;
+
     // --- exports and figures -------------------------------------------------------------------
     ImVec2 view_min{0, 0}, view_max{0, 0};  // the current view's rect, logical pixels
     ExportRequest export_req;               // png_path non-empty: export on the next frame
@@ -189,6 +196,7 @@ void draw_timeline(App& app);
 void draw_tokens(App& app);
 void draw_grid(App& app);
 void draw_curves(App& app);
+void draw_closed_loop(App& app);
 void draw_policy_panel(App& app);
 
 // Colours for runs in plots and lists: Okabe-Ito, colour-blind safe.

@@ -1,7 +1,8 @@
 // kvscope-view: look at what a KV-cache policy did to a trace, and try another one.
 //   kvscope-view [trace.h5] [results.h5 ...]                 interactive
-//   kvscope-view trace.h5 results.h5 --screenshot out.png [--view timeline|tokens|grid|curves]
-//       [--layer L] [--head H] [--step S] [--size 1600x1000] [--scale 2] [--frames N]
+//   kvscope-view trace.h5 results.h5 --screenshot out.png
+//       [--view timeline|tokens|grid|curves|closed-loop] [--layer L] [--head H] [--step S]
+//       [--size 1600x1000] [--scale 2] [--frames N] [--csv out.csv]
 //                                                            headless figure (run under xvfb-run)
 //   kvscope-view trace.h5 --run-policy h2o:budget=256 --screenshot out.png
 //                                   run a policy like the policy panel's Run button, then the
@@ -58,15 +59,18 @@ int main(int argc, char** argv) {
         "compare policies and run new ones. Files: kvscope traces and results files, "
         "in any order."};
     std::vector<std::string> files;
-    std::string screenshot, view_name, size, quantity, colormap, reduce;
+    std::string screenshot, view_name, size, quantity, colormap, reduce, csv_out;
     int layer = -2, head = -2, frames = 3, bench = 0, run_a = -1, run_b = -1;
     int64_t step = -2;
     float scale = 1;
     bool no_settings = false;
     cli.add_option("files", files, "trace.h5 and/or results.h5");
     cli.add_option("--screenshot", screenshot, "render without interaction, write this PNG, exit");
-    cli.add_option("--view", view_name, "timeline, tokens, grid or curves")
-        ->check(CLI::IsMember({"timeline", "tokens", "grid", "curves"}));
+    cli.add_option("--view", view_name, "timeline, tokens, grid, curves or closed-loop")
+        ->check(CLI::IsMember({"timeline", "tokens", "grid", "curves", "closed-loop"}));
+    cli.add_option("--csv", csv_out,
+                   "with --screenshot: also write the view's data as CSV (the sidebar's Export "
+                   "CSV) when the screenshot is taken");
     cli.add_option("--layer", layer, "model layer to show (-1: mean over layers)");
     cli.add_option("--head", head, "KV head to show (-1: mean over KV heads)");
     cli.add_option("--step", step, "selected decode step (token index; -1: the last)");
@@ -223,6 +227,13 @@ int main(int argc, char** argv) {
                     if (!write_png(screenshot, fw, fh, rgb.data())) {
                         std::fprintf(stderr, "kvscope-view: cannot write %s\n", screenshot.c_str());
                         return 1;
+                    }
+                    if (!csv_out.empty()) {
+                        const size_t n_msg = app.messages.size();
+                        app.export_csv(csv_out);
+                        for (size_t i = n_msg; i < app.messages.size(); ++i)
+                            std::fprintf(stderr, "kvscope-view: %s\n", app.messages[i].c_str());
+                        if (app.messages.size() > n_msg) return 1;
                     }
                     std::printf("wrote %s (%d x %d, %s view, %zu run%s)\n", screenshot.c_str(), fw,
                                 fh, kViewNames[int(app.view)], app.runs.size(),

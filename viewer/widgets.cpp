@@ -344,3 +344,127 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
 }
 
 }  // namespace kvs::view
+
+namespace kvs::view {
+
+int scatter_plot(const char* id, ImVec2 size, const std::vector<ScatterPoint>& points,
+                 const char* title, const char* xlabel, const char* ylabel, bool log_x, bool log_y,
+                 const char* empty) {
+    ImGui::PushID(id);
+    const ImVec2 p = ImGui::GetCursorScreenPos();
+    ImGui::InvisibleButton("scatter", size);
+    const bool hovered = ImGui::IsItemHovered();
+    ImDrawList* dl = ImGui::GetWindowDrawList();
+    const float fh = ImGui::GetFontSize();
+    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
+    const ImU32 grid = IM_COL32(80, 80, 90, 255);
+    const float left = 16 + fh * 4.2f, bottom = fh * 2.6f, top = fh * 1.6f, right = 12;
+    const ImVec2 a(p.x + left, p.y + top), b(p.x + size.x - right, p.y + size.y - bottom);
+    dl->AddRectFilled(a, b, IM_COL32(24, 24, 28, 255));
+    dl->AddText(ImVec2(a.x, p.y + 2), text, title);
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (const ScatterPoint& q : points) {
+        if (!std::isfinite(q.x) || !std::isfinite(q.y)) continue;
+        x0 = std::min(x0, q.x);
+        x1 = std::max(x1, q.x);
+        y0 = std::min(y0, q.y);
+        y1 = std::max(y1, q.y);
+    }
+    if (!(x1 >= x0)) {
+        const char* m = empty;
+        const ImVec2 ms = ImGui::CalcTextSize(m);
+        dl->AddText(ImVec2((a.x + b.x - ms.x) / 2, (a.y + b.y - ms.y) / 2), text, m);
+        ImGui::PopID();
+        return -1;
+    }
+    log_x = log_x && x0 > 0;
+    log_y = log_y && y0 > 0;
+    // The range: log axes to whole decades; linear ones from 0 when it is near, padded.
+    auto range = [](double& lo, double& hi, bool lg) {
+        if (lg) {
+            lo = std::pow(10.0, std::floor(std::log10(lo)));
+            hi = std::pow(10.0, std::ceil(std::log10(hi)));
+            if (hi <= lo) hi = lo * 10;
+            return;
+        }
+        if (lo >= 0 && lo < 0.5 * hi) lo = 0;
+        const double pad = (hi - lo) * 0.08 + (hi == lo ? std::max(1e-9, std::fabs(hi) * 0.1) : 0);
+        hi += pad;
+        if (lo != 0) lo -= pad;
+    };
+    range(x0, x1, log_x);
+    range(y0, y1, log_y);
+    auto frac = [](double v, double lo, double hi, bool lg) {
+        return lg ? (std::log10(std::max(v, 1e-300)) - std::log10(lo)) /
+                        (std::log10(hi) - std::log10(lo))
+                  : (v - lo) / (hi - lo);
+    };
+    // A margin inside the frame so that points on the range's edge are drawn whole.
+    const float m = fh * 0.6f;
+    auto X = [&](double x) {
+        return float(a.x + m + frac(x, x0, x1, log_x) * (b.x - a.x - 2 * m));
+    };
+    auto Y = [&](double y) {
+        return float(b.y - m - frac(y, y0, y1, log_y) * (b.y - a.y - 2 * m));
+    };
+    const std::vector<double> xt =
+        log_x ? log_ticks(x0, x1) : nice_ticks(x0, x1, std::max(2, int((b.x - a.x) / (fh * 6))));
+    for (double t : xt) {
+        dl->AddLine(ImVec2(X(t), a.y), ImVec2(X(t), b.y), grid);
+        const std::string l = fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        dl->AddText(ImVec2(X(t) - ls.x / 2, b.y + 3), text, l.c_str());
+    }
+    const std::vector<double> yt =
+        log_y ? log_ticks(y0, y1) : nice_ticks(y0, y1, std::max(2, int((b.y - a.y) / (fh * 3))));
+    for (double t : yt) {
+        dl->AddLine(ImVec2(a.x, Y(t)), ImVec2(b.x, Y(t)), grid);
+        const std::string l = fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        dl->AddText(ImVec2(a.x - ls.x - 4, Y(t) - ls.y / 2), text, l.c_str());
+    }
+    const ImVec2 xs = ImGui::CalcTextSize(xlabel);
+    dl->AddText(ImVec2((a.x + b.x - xs.x) / 2, b.y + fh + 6), text, xlabel);
+    draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
+    dl->PushClipRect(a, b, true);
+    const float r = std::max(3.0f, fh * 0.35f);
+    int hov = -1;
+    float best = r * 2.5f;
+    const ImVec2 mouse = ImGui::GetIO().MousePos;
+    std::vector<ImVec4> placed;  // label rects (x0, y0, x1, y1)
+    for (size_t i = 0; i < points.size(); ++i) {
+        const ScatterPoint& q = points[i];
+        if (!std::isfinite(q.x) || !std::isfinite(q.y)) continue;
+        const ImVec2 c(X(q.x), Y(q.y));
+        dl->AddCircleFilled(c, r, q.color);
+        dl->AddCircle(c, r, IM_COL32(0, 0, 0, 200));
+        const float d = std::hypot(mouse.x - c.x, mouse.y - c.y);
+        if (hovered && d < best) {
+            best = d;
+            hov = int(i);
+        }
+        if (q.label.empty()) continue;
+        const ImVec2 ls = ImGui::CalcTextSize(q.label.c_str());
+        float lx = c.x + r + 4, ly = c.y - ls.y / 2;
+        if (lx + ls.x > b.x - 2) lx = c.x - r - 4 - ls.x;
+        for (int tries = 0; tries < 6; ++tries) {
+            bool clash = false;
+            for (const ImVec4& o : placed)
+                if (lx < o.z && lx + ls.x > o.x && ly < o.w && ly + ls.y > o.y) clash = true;
+            if (!clash) break;
+            ly += ls.y;
+        }
+        placed.push_back(ImVec4(lx, ly, lx + ls.x, ly + ls.y));
+        dl->AddText(ImVec2(lx, ly), q.color, q.label.c_str());
+    }
+    dl->PopClipRect();
+    if (hov >= 0) {
+        const ScatterPoint& q = points[size_t(hov)];
+        ImGui::SetTooltip("%s\n%s: %s\n%s: %s", q.label.c_str(), xlabel, fmt_value(q.x).c_str(),
+                          ylabel, fmt_value(q.y).c_str());
+    }
+    ImGui::PopID();
+    return hov;
+}
+
+}  // namespace kvs::view

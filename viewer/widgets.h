@@ -58,6 +58,20 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
                  const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
                  bool bytes_axis = false, bool legend = true);
 
+// A scatter plot filling `size`: axes with ticks (log10 axes when asked and every value > 0),
+// the title on top, each point a filled circle with its label beside it (moved down when it
+// would cover an earlier label; to the left at the right edge), a tooltip (the label and x, y)
+// for the point under the mouse; `empty` in the middle when there is no point. Returns the index
+// of the hovered point (-1: none).
+struct ScatterPoint {
+    double x = 0, y = 0;
+    std::string label;
+    ImU32 color = IM_COL32(230, 159, 0, 255);
+};
+int scatter_plot(const char* id, ImVec2 size, const std::vector<ScatterPoint>& points,
+                 const char* title, const char* xlabel, const char* ylabel, bool log_x, bool log_y,
+                 const char* empty = "no data");
+
 // A legend laid out in rows across `width` (logical pixels) at the cursor: a line sample (dashed
 // like the series) and the name of each series. Advances the cursor below it. `hovered` gets the
 // index of the entry under the mouse (-1: none) when not null.

@@ -26,6 +26,10 @@ struct SyntheticRun {
     int C = 5;               // checkpoints
     int64_t prefill = 0;     // prefill mode when > 0
     bool bit_events = true;  // write the optional bit_events dataset
+    // Written verbatim as the run's closed_loop_json attribute (v2: a `kvscope eval` run) when
+    // not empty; err_mean and recall_mean attributes (NaN: as a live run writes them).
+    std::string closed_loop_json;
+    double err_mean = 0.1, recall_mean = 0.9;
 };
 
 struct ResultsOptions {
@@ -105,7 +109,10 @@ inline void write_synthetic_results(const std::string& path, const std::vector<S
         h5::write_attr(gi, "n_head_kv", int64_t(r.n_head_kv), path);
         h5::write_attr(gi, "head_dim", int64_t(r.head_dim), path);
         h5::write_attr(gi, "seconds", 0.5, path);
-        h5::write_attr(gi, "recall_mean", 0.9, path);
+        h5::write_attr(gi, "recall_mean", r.recall_mean, path);
+        h5::write_attr(gi, "err_mean", r.err_mean, path);
+        if (!r.closed_loop_json.empty())
+            h5::write_attr(gi, "closed_loop_json", r.closed_loop_json, path);
         h5::write_attr(gi, "ratio_mean", 3.0, path);
 
         const int64_t T = r.T, L = int64_t(r.layers.size()), H = r.n_head_kv, C = r.C;

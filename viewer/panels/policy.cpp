@@ -75,12 +75,35 @@ void draw_policy_panel(App& app) {
             auto it = r.info.summary.find(k);
             return it == r.info.summary.end() ? std::string("-") : fmt_value(it->second);
         };
-        ImGui::TextDisabled("   recall %s, err %s, %sx", sm("recall_mean").c_str(),
-                            sm("err_mean").c_str(), sm("ratio_mean").c_str());
-        if (ImGui::IsItemHovered())
-            ImGui::SetTooltip(
-                "means over every step and unit: attention recall, relative output error, "
-                "compression ratio (full / compressed bytes)");
+        const auto& cl = r.info.closed_loop;
+        auto cm = [&](const char* k) {
+            auto it = cl.find(k);
+            return it == cl.end() ? std::string("-") : fmt_value(it->second);
+        };
+        if (r.info.is_closed_loop() && cl.count("kl_mean")) {
+            // A kvscope eval run: its closed-loop metrics (it has no replay metrics).
+            ImGui::TextDisabled("   closed loop: KL %s, d ppl %s, %sx", cm("kl_mean").c_str(),
+                                cm("delta_ppl").c_str(), sm("ratio_mean").c_str());
+            if (ImGui::IsItemHovered())
+                ImGui::SetTooltip(
+                    "kvscope eval (closed loop): mean KL(full || compressed) of the next-token "
+                    "distribution, perplexity minus the full model's, compression ratio of its "
+                    "last window (full / compressed bytes); the Closed loop view has the rest");
+        } else if (r.info.is_closed_loop()) {
+            ImGui::TextDisabled("   closed loop: accuracy %s, %sx", cm("accuracy").c_str(),
+                                sm("ratio_mean").c_str());
+            if (ImGui::IsItemHovered())
+                ImGui::SetTooltip(
+                    "kvscope eval (closed loop): exact-match accuracy over the grid, compression "
+                    "ratio of its last item; the Closed loop view has the rest");
+        } else {
+            ImGui::TextDisabled("   recall %s, err %s, %sx", sm("recall_mean").c_str(),
+                                sm("err_mean").c_str(), sm("ratio_mean").c_str());
+            if (ImGui::IsItemHovered())
+                ImGui::SetTooltip(
+                    "means over every step and unit: attention recall, relative output error, "
+                    "compression ratio (full / compressed bytes)");
+        }
         if (has_answer) {
             const auto& pos = app.trace->info.task.answer_positions;
             const bool kept = answer_all_kept(r, pos, r.T - 1);

@@ -2,7 +2,10 @@
 #include "viewdata/results.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
 
 #include "capture/h5util.h"
 #include "capture/half.h"
@@ -105,10 +108,36 @@ struct Loader {
     }
 };
 
-const char* kSummary[] = {"recall_mean",  "recall_p5",       "err_mean",           "err_p95",
-                          "cos_mean",     "cos_p5",          "held_mean",          "bytes_mean",
-                          "bytes_peak",   "full_bytes_mean", "full_bytes_at_peak", "ratio_mean",
-                          "ratio_at_peak"};
+const char* kSummary[] = {
+    "recall_mean",       "recall_p5",       "err_mean",           "err_p95",
+    "cos_mean",          "cos_p5",          "held_mean",          "bytes_mean",
+    "bytes_peak",        "full_bytes_mean", "full_bytes_at_peak", "ratio_mean",
+    "ratio_at_peak",     "restores",        "answer_kept",        "offload_bytes_mean",
+    "offload_bytes_peak"};
+
+// closed_loop_json (v2, optional): a JSON object; its numbers (null = NaN) and its task.
+void parse_closed_loop(const std::string& w, RunInfo& i) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(i.closed_loop_json);
+    } catch (const nlohmann::json::exception& e) {
+        std::string m = e.what();
+        for (char& c : m)
+            if (c == '\n' || c == '\r') c = ' ';
+        fail("{}: closed_loop_json is not valid JSON: {}", w, m);
+    }
+    if (!j.is_object())
+        fail("{}: closed_loop_json is not a JSON object (it is a {})", w, j.type_name());
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        const auto& v = it.value();
+        if (v.is_number())
+            i.closed_loop[it.key()] = v.get<double>();
+        else if (v.is_null())
+            i.closed_loop[it.key()] = std::numeric_limits<double>::quiet_NaN();
+        else if (it.key() == "task" && v.is_string())
+            i.closed_loop_task = v.get<std::string>();
+    }
+}
 
 void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r) {
     Id g(H5Gopen2(file, group.c_str(), H5P_DEFAULT));
@@ -145,6 +174,10 @@ void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r
     i.seconds = h5::has_attr(gi, "seconds") ? h5::read_attr_float(gi, "seconds", w) : 0;
     for (const char* s : kSummary)
         if (h5::has_attr(gi, s)) i.summary[s] = h5::read_attr_float(gi, s, w);
+    if (h5::has_attr(gi, "closed_loop_json")) {
+        i.closed_loop_json = str("closed_loop_json");
+        parse_closed_loop(w, i);
+    }
 
     const std::string p = group + "/";
     r.T = i.n_tokens;

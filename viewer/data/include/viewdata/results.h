@@ -1,8 +1,8 @@
 // Reader of kvscope results files (format: simulator/include/simulator/results_schema.h, schema
-// version 1), independent of the simulator's code. read_results() loads and validates every run
-// (a run's arrays are small: [S, L, Hkv] metrics, [L, Hkv, T] evictions, [C, L, Hkv, T]
-// checkpoints). Errors are one kvs::Error line naming the file and the field: not HDF5, not a
-// results file, a newer schema_version, a missing attribute or dataset, a shape that contradicts
+// version 2; version 1 reads), independent of the simulator's code. read_results() loads and
+// validates every run (a run's arrays are small: [S, L, Hkv] metrics, [L, Hkv, T] evictions, [C, L,
+// Hkv, T] checkpoints). Errors are one kvs::Error line naming the file and the field: not HDF5, not
+// a results file, a newer schema_version, a missing attribute or dataset, a shape that contradicts
 // the attributes, or a value out of range (a step outside the trace).
 #pragma once
 #include <cstdint>
@@ -14,7 +14,8 @@ namespace kvs::view {
 
 inline constexpr const char* kResultsFormat = "kvscope-results";
 // Mirrors simulator/results_schema.h (this library does not link the simulator). Version 2
-// added offload_bytes and closed_loop_json, which the viewer does not need; version 1 reads.
+// added offload_bytes (the viewer reads the summary's offload_bytes_mean / _peak, not the
+// per-step dataset) and closed_loop_json (a `kvscope eval` run's metrics); version 1 reads.
 inline constexpr int kResultsSchemaVersion = 2;
 
 struct RunInfo {
@@ -27,6 +28,13 @@ struct RunInfo {
     int n_head = 0, n_head_kv = 0, head_dim = 0;
     double seconds = 0;
     std::map<std::string, double> summary;  // recall_mean, err_p95, ratio_mean, ... (those present)
+    // A closed-loop run (`kvscope eval -o`, v2 attribute closed_loop_json): the JSON as stored
+    // (empty for replay runs), its task ("ppl", "passkey", "needle") and its numeric fields
+    // (ppl, delta_ppl, kl_mean, kl_p95, top1_agree, accuracy, kv_bytes_mean, ...; a JSON null,
+    // which is how a NaN is written, reads as NaN). Other string fields are ignored.
+    std::string closed_loop_json, closed_loop_task;
+    std::map<std::string, double> closed_loop;
+    bool is_closed_loop() const { return !closed_loop_json.empty(); }
 };
 
 // One run's arrays. S steps, L layers, H = n_head_kv, T tokens, C checkpoints.
