@@ -292,6 +292,19 @@ void run_eval(const EvalArgs& a) {
         j["offload_bytes_peak"] = st.offload_peak;
         j["tokens_per_s"] = st.seconds > 0 ? double(st.tokens) / st.seconds : 0.0;
         j["seconds"] = st.seconds;
+        // What was compared (the viewer matches replay runs against these).
+        j["kv_dtype"] = a.live.kv_dtype;
+        if (a.task == "ppl") {
+            j["ctx"] = a.ctx;
+            j["prefill_len"] =
+                st.mode == "prefill" ? (a.prefill_len >= 0 ? a.prefill_len : a.ctx / 2) : 0;
+            j["text_file"] = a.text_file;
+        } else {
+            j["lengths"] = a.lengths;
+            j["depths"] = a.depths;
+            j["seeds"] = a.seeds;
+            j["first_seed"] = a.first_seed;
+        }
         rows.push_back(j);
     }
     if (!a.out.empty()) {

@@ -20,6 +20,7 @@ struct LiveCache::Layer {
     bool observes = true;
     int64_t first_observed = 0;
     std::vector<float> probs, rows;  // scratch of attend
+    std::vector<float> q_saved;      // [n_head, P - save_from, d] (deferred plans)
 };
 
 LiveCache::LiveCache(const KvShape& shape, const PolicySpec& spec, const LiveOptions& opt)
@@ -40,21 +41,37 @@ LiveCache::LiveCache(const KvShape& shape, const PolicySpec& spec, const LiveOpt
 
 LiveCache::~LiveCache() = default;
 
-void LiveCache::reset() {
-    // A whole-run plan (DynamicKV's layer budgets) is made from a trace in replay; live there is
-    // no trace to plan from.
+PlanContext LiveCache::plan_context() const {
     PlanContext pc;
     pc.n_layer = shape_.n_layer;
     pc.n_head = shape_.n_head;
     pc.n_kv = shape_.n_head_kv;
     pc.d = shape_.head_dim;
+    for (int h = 0; h < shape_.n_head; ++h)
+        pc.kv_of_q.push_back(h / (shape_.n_head / shape_.n_head_kv));
     pc.n_tokens = opt_.capacity;
     pc.prefill_len = opt_.mode == Mode::prefill ? opt_.prefill_len : 0;
     pc.mode = opt_.mode;
     pc.attn_scale = 1.0f / std::sqrt(float(shape_.head_dim));
     for (int l = 0; l < shape_.n_layer; ++l) pc.layers.push_back(l);
-    std::shared_ptr<const void> plan = policy_->plan(pc);
+    return pc;
+}
+
+void LiveCache::reset() {
+    // A policy that plans from rows (DynamicKV's layer budgets) plans live once the prompt has
+    // been through every layer: in prefill mode, at P. Until then its layers run without a plan
+    // (they only observe the prompt's last queries, which are re-shown after planning).
+    deferred_plan_ = policy_->plans_from_rows();
+    planned_ = false;
+    if (deferred_plan_ && opt_.mode != Mode::prefill)
+        fail(
+            "{} plans its per-layer budgets from the whole prompt: live, it runs in prefill mode "
+            "only (--mode prefill)",
+            spec_.entry->info.name);
+    const PlanContext pc = plan_context();
+    std::shared_ptr<const void> plan = deferred_plan_ ? nullptr : policy_->plan(pc);
     layers_.clear();
+    save_from_ = first_update_;
     for (int il = 0; il < shape_.n_layer; ++il) {
         auto L = std::make_unique<Layer>();
         const LayerContext lc = layer_context(pc, il, plan.get());
@@ -62,15 +79,21 @@ void LiveCache::reset() {
         L->observes = L->policy->observes();
         L->first_observed =
             L->observes ? L->policy->first_observed_step(first_update_) : opt_.capacity;
+        save_from_ = std::min(save_from_, std::max<int64_t>(0, L->first_observed));
         for (int g = 0; g < shape_.n_head_kv; ++g) {
             L->units.emplace_back(shape_.head_dim, group_, opt_.precision);
-            // The originals are the restore source of policies that offload; nothing else live
-            // reads them.
-            L->units.back().set_keep_originals(L->policy->offloads());
+            // The originals are the restore source of policies that offload, and the keys a
+            // deferred plan reads; nothing else live reads them.
+            L->units.back().set_keep_originals(L->policy->offloads() || deferred_plan_);
             L->units.back().set_offload(L->policy->offloads());
         }
         layers_.push_back(std::move(L));
     }
+    if (deferred_plan_)
+        for (auto& L : layers_)
+            L->q_saved.assign(size_t(shape_.n_head) * size_t(first_update_ - save_from_) *
+                                  size_t(shape_.head_dim),
+                              0.0f);
     // The plan is owned by the layers' policies only through the raw pointer: keep it alive.
     plan_keepalive_ = std::move(plan);
     rec_ = LiveRecord{};
@@ -78,6 +101,73 @@ void LiveCache::reset() {
     if (opt_.record)
         rec_.evicted_at.assign(
             size_t(shape_.n_layer) * size_t(shape_.n_head_kv) * size_t(opt_.capacity), -1);
+}
+
+void LiveCache::make_deferred_plan() {
+    const int64_t P = first_update_, n_save = P - save_from_;
+    const int d = shape_.head_dim, Hkv = shape_.n_head_kv, group = shape_.n_head / Hkv;
+    PlanContext pc = plan_context();
+    pc.read = [&](PlanField f, int layer, int head, int64_t t0, int64_t t1) {
+        KVS_ASSERT(layer >= 0 && layer < shape_.n_layer && t0 >= 0 && t0 <= t1);
+        const Layer& L = *layers_[size_t(layer)];
+        std::vector<float> out(size_t(t1 - t0) * size_t(d));
+        if (f == PlanField::q) {
+            KVS_ASSERT(head >= 0 && head < shape_.n_head && t0 >= save_from_ && t1 <= P);
+            std::copy_n(L.q_saved.data() +
+                            (size_t(head) * size_t(n_save) + size_t(t0 - save_from_)) * size_t(d),
+                        out.size(), out.data());
+        } else {
+            // Nothing is evicted before P in prefill mode: entry i is position i.
+            const UnitStore& u = L.units[size_t(head)];
+            KVS_ASSERT(head >= 0 && head < Hkv && t1 <= u.held() && u.pos(int(t1) - 1) == t1 - 1);
+            std::copy_n(u.k_orig_rows() + size_t(t0) * size_t(d), out.size(), out.data());
+        }
+        return out;
+    };
+    std::shared_ptr<const void> plan = policy_->plan(pc);
+    const float scale = 1.0f / std::sqrt(float(d));
+    for (int il = 0; il < shape_.n_layer; ++il) {
+        Layer& L = *layers_[size_t(il)];
+        L.policy = policy_->make_layer(layer_context(pc, il, plan.get()));
+        L.observes = L.policy->observes();
+        L.first_observed = L.observes ? L.policy->first_observed_step(P) : opt_.capacity;
+        // The discarded layer's scores go with it (a fresh store starts at 0, as in replay).
+        for (UnitStore& u : L.units) std::fill(u.scores().begin(), u.scores().end(), 0.0f);
+        // What the layer had been shown of the prompt, again: the attention of each saved query
+        // at position t over the entries at or before t, KV head by KV head (the same bits as
+        // during the prompt's forward: kernels/attend.h's contract).
+        for (int64_t t = std::max(L.first_observed, save_from_); L.observes && t < P; ++t) {
+            for (int g = 0; g < Hkv; ++g) {
+                UnitStore& u = L.units[size_t(g)];
+                const int n = u.held();
+                std::vector<float> q(static_cast<size_t>(group) * size_t(d));
+                std::vector<float> lse(static_cast<size_t>(group));
+                std::vector<int32_t> qpos(static_cast<size_t>(group), int32_t(t));
+                for (int h = 0; h < group; ++h)
+                    std::copy_n(L.q_saved.data() + (size_t(g * group + h) * size_t(n_save) +
+                                                    size_t(t - save_from_)) *
+                                                       size_t(d),
+                                d, q.data() + size_t(h) * size_t(d));
+                L.probs.resize(size_t(group) * size_t(n));
+                KVS_ASSERT(kernels::attend_packed_cpu(q.data(), qpos.data(), group, u.packed_k(),
+                                                      u.packed_v(), u.positions(), nullptr, n, d,
+                                                      scale, nullptr, lse.data(),
+                                                      L.probs.data()) == kernels::Status::ok);
+                const int n_vis = int(
+                    std::upper_bound(u.positions(), u.positions() + n, int32_t(t)) - u.positions());
+                L.rows.resize(size_t(group) * size_t(n_vis));
+                for (int h = 0; h < group; ++h)
+                    std::copy_n(L.probs.data() + size_t(h) * size_t(n), n_vis,
+                                L.rows.data() + size_t(h) * size_t(n_vis));
+                u.set_view(n_vis < n ? n_vis : -1);
+                L.policy->observe(t, g, L.rows.data(), group, u);
+                u.set_view(-1);
+            }
+        }
+        std::vector<float>().swap(L.q_saved);
+    }
+    plan_keepalive_ = std::move(plan);
+    planned_ = true;
 }
 
 void LiveCache::clear() {
@@ -108,6 +198,7 @@ void LiveCache::append(int il, int n_tok, const int32_t* pos, const float* k, co
             L.units[size_t(g)].append(int32_t(t), k + row, v + row);
         }
         if (t < first_update_) continue;
+        if (deferred_plan_ && !planned_) make_deferred_plan();
         L.policy->update(t, L.units);
         for (int g = 0; g < Hkv; ++g) {
             UnitStore& u = L.units[size_t(g)];
@@ -158,6 +249,18 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
                        float* lse) const {
     Layer& L = *layers_[size_t(il)];
     const int d = shape_.head_dim, Hkv = shape_.n_head_kv, group = shape_.n_head / Hkv;
+    if (deferred_plan_ && !planned_) {
+        // The prompt's queries a deferred plan reads (q: [n_head, n_tok, d]).
+        const int64_t n_save = first_update_ - save_from_;
+        for (int i = 0; i < n_tok; ++i) {
+            if (pos[i] < save_from_ || pos[i] >= first_update_) continue;
+            for (int h = 0; h < shape_.n_head; ++h)
+                std::copy_n(
+                    q + (size_t(h) * size_t(n_tok) + size_t(i)) * size_t(d), d,
+                    L.q_saved.data() +
+                        (size_t(h) * size_t(n_save) + size_t(pos[i] - save_from_)) * size_t(d));
+        }
+    }
     // Rows of the chunk whose probabilities the policy observes (replay's rule: evaluated steps,
     // and earlier ones from first_observed_step on).
     bool any_observed = false;

@@ -125,11 +125,12 @@ bad(["sweep", trace, "--policy", "full", "--shard", "2/2", "--out", os.path.join
 # Closed loop through the CLI: a live compressed capture's decisions file equals the replay of
 # its own trace (the C++ parity test covers every policy; this is the command-line path), and
 # eval's bad input is one line.
-for spec, mode in (("tova:budget=48", "stream"), ("snapkv:budget=48", "prefill")):
-    lt = os.path.join(tmp, f"live_{mode}.h5")
+for spec, mode in (("tova:budget=48", "stream"), ("snapkv:budget=48", "prefill"),
+                   ("dynamickv:budget=48", "prefill")):
+    lt = os.path.join(tmp, f"live_{mode}_{spec.split(':')[0]}.h5")
     run("capture", "-m", model, "--task", "passkey", "--ctx", "160", "--generate", "8",
         "--policy", spec, "--mode", mode, "--dtype", "f32", "--out", lt, "-q")
-    lr = os.path.join(tmp, f"live_{mode}.replay.h5")
+    lr = os.path.join(tmp, f"live_{mode}_{spec.split(':')[0]}.replay.h5")
     run("replay", lt, "--policy", spec, "--mode", mode, "--checkpoints", "0", "--out", lr, "-q")
     with h5py.File(lt[:-3] + ".decisions.h5", "r") as a, h5py.File(lr, "r") as b:
         ga, gb = a["runs/0000"], b["runs/0000"]
@@ -141,7 +142,7 @@ for spec, mode in (("tova:budget=48", "stream"), ("snapkv:budget=48", "prefill")
 bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "4096",
      "--policy", "h2o:budget=64"], "shorter than one window")
 bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "256",
-     "--policy", "dynamickv:budget=64"], "dynamickv cannot run live")
+     "--policy", "dynamickv:budget=64"], "prefill mode only")
 bad(["eval", "-m", model, "--task", "ppl", "-f", os.path.join(fix, "alice_ch1.txt"), "--ctx", "256",
      "--policy", "h2o:budget=300"], "not below the context")
 bad(["generate", "-m", model, "-p", "Hi", "--policy", "h2o:budget=8", "--mode", "sideways"],

@@ -76,6 +76,11 @@ class LiveCache final : public KvCache {
   private:
     struct Layer;
     void reset();
+    PlanContext plan_context() const;
+    // A policy that plans from rows (dynamickv): plan from the prompt's queries (saved as they
+    // were attended) and keys, then re-create the layers with the plan and show them the same
+    // queries' attention they had seen (replay's order). At the first compressed step.
+    void make_deferred_plan();
     void record_step(int il, int64_t t) const;
     KvShape shape_;
     PolicySpec spec_;
@@ -85,6 +90,8 @@ class LiveCache final : public KvCache {
     int64_t first_update_ = 0, first_eval_ = 0;
     mutable std::vector<std::unique_ptr<Layer>> layers_;
     std::shared_ptr<const void> plan_keepalive_;
+    bool deferred_plan_ = false, planned_ = false;
+    int64_t save_from_ = 0;  // queries at positions [save_from_, P) are saved for the plan
     mutable LiveRecord rec_;
 };
 

@@ -120,9 +120,17 @@ class LayerPolicy {
     }
 };
 
-// What plan() can look at: the trace and the run's shape.
+// Which rows PlanContext::read returns: post-RoPE queries (per query head) or keys (per KV head).
+enum class PlanField { q, k };
+
+// What plan() can look at: the run's rows and its shape.
 struct PlanContext {
-    const capture::TraceReader* reader = nullptr;
+    const capture::TraceReader* reader = nullptr;  // replay only (null live)
+    // Rows [t0, t1) of a field of model layer `layer`, head `head`: [t1 - t0, d] fp32. Replay
+    // reads the trace; the live driver the queries and keys the run computed (prefill mode: the
+    // prompt's, once it has been through every layer). Empty when no plan can be made.
+    std::function<std::vector<float>(PlanField f, int layer, int head, int64_t t0, int64_t t1)>
+        read;
     std::vector<int> layers;  // replayed model layers
     int n_layer = 0, n_head = 0, n_kv = 0, d = 0;
     std::vector<int32_t> kv_of_q;
@@ -139,12 +147,16 @@ class Policy {
   public:
     virtual ~Policy() = default;
     virtual std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const = 0;
-    // Optional whole-trace pass before the layers run; the result is handed to every layer as
-    // LayerContext::plan. Called once per run from one thread.
+    // Optional pass over the run's rows before the layers act; the result is handed to every
+    // layer as LayerContext::plan. Called once per run from one thread.
     virtual std::shared_ptr<const void> plan(const PlanContext& c) const {
         (void)c;
         return nullptr;
     }
+    // True when plan() reads rows (PlanContext::read). Replay plans before the layers run; the
+    // live driver plans in prefill mode once the prompt has been through every layer (at the
+    // first compressed step, before any decision), and refuses stream mode.
+    virtual bool plans_from_rows() const { return false; }
 };
 
 struct PolicyInfo {

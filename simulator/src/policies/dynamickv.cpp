@@ -8,7 +8,6 @@
 
 #include <cmath>
 
-#include "capture/trace_reader.h"
 #include "engine/error.h"
 #include "kernels/attend.h"
 #include "snap.h"
@@ -28,16 +27,14 @@ class DynamicKv final : public Policy {
         : p_(detail::snap_params(p)), m_(p.integer("m")), r_max_(p.real("r_max")) {
         p_.window = p.integer("ws");
     }
+    bool plans_from_rows() const override { return true; }
     std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
         const auto* plan = static_cast<const DynPlan*>(c.plan);
         const double s = plan ? plan->scale[size_t(c.slot)] : 1.0;
         return std::make_unique<detail::SnapLayer>(p_, c.n_tokens, c.n_kv, s);
     }
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
-        if (!c.reader)
-            fail(
-                "dynamickv cannot run live yet: its per-layer budgets are planned from a trace "
-                "(use kvscope replay)");
+        KVS_ASSERT(c.read);
         auto out = std::make_shared<DynPlan>();
         const size_t L = c.layers.size();
         out->scale.assign(L, 1.0);
@@ -64,7 +61,7 @@ class DynamicKv final : public Policy {
             std::vector<float> layer_scores;
             for (int g = 0; g < c.n_kv; ++g) {
                 std::vector<double> sum(size_t(t0), 0.0);
-                const std::vector<float> k = c.reader->read(capture::Field::K, layer, g, 0, t0);
+                const std::vector<float> k = c.read(PlanField::k, layer, g, 0, t0);
                 // The window's attention over the keys before t0, by the one attention routine
                 // (kernels/attend.h; probabilities only).
                 std::vector<int32_t> kpos(static_cast<size_t>(t0)), qpos(static_cast<size_t>(ws));
@@ -75,8 +72,7 @@ class DynamicKv final : public Policy {
                 for (int h = 0; h < c.n_head; ++h) {
                     if (c.kv_of_q[size_t(h)] != g) continue;
                     ++nq;
-                    const std::vector<float> q =
-                        c.reader->read(capture::Field::Q, layer, h, t0 - ws, t0);
+                    const std::vector<float> q = c.read(PlanField::q, layer, h, t0 - ws, t0);
                     KVS_ASSERT(kernels::attend_cpu(q.data(), qpos.data(), ws, k.data(), nullptr,
                                                    kpos.data(), nullptr, int(t0), d, c.attn_scale,
                                                    nullptr, lse.data(),
