@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "../../simulator/src/policies/snap.h"
@@ -191,17 +192,31 @@ TEST_CASE("agd: evicts and sets bits every k steps, and quantizes with a small b
 }
 
 TEST_CASE("agacc: re-evaluation every nr steps, independent of k", "[cpu]") {
-    test::AttnTraceOptions o;
-    o.hot = 10;
-    const std::string path = trace_of(o, "hot.h5");
-    // k = 16, nr = 24: lcm would be 48. Restores (a width going up) happen only at
-    // re-evaluations, at multiples of 24; and tier changes at multiples of 16 or 24.
-    const RunResult r = run(path, "agacc:k=16,nr=24,nw=8", Mode::stream);
+    // k = 16, nr = 24 on the committed real trace: a width only goes up (a restore) at a
+    // re-evaluation, so every raise is at a multiple of 24, and some are at multiples of 24
+    // that are not multiples of 48 = lcm(16, 24) (the old rule re-evaluated only there).
+    const std::string path = std::string(KVS_FIXTURES) + "/ref_trace.h5";
+    const RunResult r = run(path, "agacc:k=16,nr=24", Mode::stream);
+    std::map<std::pair<int32_t, int32_t>, int32_t> width;
+    int raises = 0, off_lcm = 0;
     for (size_t i = 0; i + 3 < r.bit_events.size(); i += 4) {
-        const int32_t step = r.bit_events[i + 2];
-        INFO("bit event at step " << step);
-        CHECK((step % 16 == 0 || step % 24 == 0));
+        const auto key = std::make_pair(r.bit_events[i], r.bit_events[i + 1]);
+        const int32_t step = r.bit_events[i + 2], bits = r.bit_events[i + 3];
+        const auto it = width.find(key);
+        const int32_t prev = it == width.end() ? 16 : it->second;
+        if (bits > prev) {
+            INFO("raise at step " << step);
+            CHECK(step % 24 == 0);
+            ++raises;
+            off_lcm += step % 48 != 0;
+        } else {
+            INFO("tier change at step " << step);
+            CHECK((step % 16 == 0 || step % 24 == 0));
+        }
+        width[key] = bits;
     }
+    CHECK(raises > 0);
+    CHECK(off_lcm > 0);
     CHECK_THROWS_WITH(parse_spec("agacc:nw=0"), Catch::Contains("'nw' must be in [1"));
 }
 
