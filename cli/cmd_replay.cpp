@@ -156,11 +156,16 @@ void register_replay(CLI::App& app) {
             nlohmann::ordered_json j = nlohmann::ordered_json::array();
             for (const auto& e : sim::policy_registry()) {
                 nlohmann::ordered_json params = nlohmann::ordered_json::array();
-                for (const auto& p : e.info.params)
-                    params.push_back({{"name", p.name}, {"default", p.def}, {"help", p.help}});
+                for (const auto& p : e.info.params) {
+                    nlohmann::ordered_json o = {
+                        {"name", p.name}, {"default", p.def}, {"help", p.help}};
+                    if (!p.choices.empty()) o["choices"] = p.choices;
+                    params.push_back(o);
+                }
                 j.push_back({{"name", e.info.name},
                              {"summary", e.info.summary},
                              {"details", e.info.details},
+                             {"paper_mode", sim::mode_name(e.info.paper_mode)},
                              {"needs_budget", e.info.needs_budget},
                              {"takes_budget", e.info.takes_budget},
                              {"params", params}});
@@ -169,11 +174,19 @@ void register_replay(CLI::App& app) {
             return;
         }
         for (const auto& e : sim::policy_registry()) {
-            fmt::print("{:<10} {}\n", e.info.name, e.info.summary);
-            for (const auto& p : e.info.params)
+            fmt::print("{:<10} {} [paper mode: {}]\n", e.info.name, e.info.summary,
+                       sim::mode_name(e.info.paper_mode));
+            for (const auto& p : e.info.params) {
+                std::string help = p.help;
+                if (!p.choices.empty()) {
+                    help += " (choices:";
+                    for (const auto& c : p.choices) help += " " + c;
+                    help += ")";
+                }
                 fmt::print("    {:<10} {:<8} {}\n", p.name,
                            p.def.empty() ? (e.info.needs_budget ? "required" : "none") : p.def,
-                           p.help);
+                           help);
+            }
             // Wrap the details at ~96 columns.
             std::string line = "   ";
             size_t i = 0;

@@ -13,7 +13,7 @@ cd "$OUT"
 "$KVS" capture -m "$MODEL" --text-file "$FIX/alice_ch1.txt" --ctx 200 --layers 0,7,29 \
   --out text.h5 -q
 "$KVS" sweep pk.h5 text.h5 --policy full --policy h2o --policy snapkv --policy pyramidkv \
-  --policy agd --policy quant:bits=2 --budgets 32,64 --checkpoints 4 -q \
+  --policy agd --policy quant:bits=2 --budgets 33,64 --checkpoints 4 -q \
   --out sweep.h5 --csv sweep.csv --json >sweep.json
 "$KVS" sweep pk.h5 text.h5 --policy window --budgets 32,64 -q --out window.h5 >/dev/null
 echo "fixture in $OUT: $(ls)"

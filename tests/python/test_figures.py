@@ -157,7 +157,7 @@ bad_cases = [
     ([P("sweep.h5"), other], "results mix models: 'Smollm2"),
     ([P("pk.h5")], "not a kvscope results file"),
     ([P("sweep.h5"), "--trace", P("sweep.h5")], "not a kvscope trace"),
-    ([P("sweep.h5"), "--budget", "48"], "--budget 48: no run has it (budgets: 32, 64)"),
+    ([P("sweep.h5"), "--budget", "48"], "--budget 48: no run has it (budgets: 33, 64)"),
     ([P("sweep.h5"), "--only", "pie_chart"], "unknown figure 'pie_chart'"),
     ([P("sweep.h5"), "--bogus"], "unrecognized arguments: --bogus"),
 ]

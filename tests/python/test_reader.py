@@ -99,7 +99,7 @@ for run_, j in zip(r, js):
     assert run_.spec == j["spec"] and run_.budget == j["budget"]
 check(worst < 1e-9, f"every summary figure equals the sweep's --json (worst rel diff {worst:.1e})")
 tab = r.table()
-check(tab[1]["policy"] == "h2o" and tab[1]["budget"] == "32" and
+check(tab[1]["policy"] == "h2o" and tab[1]["budget"] == "33" and
       abs(tab[1]["recall_mean"] - js[1]["recall_mean"]) < 1e-12 and
       tab[0]["answer_kept"] == 1.0 and r.summary_array()["recall_mean"].shape == (20,),
       "table() / summary_array()")
@@ -140,7 +140,7 @@ check(not bad_mean, f"mean_bits == bits_at averaged over the held tokens {bad_me
 agd = next(x for x in r if x.policy == "agd" and x.budget == "64" and x.trace_path.endswith("pk.h5"))
 check(np.nanmin(agd.mean_bits()) < 15 and agd.bit_events.shape[0] > 0,
       "agd changes widths (the bits checks are not all 16 == 16)")
-h2o = next(x for x in r if x.policy == "h2o" and x.budget == "32")
+h2o = next(x for x in r if x.policy == "h2o" and x.budget == "33")
 check(h2o.held_at(200, 7, 1).sum() == h2o.held[np.searchsorted(h2o.steps, 200), 1, 1] and
       h2o.held_at(200).shape == (3, 3, h2o.n_tokens), "held_at of one unit / of all units")
 

@@ -214,9 +214,9 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "h2o:budget=24",
                            "h2o:budget=32,bits=4",
                            "tova:budget=24",
-                           "snapkv:budget=24",
-                           "pyramidkv:budget=24",
-                           "adakv:budget=24",
+                           "snapkv:budget=24,window=8",
+                           "pyramidkv:budget=24,window=8",
+                           "adakv:budget=24,window=8",
                            "agd:budget=32",
                            "agacc:budget=32,k=4,nr=8",
                            "quant:bits=2,residual=16",
@@ -250,7 +250,8 @@ TEST_CASE("live: layer 0 decides as replay does on the uncompressed trace", "[mo
     const std::vector<int32_t> ids = prompt_ids(88);
     const int64_t P = 64, cap = int64_t(ids.size());
     for (Mode mode : {Mode::stream, Mode::prefill}) {
-        for (const char* text : {"h2o:budget=24", "snapkv:budget=24", "agacc:budget=32,k=4"}) {
+        for (const char* text :
+             {"h2o:budget=24", "snapkv:budget=24,window=8", "agacc:budget=32,k=4"}) {
             INFO(text << " " << mode_name(mode));
             const PolicySpec spec = parse_spec(text);
             LiveCache live(m.kv_shape(), spec, live_opts(mode, P, cap, Precision::f16, true));
@@ -273,7 +274,7 @@ TEST_CASE("live: policies and options that cannot run live are refused in one li
     const KvShape shape{2, 4, 2, 8};
     LiveOptions o;
     o.capacity = 32;
-    CHECK_THROWS_WITH(LiveCache(shape, parse_spec("dynamickv:budget=8"), o),
+    CHECK_THROWS_WITH(LiveCache(shape, parse_spec("dynamickv:budget=64"), o),
                       Catch::Contains("prefill mode only"));
     o.mode = Mode::prefill;
     o.prefill_len = 40;

@@ -164,6 +164,9 @@ struct PolicyInfo {
     std::string summary;  // one line
     std::string details;  // how it runs in each mode, choices made where a paper is open
     std::vector<ParamDef> params;
+    // The mode the policy's paper evaluates it in (docs/policies.md): prompt compression methods
+    // "prefill", streaming ones "stream" (quant and full: either, "stream" listed).
+    Mode paper_mode = Mode::stream;
     bool needs_budget = false;  // a spec without budget= is an error (a sweep adds one)
     bool takes_budget = false;  // budget= is accepted
 };

@@ -1,104 +1,66 @@
-// adakv (Feng et al. 2024): SnapKV scoring, with the layer's budget (n_kv * budget) allocated
-// across its KV heads by one top-k over the scores of all of them, each head guaranteed a floor.
+// adakv (Feng et al. 2024): SnapKV scoring, the layer's scored budget allocated across its KV
+// heads. Ada-KV's rule (FFY0/AdaKV adaptive_snapkv/monkeypatch/snapkv_utils.py, GQA path):
+//   base = B - w (:303), floor = int(base * alpha) (:305)
+//   one top-k of n_kv * base over the pooled scores of all heads of the layer (:453);
+//   c_h = how many of those are head h's; capacity_h = round(c_h (1 - alpha) + floor) (:460,
+//   torch.round: half to even); head h keeps its top capacity_h scored tokens + the window.
+//   A prompt with fewer candidates than base is not compressed (:439).
+// Defaults as Ada-KV's code: window 32, kernel 7, max pooling, alpha 0.2, gqa mean
+// (monkeypatch.py:34, experiments/LongBench/pred.py:27-29). Ties in the layer's top-k: higher
+// score first, then the lower head index, then the newer token.
+#include <cmath>
+
 #include "snap.h"
 
 namespace kvs::sim {
 
 namespace {
 
-class AdaLayer final : public LayerPolicy {
-  public:
-    AdaLayer(const detail::SnapParams& p, double floor_frac, int64_t n_tokens, int n_kv)
-        : p_(p), floor_(floor_frac), b_(size_t(n_kv), -1) {
-        for (int g = 0; g < n_kv; ++g) units_.emplace_back(n_tokens, p);
-    }
-    int64_t budget_tokens(int64_t, int g) const override { return b_[size_t(g)]; }
-    void update(int64_t t, std::vector<UnitStore>& units) override {
-        const int64_t per = p_.budget.tokens(t + 1);
-        const int64_t total = per * int64_t(units.size());
-        int64_t held = 0;
-        for (auto& u : units) held += u.size();
-        if (held <= total) {
-            // Not over budget: no head is limited below the layer's total.
-            for (auto& b : b_) b = total;
-            for (auto& u : units) detail::store_at(u, p_.bits);
-            return;
-        }
-        // Eviction keys of every head; the guaranteed floor of each head first, then one
-        // top-k over the rest.
-        struct Cand {
-            float key;
-            int g, i;
-        };
-        std::vector<std::vector<float>> keys(units.size());
-        std::vector<Cand> rest;
-        std::vector<int64_t> kept(units.size(), 0);
-        const int64_t fl = int64_t(std::floor(floor_ * double(per)));
-        std::vector<std::vector<uint8_t>> keep(units.size());
-        for (size_t g = 0; g < units.size(); ++g) {
-            UnitStore& u = units[g];
-            keys[g] = units_[g].keys(t, u, per);
-            const int n = u.size();
-            keep[g].assign(size_t(n), 0);
-            std::vector<int> order(static_cast<size_t>(n));
-            std::iota(order.begin(), order.end(), 0);
-            std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-                const float ka = keys[g][size_t(a)], kb = keys[g][size_t(b)];
-                return ka != kb ? ka > kb : a > b;  // highest first; ties: newer first
-            });
-            for (int r = 0; r < n; ++r) {
-                const int i = order[size_t(r)];
-                if (r < fl) {
-                    keep[g][size_t(i)] = 1;
-                    ++kept[g];
-                } else {
-                    rest.push_back({keys[g][size_t(i)], int(g), i});
-                }
-            }
-        }
-        int64_t left = total;
-        for (int64_t k : kept) left -= k;
-        std::stable_sort(rest.begin(), rest.end(), [](const Cand& a, const Cand& b) {
-            if (a.key != b.key) return a.key > b.key;
-            if (a.g != b.g) return a.g < b.g;
-            return a.i > b.i;
-        });
-        for (size_t r = 0; r < rest.size() && int64_t(r) < left; ++r) {
-            keep[size_t(rest[r].g)][size_t(rest[r].i)] = 1;
-            ++kept[size_t(rest[r].g)];
-        }
-        for (size_t g = 0; g < units.size(); ++g) {
-            std::vector<uint8_t> drop(keep[g].size());
-            for (size_t i = 0; i < drop.size(); ++i) drop[i] = !keep[g][i];
-            units[g].evict_mask(drop);
-            b_[g] = kept[g];
-            detail::store_at(units[g], p_.bits);
-        }
-    }
-    int64_t first_observed_step(int64_t first_update) const override {
-        return std::max<int64_t>(0, first_update - p_.window);
-    }
-    void observe(int64_t, int g, const float* probs, int n_q, UnitStore& u) override {
-        units_[size_t(g)].observe(probs, n_q, u);
-    }
-
-  private:
-    detail::SnapParams p_;
-    double floor_;
-    std::vector<int64_t> b_;
-    std::vector<detail::SnapUnit> units_;
-};
+std::vector<int64_t> ada_alloc(double alpha, int64_t C, int64_t w,
+                               const std::vector<std::vector<float>>& cand) {
+    const int64_t base = std::max<int64_t>(0, C - w);
+    const size_t G = cand.size();
+    std::vector<int64_t> caps(G, base);
+    for (const auto& c : cand)
+        if (int64_t(c.size()) < base) return caps;  // not compressed
+    struct E {
+        float v;
+        int g, i;
+    };
+    std::vector<E> all;
+    for (size_t g = 0; g < G; ++g)
+        for (size_t i = 0; i < cand[g].size(); ++i) all.push_back({cand[g][i], int(g), int(i)});
+    const int64_t k = std::min<int64_t>(int64_t(all.size()), int64_t(G) * base);
+    std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const E& a, const E& b) {
+        if (a.v != b.v) return a.v > b.v;
+        if (a.g != b.g) return a.g < b.g;
+        return a.i > b.i;
+    });
+    std::vector<int64_t> cnt(G, 0);
+    for (int64_t r = 0; r < k; ++r) ++cnt[size_t(all[size_t(r)].g)];
+    const double fl = std::floor(double(base) * alpha);
+    for (size_t g = 0; g < G; ++g)
+        caps[g] = int64_t(std::nearbyint(double(cnt[g]) * (1.0 - alpha) + fl));
+    return caps;
+}
 
 class AdaKv final : public Policy {
   public:
-    explicit AdaKv(const Params& p) : p_(detail::snap_params(p)), floor_(p.real("floor")) {}
+    explicit AdaKv(const Params& p)
+        : p_(detail::snap_params(p, "adakv")), alpha_(p.real("alpha")) {}
     std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
-        return std::make_unique<AdaLayer>(p_, floor_, c.n_tokens, c.n_kv);
+        const double a = alpha_;
+        auto l = std::make_unique<detail::SnapLayer>(
+            p_, c, [a](int64_t C, int64_t, int64_t w, const std::vector<std::vector<float>>& cand) {
+                return ada_alloc(a, C, w, cand);
+            });
+        l->set_per_head(true);
+        return l;
     }
 
   private:
     detail::SnapParams p_;
-    double floor_;
+    double alpha_;
 };
 
 }  // namespace
@@ -108,15 +70,20 @@ PolicyEntry policy_adakv() {
     e.info.name = "adakv";
     e.info.summary = "Ada-KV: SnapKV scoring, the layer's budget allocated across its KV heads";
     e.info.details =
-        "The layer holds n_kv * budget tokens in all; each KV head first keeps its top "
-        "floor * budget tokens (Ada-KV's safeguard), then one top-k over the remaining scores of "
-        "all heads fills the rest, so heads with concentrated attention give budget to heads with "
-        "spread attention. Per-head budgets are re-allocated at every step from the scores of the "
-        "last selection (newest `window` tokens always kept). Modes as snapkv. The reported "
-        "budget_tokens of a head is its allocation.";
-    e.info.params = detail::snap_param_defs();
-    e.info.params.push_back(
-        param_real("floor", "0.2", 0, 1, "share of the budget every head is guaranteed"));
+        "Paper mode: prefill. base = budget - window scored tokens per head on average; one "
+        "top-k of n_kv * base over the pooled candidate scores of all KV heads of the layer "
+        "gives head h c_h of them; head h then keeps its top round((1 - alpha) c_h + "
+        "floor(alpha * base)) candidates (round half to even, as torch.round) plus the whole "
+        "window (Ada-KV's snapkv_utils.py:303-305, 453-460). A layer whose heads have fewer than "
+        "base candidates is not compressed. Defaults as Ada-KV's code: kernel 7, max pooling, "
+        "alpha 0.2. Modes as snapkv; in stream mode the per-head capacities are re-allocated at "
+        "each selection. The reported budget_tokens of a head is its capacity plus the window "
+        "and the newest token (prefill: plus the decoded tokens). Ties: higher score first, then "
+        "the lower head, then the newer token.";
+    e.info.params = detail::snap_param_defs("7", "max");
+    e.info.params.push_back(param_real(
+        "alpha", "0.2", 0, 1, "share of the scored budget every head is guaranteed (floor_alpha)"));
+    e.info.paper_mode = Mode::prefill;
     e.info.needs_budget = e.info.takes_budget = true;
     e.make = [](const Params& p) { return std::make_unique<AdaKv>(p); };
     return e;

@@ -22,28 +22,39 @@ namespace {
 struct AgaccParams {
     Budget budget;
     double alpha = 0.2, pos_beta = 0.5, tau_h = 2.0, tau_l = 0.5, tau_e = 0.05, p_max = 0.5;
-    int b_min = 2, b_max = 8, block = 16, k = 16, nr = 128, recent = 32;
+    int b_min = 2, b_max = 8, block = 16, k = 16, nr = 128, nw = 32, recent = 32;
     GqaReduce gqa = GqaReduce::mean;
 };
 
 class AgaccLayer final : public LayerPolicy {
   public:
-    explicit AgaccLayer(const AgaccParams& p) : p_(p) {}
+    AgaccLayer(const AgaccParams& p, int64_t n_tokens, int n_kv) : p_(p) {
+        for (int g = 0; g < n_kv; ++g) win_.emplace_back(n_tokens, p.nw);
+    }
     bool offloads() const override { return true; }
     int64_t budget_tokens(int64_t t, int) const override { return p_.budget.tokens(t + 1); }
     void update(int64_t t, std::vector<UnitStore>& units) override {
-        const bool due = (t % p_.k) == 0 || !started_;
-        const bool reeval = (t % p_.nr) == 0;
-        started_ = true;
-        for (auto& u : units) {
-            if (!due && !(p_.budget.set && u.size() > p_.budget.tokens(t + 1))) continue;
+        // Tiers every k steps; re-evaluation every nr steps, independently (seed 001, 2.6).
+        const bool due = last_ < 0 || t - last_ >= p_.k;
+        const bool reeval = t > 0 && t % p_.nr == 0;
+        if (due) last_ = t;
+        for (size_t g = 0; g < units.size(); ++g) {
+            UnitStore& u = units[g];
+            if (reeval) {
+                // Re-evaluation: the importance is recalculated from the most recent nw
+                // attention rows (their mean over the queries that saw the token).
+                const int nq = std::max(1, win_[g].queries());
+                for (int i = 0; i < u.size(); ++i)
+                    u.scores()[size_t(i)] = float(win_[g].sum_at(u.pos(i)) / nq);
+            }
+            if (!due && !reeval && !(p_.budget.set && u.size() > p_.budget.tokens(t + 1))) continue;
             std::vector<float> r = relative(t, u);
             if (p_.budget.set)
                 detail::evict_to(
                     u, p_.budget.tokens(t + 1),
                     detail::protect(u, r, 0,
                                     detail::recent_cap(p_.recent, p_.budget.tokens(t + 1))));
-            if (!due) continue;
+            if (!due && !reeval) continue;
             r = relative(t, u);
             const int old = u.size() - p_.recent;
             if (old <= 0) continue;
@@ -83,9 +94,10 @@ class AgaccLayer final : public LayerPolicy {
             }
         }
     }
-    void observe(int64_t, int, const float* probs, int n_q, UnitStore& u) override {
+    void observe(int64_t, int g, const float* probs, int n_q, UnitStore& u) override {
         row_.resize(size_t(u.size()));
         reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
+        win_[size_t(g)].add(u, row_.data());
         auto& s = u.scores();
         const float a = float(p_.alpha);
         for (int i = 0; i < u.size(); ++i)
@@ -119,7 +131,8 @@ class AgaccLayer final : public LayerPolicy {
         return r;
     }
     AgaccParams p_;
-    bool started_ = false;
+    int64_t last_ = -1;
+    std::vector<detail::ObservationWindow> win_;
     std::vector<float> row_;
 };
 
@@ -138,6 +151,7 @@ class Agacc final : public Policy {
         p_.block = p.integer("block");
         p_.k = p.integer("k");
         p_.nr = p.integer("nr");
+        p_.nw = p.integer("nw");
         p_.recent = p.integer("recent");
         p_.gqa = p.gqa();
         if (!(p_.tau_e <= p_.tau_l && p_.tau_l <= p_.tau_h))
@@ -146,8 +160,8 @@ class Agacc final : public Policy {
         if (p_.b_min > p_.b_max)
             fail("policy 'agacc': b_min={} is larger than b_max={}", p_.b_min, p_.b_max);
     }
-    std::unique_ptr<LayerPolicy> make_layer(const LayerContext&) const override {
-        return std::make_unique<AgaccLayer>(p_);
+    std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
+        return std::make_unique<AgaccLayer>(p_, c.n_tokens, c.n_kv);
     }
 
   private:
@@ -176,9 +190,14 @@ PolicyEntry policy_agacc() {
         "smaller) when that is smaller than dense; r < tau_e: evicted (no marker tokens are "
         "stored: keys carry RoPE, positions need no markers). Between re-evaluations "
         "(every nr steps) precision only goes down; a re-evaluation restores tokens whose tier "
-        "rose from an offloaded full-precision copy (counted as restores). budget= adds eviction "
+        "rose from an offloaded full-precision copy (counted as restores); the re-evaluation "
+        "replaces I_i by the mean attention of the last nw queries (seed 001, 2.6), k and nr "
+        "are independent periods (old kvscope: lcm(k, nr), no nw). budget= adds eviction "
         "of the lowest r whenever the cache is over budget. Prefill mode: the prompt's queries "
-        "build I before the first update at P.";
+        "build I before the first update at P. Paper mode: stream. Not reproduced: the seed's "
+        "average over all layers and heads and the next N_q queries (here per (layer, KV head) "
+        "and the current query), its mean/std quantizer with outlier scale s (needs a stored "
+        "format), its span-marker tokens (need trained embeddings).";
     e.info.params = {
         param_budget("optional: tokens held per (layer, KV head), a count or a fraction"),
         param_real("alpha", "0.2", 0, 1, "EMA weight of the current attention"),
@@ -191,7 +210,10 @@ PolicyEntry policy_agacc() {
         param_real("p_max", "0.5", 0, 1, "largest pruned share of a row"),
         param_int("block", "16", 1, 1e6, "positions per importance block"),
         param_int("k", "16", 1, 1e9, "apply the tiers every k steps"),
-        param_int("nr", "128", 1, 1e9, "re-evaluate (may raise precision) every nr steps"),
+        param_int("nr", "128", 1, 1e9,
+                  "re-evaluate every nr steps (independent of k): importance from the last nw "
+                  "attention rows, precision may rise"),
+        param_int("nw", "32", 1, 1e9, "re-evaluation window: the most recent attention rows"),
         param_int("recent", "32", 0, 1e9,
                   "newest tokens kept fp16, never evicted (at most half the budget)"),
         param_gqa(),

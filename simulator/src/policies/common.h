@@ -75,26 +75,8 @@ class ObservationWindow {
         }
     }
     int queries() const { return int(rows_.size()); }
-    // SnapKV's score of each held token: the window sum max- or avg-pooled over positions
-    // [p - kernel/2, p + kernel/2] (positions not held count as 0).
-    std::vector<float> pooled(const UnitStore& u, int kernel, bool max_pool) const {
-        const int n = u.size();
-        const int64_t T = int64_t(sum_.size());
-        const int half = std::max(0, kernel / 2);
-        std::vector<float> out(static_cast<size_t>(n));
-        for (int i = 0; i < n; ++i) {
-            const int64_t p = u.pos(i);
-            double acc = 0.0;
-            int cnt = 0;
-            for (int64_t q = std::max<int64_t>(0, p - half); q <= std::min(T - 1, p + half); ++q) {
-                const double v = std::max(0.0, sum_[size_t(q)]);
-                acc = max_pool ? std::max(acc, v) : acc + v;
-                ++cnt;
-            }
-            out[size_t(i)] = float(max_pool ? acc : acc / std::max(1, cnt));
-        }
-        return out;
-    }
+    // The window's summed attention at position p (0 when no window query saw it).
+    double sum_at(int64_t p) const { return std::max(0.0, sum_[size_t(p)]); }
 
   private:
     struct Row {

@@ -17,21 +17,27 @@ namespace kvs::sim {
 namespace {
 
 struct DynPlan {
-    std::vector<double> scale;  // per replayed layer slot: its budget / the average budget
+    std::vector<double> scale;  // per replayed layer slot: its scored budget / the average one
     int64_t step = 0;           // the planning step
 };
 
 class DynamicKv final : public Policy {
   public:
     explicit DynamicKv(const Params& p)
-        : p_(detail::snap_params(p)), m_(p.integer("m")), r_max_(p.real("r_max")) {
-        p_.window = p.integer("ws");
-    }
+        : p_(detail::snap_params(p, "dynamickv")), m_(p.integer("m")), r_max_(p.real("r_max")) {}
     bool plans_from_rows() const override { return true; }
     std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
         const auto* plan = static_cast<const DynPlan*>(c.plan);
-        const double s = plan ? plan->scale[size_t(c.slot)] : 1.0;
-        return std::make_unique<detail::SnapLayer>(p_, c.n_tokens, c.n_kv, s);
+        const double share = plan ? plan->scale[size_t(c.slot)] : 1.0;
+        const int64_t from = plan ? plan->step : 0;
+        return std::make_unique<detail::SnapLayer>(
+            p_, c,
+            [share, from](int64_t C, int64_t n, int64_t w,
+                          const std::vector<std::vector<float>>& cand) {
+                const double s = n >= from ? share : 1.0;
+                return std::vector<int64_t>(
+                    cand.size(), int64_t(std::floor(s * double(std::max<int64_t>(0, C - w)))));
+            });
     }
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
         KVS_ASSERT(c.read);
@@ -46,8 +52,16 @@ class DynamicKv final : public Policy {
             while (t0 < c.n_tokens && p_.budget.tokens(t0 + 1) >= t0 + 1) ++t0;
         }
         if (t0 >= c.n_tokens) return out;  // never over budget: uniform
+        // Stream mode: at the first step over budget every layer has exactly its budget of
+        // candidates, so any allocation comes out uniform (dynamickv would equal snapkv). The
+        // shares are planned at twice that step instead (the window then ranks about twice the
+        // budget); before it every layer keeps the uniform budget.
+        if (c.mode == Mode::stream) t0 = std::min<int64_t>(c.n_tokens - 1, 2 * t0);
         out->step = t0;
-        const int64_t per = p_.budget.tokens(t0 + 1);
+        // SnapKV's capacity C (snap.h): the prompt entries kept (prefill), budget - 1 (stream).
+        const int64_t per = c.mode == Mode::prefill
+                                ? p_.budget.tokens(t0)
+                                : std::max<int64_t>(1, p_.budget.tokens(t0 + 1) - 1);
         const int ws = int(std::min<int64_t>({int64_t(p_.window), t0, per}));
         // Per layer: pooled window scores of each KV head over keys [0, t0), window tokens
         // (always kept) excluded; the candidates are (score) values of all heads.
@@ -81,19 +95,13 @@ class DynamicKv final : public Policy {
                         for (int64_t j = 0; j < t0; ++j)
                             sum[size_t(j)] += double(p[size_t(i) * size_t(t0) + size_t(j)]);
                 }
-                // Pool (max or avg over `kernel` positions), mean over the group's heads.
-                const int half = p_.kernel / 2;
-                for (int64_t j = 0; j < t0 - ws; ++j) {
-                    double acc = 0;
-                    int cnt = 0;
-                    for (int64_t q = std::max<int64_t>(0, j - half);
-                         q <= std::min<int64_t>(t0 - 1, j + half); ++q) {
-                        acc = p_.max_pool ? std::max(acc, sum[size_t(q)]) : acc + sum[size_t(q)];
-                        ++cnt;
-                    }
-                    if (!p_.max_pool) acc /= cnt;
-                    layer_scores.push_back(float(acc / std::max(1, nq)));
-                }
+                // Mean over the group's heads, then SnapKV's pooling over the candidates
+                // [0, t0 - ws) only (snap.h: never into the window).
+                std::vector<double> cs(size_t(t0 - ws));
+                for (int64_t j = 0; j < t0 - ws; ++j)
+                    cs[size_t(j)] = sum[size_t(j)] / std::max(1, nq);
+                const std::vector<float> pooled = detail::snap_pool(cs, p_.kernel, p_.max_pool);
+                layer_scores.insert(layer_scores.end(), pooled.begin(), pooled.end());
             }
             std::sort(layer_scores.begin(), layer_scores.end(), std::greater<float>());
             if (int64_t(layer_scores.size()) > cap) layer_scores.resize(size_t(cap));
@@ -120,11 +128,9 @@ class DynamicKv final : public Policy {
                 }
             }
         }
-        // The unit budget of layer s: its share of the non-window budget plus the window.
-        for (size_t s = 0; s < L; ++s) {
-            const double unit = double(budget[s]) / double(c.n_kv) + double(ws);
-            out->scale[s] = per > 0 ? unit / double(per) : 1.0;
-        }
+        // The scored budget of layer s over the average one (the window comes on top).
+        for (size_t s = 0; s < L; ++s)
+            out->scale[s] = bs > 0 ? double(budget[s]) / double(bs) : 1.0;
         return out;
     }
 
@@ -148,10 +154,13 @@ PolicyEntry policy_dynamickv() {
         "the layers each keeps at most r_max * (budget - ws) * n_kv candidates; every `m` layers "
         "one top-k over the candidates of all layers so far (k = (budget - ws) * n_kv * layers so "
         "far) re-divides the budget, trimming layers that lost; a trimmed layer cannot grow back. "
-        "A layer's final count (plus the window) over the average budget is its share; tokens "
-        "are then selected per KV head as in snapkv (window ws, re-selected every `every` steps "
-        "with the shares kept). With a fractional budget in stream mode the planning step comes "
-        "very early and the shares are weak; prefer prefill mode there.";
+        "A layer's final count over the average is its share of the scored budget (budget - ws; "
+        "every layer keeps the full window); tokens are then selected per KV head as in snapkv "
+        "(pooling over the candidates only, kernel 5 avg as DynamicKV's init_dynamickv_V11, "
+        "methods/dynamic_v11.py:141-150). Paper mode: prefill (planning step P). Stream mode: at "
+        "the first step over budget every layer has exactly its budget of candidates, which "
+        "makes any allocation uniform, so the shares are planned at twice that step (from the "
+        "trace's full attention there) and apply from then on; before it dynamickv is snapkv.";
     e.info.params = detail::snap_param_defs();
     // DynamicKV names its observation window ws.
     e.info.params.erase(e.info.params.begin() + 1);
@@ -161,6 +170,7 @@ PolicyEntry policy_dynamickv() {
     e.info.params.push_back(param_int("m", "4", 1, 1e6, "re-divide budgets every m layers"));
     e.info.params.push_back(
         param_real("r_max", "2", 1, 1e6, "a layer keeps at most r_max x the average budget"));
+    e.info.paper_mode = Mode::prefill;
     e.info.needs_budget = e.info.takes_budget = true;
     e.make = [](const Params& p) { return std::make_unique<DynamicKv>(p); };
     return e;
