@@ -279,7 +279,8 @@ void register_capture(CLI::App& app) {
         "capture", "Record an attention trace (q, k, v, attention output, lse, tokens) to HDF5");
     add_model_option(*c, a->model);
     c->add_option("-f,--text-file", a->text_file, "Capture the first --ctx tokens of a text");
-    c->add_option("-p,--prompt", a->prompt, "Capture a prompt and --generate new tokens");
+    CLI::Option* prompt =
+        c->add_option("-p,--prompt", a->prompt, "Capture a prompt and --generate new tokens");
     c->add_option("--task", a->task, "Capture a retrieval prompt of --ctx tokens")
         ->check(CLI::IsMember({"passkey", "needle"}));
     c->add_option("--haystack", a->haystack, "Text file to hide the needle in (--task needle)");
@@ -311,7 +312,11 @@ void register_capture(CLI::App& app) {
         ->check(CLI::Range(int64_t(0), int64_t(1) << 62));
     c->add_option("-o,--out", a->out, "Trace file to write (.h5)")->required();
     c->add_flag("-q,--quiet", a->quiet, "No progress bar or summary");
-    c->callback([a] { run_capture_cmd(*a); });
+    c->callback([a, prompt] {
+        // --prompt "" is an empty prompt, not a missing option.
+        if (prompt->count() > 0 && a->prompt.empty()) fail("the prompt is empty");
+        run_capture_cmd(*a);
+    });
 }
 
 }  // namespace kvs::cli

@@ -15,7 +15,23 @@ struct InfoArgs {
     std::string path;
     int n_show = 24;
     bool json = false;
+    bool check = false;  // read every q, k, v, o, lse value (the reader refuses non-finite ones)
 };
+
+// Reads every per-layer value of the trace through the reader, which throws kvs::Error at the
+// first NaN / inf (layer, field, head, token). Returns the number of values read.
+int64_t check_values(const capture::TraceReader& r) {
+    const capture::TraceInfo& ti = r.info();
+    int64_t n = 0;
+    for (int layer : ti.layers) {
+        for (capture::Field f :
+             {capture::Field::Q, capture::Field::K, capture::Field::V, capture::Field::O})
+            n += int64_t(r.read_heads(f, layer, 0, ti.n_tokens).size());
+        for (int h = 0; h < ti.n_head; ++h)
+            n += int64_t(r.read_lse(layer, h, 0, ti.n_tokens).size());
+    }
+    return n;
+}
 
 // Token text made printable on one line: control characters escaped, invalid UTF-8 replaced.
 std::string printable(const std::string& s) {
@@ -27,6 +43,7 @@ std::string printable(const std::string& s) {
 void run_info(const InfoArgs& a) {
     const capture::TraceReader r(a.path);
     const capture::TraceInfo& ti = r.info();
+    const int64_t n_checked = a.check ? check_values(r) : -1;
     const int64_t n_show = std::min<int64_t>(a.n_show, ti.n_tokens);
     const std::vector<std::string> first = r.token_text(0, n_show);
     std::string joined;
@@ -58,6 +75,7 @@ void run_info(const InfoArgs& a) {
             {"file_bytes", ti.file_bytes},
             {"first_tokens", joined},
             {"task", {{"kind", t.kind}}}};
+        if (a.check) j["values_checked"] = n_checked;
         if (t.has_answer()) {
             j["task"]["answer"] = t.answer;
             j["task"]["depth"] = t.depth;
@@ -91,6 +109,7 @@ void run_info(const InfoArgs& a) {
     fmt::print("storage:     {}, {}; {:.2f} MB on disk ({:.1f} KB/token)\n",
                capture::dtype_name(ti.dtype), ti.compression, double(ti.file_bytes) / 1e6,
                ti.n_tokens ? double(ti.file_bytes) / 1e3 / double(ti.n_tokens) : 0.0);
+    if (a.check) fmt::print("values:      all {} q, k, v, o, lse values finite\n", n_checked);
     fmt::print("task:        {}\n", t.kind);
     if (t.has_answer()) {
         fmt::print("answer:      {} (depth {:.2f}, seed {}{}{})\n", t.answer, t.depth, t.seed,
@@ -113,6 +132,9 @@ void register_info(CLI::App& app) {
         ->check(CLI::Range(0, 1 << 20))
         ->capture_default_str();
     c->add_flag("--json", a->json, "One JSON object on stdout");
+    c->add_flag("--check", a->check,
+                "Read every q, k, v, o and lse value: a NaN or inf is a one-line error "
+                "(replay and the viewer refuse them as they read)");
     c->callback([a] { run_info(*a); });
 }
 

@@ -1,8 +1,10 @@
 // kvscope policies / replay / sweep / merge: the replay simulator's commands.
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "capture/trace_reader.h"
 #include "capture/trace_writer.h"
@@ -114,33 +116,75 @@ struct SweepArgs {
     CommonArgs c;
     std::vector<std::string> traces;
     std::string budgets, shard;
+    bool resume = false;
 };
+
+// The runs a sweep has finished so far, rewritten (atomically: .partial, then renamed) after
+// each trace's pass, removed once <out> is written. `--resume` reads it and skips its runs.
+std::string progress_path(const std::string& out) {
+    return out + ".progress.h5";
+}
+std::string run_key(const std::string& trace, const std::string& spec, sim::Mode mode) {
+    return trace + '\n' + spec + '\n' + sim::mode_name(mode);
+}
 
 void run_sweep(SweepArgs& a) {
     check_out(a.c.out);
     check_out(a.c.csv);
     const std::vector<PolicySpec> specs = expand_specs(a.c.policies, a.budgets, a.c.quiet);
     const Shard shard = parse_shard(a.shard);
+    const sim::Mode mode = parse_mode(a.c.mode);
+    const std::string progress = progress_path(a.c.out);
+    std::map<std::string, sim::RunResult> finished;
+    std::error_code ec;
+    if (a.resume && std::filesystem::exists(progress, ec)) {
+        for (auto& r : sim::read_results(progress))
+            finished.emplace(run_key(r.trace_path, r.spec, r.mode), std::move(r));
+        if (!a.c.quiet)
+            fmt::print(stderr, "sweep: resuming: {} finished runs in {}\n", finished.size(),
+                       progress);
+    }
     // Runs in order (trace-major); this shard keeps index % n == i.
     std::vector<sim::RunResult> all;
-    int64_t index = 0, mine = 0;
+    int64_t index = 0, mine = 0, skipped = 0;
     for (const auto& trace : a.traces) {
         std::vector<PolicySpec> todo;
-        for (const auto& s : specs)
-            if (shard.owns(index++)) todo.push_back(s);
-        if (todo.empty()) continue;
-        mine += int64_t(todo.size());
+        // This trace's runs in spec order: a finished one, or a slot the replay fills.
+        std::vector<std::optional<sim::RunResult>> row;
+        for (const auto& s : specs) {
+            if (!shard.owns(index++)) continue;
+            auto it = finished.find(run_key(trace, s.canonical, mode));
+            if (it != finished.end()) {
+                row.emplace_back(std::move(it->second));
+                finished.erase(it);
+                ++skipped;
+            } else {
+                row.emplace_back();
+                todo.push_back(s);
+            }
+        }
+        if (row.empty()) continue;
+        mine += int64_t(row.size());
         if (!a.c.quiet)
-            fmt::print(stderr, "sweep: {} runs on {}{}\n", todo.size(), trace,
+            fmt::print(stderr, "sweep: {} runs on {}{}{}\n", todo.size(), trace,
                        shard.count > 1
                            ? fmt::format(" (shard {}/{}{})", shard.index, shard.count,
                                          shard.source.empty() ? "" : ", " + shard.source)
+                           : "",
+                       row.size() > todo.size()
+                           ? fmt::format(" ({} finished before: skipped)", row.size() - todo.size())
                            : "");
-        auto runs = sim::replay_trace(trace, todo, options_of(a.c, 0, trace));
-        for (auto& r : runs) all.push_back(std::move(r));
+        std::vector<sim::RunResult> runs;
+        if (!todo.empty()) runs = sim::replay_trace(trace, todo, options_of(a.c, 0, trace));
+        size_t next = 0;
+        for (auto& slot : row) all.push_back(slot ? std::move(*slot) : std::move(runs[next++]));
+        if (!todo.empty()) sim::write_results(progress, all, command_line());
     }
     if (mine == 0 && !a.c.quiet) fmt::print(stderr, "sweep: this shard has no runs\n");
+    if (skipped > 0 && !a.c.quiet)
+        fmt::print(stderr, "sweep: {} runs taken from {}\n", skipped, progress);
     write_outputs(all, a.c);
+    std::filesystem::remove(progress, ec);
     report(all, a.c);
 }
 
@@ -238,6 +282,9 @@ void register_replay(CLI::App& app) {
                    "Run only shard i of n (i/n): runs with index % n == i; auto: from a Slurm "
                    "job array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)");
     sc->add_flag("--json", sa->c.json, "Print the summaries as JSON");
+    sc->add_flag("--resume", sa->resume,
+                 "Skip the runs an interrupted sweep with the same --out finished (kept in "
+                 "OUT.progress.h5 after each trace); the results equal an uninterrupted sweep's");
     sc->callback([sa] { run_sweep(*sa); });
 
     // --- merge ---

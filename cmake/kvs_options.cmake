@@ -22,3 +22,9 @@ if(KVS_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
+
+if(KVS_FUZZ)
+  # Coverage instrumentation for libFuzzer on every target; the fuzz_* programs link the fuzzer.
+  add_compile_options(-fsanitize=fuzzer-no-link)
+  add_link_options(-fsanitize=fuzzer-no-link)
+endif()

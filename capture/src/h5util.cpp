@@ -12,6 +12,15 @@ void init() {
     // The error-printing switch is per thread in a thread-safe HDF5 build: set it in each.
     thread_local bool done = false;
     if (done) return;
+    // No HDF5 clean-up at exit: HDF5 1.10 crashes (SIGSEGV in H5F__close_cb) terminating the
+    // library when a file failed to close because the disk was full, turning a one-line error
+    // into a crash. kvscope closes every object it opens itself (h5::Id), so nothing is lost.
+    // Only effective before the library initializes (the first HDF5 call); harmless after.
+    static const bool no_atexit = [] {
+        H5dont_atexit();
+        return true;
+    }();
+    (void)no_atexit;
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     done = true;
 }
@@ -24,6 +33,9 @@ std::string last_error() {
         return 0;
     };
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, cb, &out);
+    // One line: HDF5's write-failure message embeds ctime()'s newline.
+    for (char& c : out)
+        if (c == '\n' || c == '\r' || c == '\t') c = ' ';
     return out;
 }
 

@@ -1,6 +1,7 @@
 // TraceReader (see trace_reader.h and the format in trace_schema.h).
 #include "capture/trace_reader.h"
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -88,6 +89,30 @@ struct TraceReader::Impl {
             read_slab(path, start, count, H5T_NATIVE_FLOAT, out.data());
         }
         return out;
+    }
+
+    // Refuses a non-finite value in a slab of `path` laid out [rows, n, d] (rows from head0):
+    // attention over NaN / inf silently gives NaN metrics, so a corrupt trace is an error.
+    void check_finite(const std::vector<float>& v, const std::string& path, int head0, int64_t t0,
+                      int64_t n, int64_t d) const {
+        // Fast path: the sum of x * 0 is 0 unless some x is NaN or inf.
+        float probe = 0;
+        for (float x : v) probe += x * 0.0f;
+        if (probe == 0.0f) return;
+        for (size_t i = 0; i < v.size(); ++i) {
+            if (std::isfinite(v[i])) continue;
+            const int64_t row = int64_t(i) / (n * d), t = (int64_t(i) / d) % n, k = int64_t(i) % d;
+            const char* what = std::isnan(v[i]) ? "NaN" : v[i] > 0 ? "+inf" : "-inf";
+            if (d == 1)
+                fail(
+                    "{}: '{}' holds {} at head {}, token {}: the trace is corrupt (non-finite "
+                    "values are refused)",
+                    where, path, what, head0 + row, t0 + t);
+            fail(
+                "{}: '{}' holds {} at head {}, token {}, element {}: the trace is corrupt "
+                "(non-finite values are refused)",
+                where, path, what, head0 + row, t0 + t, k);
+        }
     }
 
     void check_range(int64_t& t0, int64_t& t1) const {
@@ -267,8 +292,11 @@ std::vector<float> TraceReader::read_heads(Field f, int layer, int64_t t0, int64
     auto it = I.layer_group.find(layer);
     if (it == I.layer_group.end()) fail("{}: layer {} was not captured", I.where, layer);
     const hsize_t rows = hsize_t(field_is_kv(f) ? I.info.n_head_kv : I.info.n_head);
-    return I.read_floats(it->second + "/" + field_name(f), {0, hsize_t(t0), 0},
-                         {rows, hsize_t(t1 - t0), hsize_t(I.info.head_dim)});
+    const std::string path = it->second + "/" + field_name(f);
+    std::vector<float> out = I.read_floats(path, {0, hsize_t(t0), 0},
+                                           {rows, hsize_t(t1 - t0), hsize_t(I.info.head_dim)});
+    I.check_finite(out, path, 0, t0, t1 - t0, I.info.head_dim);
+    return out;
 }
 
 std::vector<float> TraceReader::read(Field f, int layer, int head, int64_t t0, int64_t t1) const {
@@ -279,8 +307,11 @@ std::vector<float> TraceReader::read(Field f, int layer, int head, int64_t t0, i
     const int rows = field_is_kv(f) ? I.info.n_head_kv : I.info.n_head;
     if (head < 0 || head >= rows)
         fail("{}: head {} of '{}' outside [0, {})", I.where, head, field_name(f), rows);
-    return I.read_floats(it->second + "/" + field_name(f), {hsize_t(head), hsize_t(t0), 0},
-                         {1, hsize_t(t1 - t0), hsize_t(I.info.head_dim)});
+    const std::string path = it->second + "/" + field_name(f);
+    std::vector<float> out = I.read_floats(path, {hsize_t(head), hsize_t(t0), 0},
+                                           {1, hsize_t(t1 - t0), hsize_t(I.info.head_dim)});
+    I.check_finite(out, path, head, t0, t1 - t0, I.info.head_dim);
+    return out;
 }
 
 std::vector<float> TraceReader::read_lse(int layer, int head, int64_t t0, int64_t t1) const {
@@ -290,7 +321,11 @@ std::vector<float> TraceReader::read_lse(int layer, int head, int64_t t0, int64_
     if (it == I.layer_group.end()) fail("{}: layer {} was not captured", I.where, layer);
     if (head < 0 || head >= I.info.n_head)
         fail("{}: head {} of 'lse' outside [0, {})", I.where, head, I.info.n_head);
-    return I.read_floats(it->second + "/lse", {hsize_t(head), hsize_t(t0)}, {1, hsize_t(t1 - t0)});
+    const std::string path = it->second + "/lse";
+    std::vector<float> out =
+        I.read_floats(path, {hsize_t(head), hsize_t(t0)}, {1, hsize_t(t1 - t0)});
+    I.check_finite(out, path, head, t0, t1 - t0, 1);
+    return out;
 }
 
 std::vector<int32_t> TraceReader::token_ids(int64_t t0, int64_t t1) const {

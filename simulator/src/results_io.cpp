@@ -2,9 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +100,13 @@ void check_output_path(const std::string& path) {
     if (!fs::is_directory(dir, ec))
         fail("cannot write '{}': directory '{}' does not exist", path, dir.string());
     if (fs::is_directory(p, ec)) fail("cannot write '{}': it is a directory", path);
+    // A file can be created there (a read-only or full file system, no permission): found now,
+    // not after hours of replay. A probe of this process's own, removed at once.
+    const std::string probe = path + ".probe-" + std::to_string(::getpid());
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) fail("cannot write '{}': {}", path, std::strerror(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
 }
 
 void write_results(const std::string& path, const std::vector<RunResult>& runs,

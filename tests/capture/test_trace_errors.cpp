@@ -5,6 +5,8 @@
 #include <hdf5.h>
 
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -180,4 +182,105 @@ TEST_CASE("trace reader: corrupted bytes give a clear error or data, never a cra
         // Most of a compressed trace is chunk data, whose damage cannot go unnoticed.
         if (gzip) CHECK(errors > n_trials / 2);
     }
+}
+
+namespace {
+
+// Writes one raw value (NaN, +inf or -inf in the dataset's own float type) at `index` of `path`.
+void poke(hid_t f, const char* path, const std::vector<hsize_t>& index, const char* what) {
+    const hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    const hid_t t = H5Dget_type(d);
+    const size_t size = H5Tget_size(t);
+    uint8_t raw[4] = {};
+    const bool nan = std::string(what) == "NaN", neg = what[0] == '-';
+    if (size == 2) {
+        const uint16_t h = nan ? 0x7E00 : neg ? 0xFC00 : 0x7C00;
+        std::memcpy(raw, &h, 2);
+    } else {
+        const float x = nan ? std::nanf("") : neg ? -INFINITY : INFINITY;
+        std::memcpy(raw, &x, 4);
+    }
+    const hid_t fs = H5Dget_space(d);
+    const std::vector<hsize_t> one(index.size(), 1);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, index.data(), nullptr, one.data(), nullptr);
+    const hid_t ms = H5Screate_simple(int(one.size()), one.data(), nullptr);
+    REQUIRE(H5Dwrite(d, t, ms, fs, H5P_DEFAULT, raw) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Tclose(t);
+    H5Dclose(d);
+}
+
+}  // namespace
+
+TEST_CASE("trace reader: a NaN or inf in q, k, v, o or lse is a one-line error naming where",
+          "[cpu]") {
+    const std::string good = test::temp_path("finite.h5");
+    test::write_synthetic_trace(good, 50);
+    struct Case {
+        const char* dset;
+        std::vector<hsize_t> index;
+        const char* what;
+        std::string expect;
+    };
+    const std::vector<Case> cases = {
+        {"layers/01/v",
+         {1, 37, 5},
+         "NaN",
+         "'layers/01/v' holds NaN at head 1, token 37, element 5"},
+        {"layers/00/k",
+         {0, 0, 0},
+         "+inf",
+         "'layers/00/k' holds +inf at head 0, token 0, element 0"},
+        {"layers/02/q",
+         {3, 49, 7},
+         "-inf",
+         "'layers/02/q' holds -inf at head 3, token 49, element 7"},
+        {"layers/02/o",
+         {2, 10, 1},
+         "NaN",
+         "'layers/02/o' holds NaN at head 2, token 10, element 1"},
+        {"layers/01/lse", {1, 20}, "NaN", "'layers/01/lse' holds NaN at head 1, token 20:"},
+    };
+    for (const Case& c : cases) {
+        INFO(c.dset << " " << c.what);
+        const std::string p =
+            edited(good, "nonfinite.h5", [&](hid_t f) { poke(f, c.dset, c.index, c.what); });
+        const TraceReader r(p);  // opening reads no values: it succeeds
+        const int layer = std::stoi(std::string(c.dset).substr(7, 2));
+        std::string e;
+        try {
+            if (std::string(c.dset).ends_with("lse")) {
+                for (int h = 0; h < r.info().n_head; ++h) (void)r.read_lse(layer, h, 0, 50);
+            } else {
+                const char fc = c.dset[10];
+                const Field f = fc == 'q'   ? Field::Q
+                                : fc == 'k' ? Field::K
+                                : fc == 'v' ? Field::V
+                                            : Field::O;
+                (void)r.read_heads(f, layer, 0, 50);
+            }
+        } catch (const kvs::Error& err) {
+            e = err.what();
+        }
+        CHECK_THAT(e, Catch::Contains(c.expect));
+        CHECK_THAT(e, Catch::Contains(p));
+        CHECK(e.find('\n') == std::string::npos);
+        // A range that does not include the bad value reads fine; one that does, through the
+        // one-head reader, names the same token.
+        const int64_t t = int64_t(c.index[1]);
+        if (!std::string(c.dset).ends_with("lse")) {
+            const char fc = c.dset[10];
+            const Field f = fc == 'q'   ? Field::Q
+                            : fc == 'k' ? Field::K
+                            : fc == 'v' ? Field::V
+                                        : Field::O;
+            if (t > 0) CHECK_NOTHROW(r.read(f, layer, int(c.index[0]), 0, t));
+            CHECK_THROWS_WITH(r.read(f, layer, int(c.index[0]), t, t + 1),
+                              Catch::Contains("token " + std::to_string(t) + ","));
+        }
+    }
+    // The unedited trace reads in full.
+    CHECK(open_error(good).empty());
 }

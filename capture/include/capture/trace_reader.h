@@ -6,6 +6,9 @@
 // schema_version than this reader knows; a missing attribute or dataset; a dataset whose type or
 // shape contradicts the attributes (n_head, n_head_kv, head_dim, n_tokens, layers).
 // Unknown extra attributes and datasets are ignored.
+// Reading: read / read_heads / read_lse refuse a NaN or infinite value with a kvs::Error naming
+// the dataset, head, token and element (opening reads no values; a corrupt trace is refused
+// where it is used, so no metric is ever computed from NaN).
 //
 //   TraceReader r("trace.h5");
 //   const TraceInfo& ti = r.info();                        // n_tokens, n_head, layers, task ...

@@ -6,7 +6,8 @@
 // Special (control) tokens are matched verbatim when parse_special is true; user-defined added
 // tokens always are, as in llama.cpp and Hugging Face. decode(encode(x)) == x for any valid UTF-8
 // x (with add_bos = false), except that a byte with no token in a byte-level vocabulary is
-// dropped, as Hugging Face and llama.cpp do (SmolLM2 has none for 0xF1 / 0xF2), and a literal "▁"
+// dropped, as Hugging Face and llama.cpp do (SmolLM2 has none for the control characters 0x04,
+// 0x06, 0x13, 0x14, 0x16, 0x1D and for the UTF-8 lead bytes 0xF1 / 0xF2), and a literal "▁"
 // (U+2581) comes back as a space from a SentencePiece vocabulary, as in SentencePiece itself.
 #pragma once
 #include <cstdint>
