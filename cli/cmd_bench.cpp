@@ -181,6 +181,10 @@ void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
             }
             best[c] = std::min(best[c], (now_s() - t0) / (a.decode_n - 1));
             best_cpu[c] = std::min(best_cpu[c], (cpu_s() - c0) / (a.decode_n - 1));
+            // Long runs (minutes at 8k): each measurement as it comes, on stderr.
+            fmt::print(stderr, "[bench] rep {} {}: {:.1f} ms/token (cpu {:.1f} ms), KV {:.1f} MB\n",
+                       r + 1, names[c], 1e3 * (now_s() - t0) / (a.decode_n - 1),
+                       1e3 * (cpu_s() - c0) / (a.decode_n - 1), double(cache->bytes()) / 1e6);
             kv_bytes[c] = double(cache->bytes());
         }
     }
