@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -192,7 +193,7 @@ void run_sweep(SweepArgs& a) {
 
 void register_replay(CLI::App& app) {
     // --- policies ---
-    auto* pj = new bool(false);
+    auto pj = std::make_shared<bool>(false);
     auto* pc = app.add_subcommand("policies", "List the compression policies and their parameters");
     pc->add_flag("--json", *pj, "JSON output");
     pc->callback([pj] {
@@ -255,8 +256,8 @@ void register_replay(CLI::App& app) {
     });
 
     // --- replay ---
-    auto* ra = new CommonArgs;
-    auto* rt = new std::string;
+    auto ra = std::make_shared<CommonArgs>();
+    auto rt = std::make_shared<std::string>();
     auto* rc = app.add_subcommand("replay", "Replay compression policies against a trace");
     rc->add_option("trace", *rt, "Trace file (kvscope capture)")->required();
     add_common(rc, *ra, 32);
@@ -271,7 +272,7 @@ void register_replay(CLI::App& app) {
     });
 
     // --- sweep ---
-    auto* sa = new SweepArgs;
+    auto sa = std::make_shared<SweepArgs>();
     auto* sc = app.add_subcommand(
         "sweep", "Replay policies x budgets over traces (shardable), one results file");
     sc->add_option("traces", sa->traces, "Trace files")->required();
@@ -288,10 +289,10 @@ void register_replay(CLI::App& app) {
     sc->callback([sa] { run_sweep(*sa); });
 
     // --- merge ---
-    auto* mo = new std::string;
-    auto* mc = new std::string;
-    auto* mi = new std::vector<std::string>;
-    auto* mq = new bool(false);
+    auto mo = std::make_shared<std::string>();
+    auto mc = std::make_shared<std::string>();
+    auto mi = std::make_shared<std::vector<std::string>>();
+    auto mq = std::make_shared<bool>(false);
     auto* mg = app.add_subcommand("merge", "Join results files (e.g. sweep shards) into one");
     mg->add_option("-o,--out", *mo, "Merged results file")->required();
     mg->add_option("inputs", *mi, "Results files to join, in order")->required();
