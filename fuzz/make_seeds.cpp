@@ -13,6 +13,7 @@
 #include "capture/synthetic_trace.h"
 #include "engine/gguf_writer.h"
 #include "engine/safetensors_writer.h"
+#include "engine/spm_tiny_gguf.h"
 #include "engine/tiny_model.h"
 #include "engine/tokenizer.h"
 #include "simulator/policy.h"
@@ -122,7 +123,7 @@ void tokenizer_seeds() {
     put("tokenizer_json", "spm_tiny.json",
         slurp(KVS_FIXTURES "/tokenizer_spm_tiny/tokenizer.json"));
     put("tokenizer_gguf", "spm_tiny.gguf",
-        slurp(KVS_FIXTURES "/tokenizer_spm_tiny/tokenizer.gguf"));
+        as_string(kvs::test::spm_tiny_gguf(KVS_FIXTURES "/tokenizer_spm_tiny")));
     // Byte-level alphabet (printable ASCII stands for itself) + a few merges + added tokens.
     std::vector<std::string> vocab;
     for (char c = '!'; c <= '~'; ++c) vocab.push_back(std::string(1, c));

@@ -1,6 +1,6 @@
 // fuzz_tokenizer_text: arbitrary bytes as text through two real tokenizers, SmolLM2's byte-level
 // BPE (tests/fixtures/tokenizer_smollm2) and a SentencePiece vocabulary from GGUF
-// (tests/fixtures/tokenizer_spm_tiny/tokenizer.gguf). Invalid UTF-8 must be refused with
+// (built from tests/fixtures/tokenizer_spm_tiny/ by tests/engine/spm_tiny_gguf.h). Invalid UTF-8 must be refused with
 // kvs::Error; valid text must round-trip through encode / decode (without special tokens),
 // except for the bytes the documented exceptions name (engine/include/engine/tokenizer.h).
 #include <array>
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/gguf.h"
+#include "engine/spm_tiny_gguf.h"
 #include "fuzz_entries.h"
 #include "tokenizer_common.h"
 
@@ -40,7 +41,7 @@ bool roundtrip_exempt(const kvs::Tokenizer& tok, const std::string& text) {
 void kvs::fuzz::tokenizer_text(const uint8_t* data, size_t size) {
     static const Tokenizer bpe = Tokenizer::from_hf_dir(KVS_FIXTURES "/tokenizer_smollm2");
     static const GgufFile spm_file =
-        GgufFile::open(KVS_FIXTURES "/tokenizer_spm_tiny/tokenizer.gguf");
+        GgufFile::open(kvs::test::spm_tiny_gguf_path(KVS_FIXTURES "/tokenizer_spm_tiny"));
     static const Tokenizer spm = Tokenizer::from_gguf(spm_file);
     const std::string text(reinterpret_cast<const char*>(data), size);
     for (const Tokenizer* tok : {&bpe, &spm}) {

@@ -15,8 +15,8 @@ Writes, under tests/fixtures/:
                               "a b") + tokenizer_config.json, for Tokenizer::from_hf_dir
   tokenizer_spm_tiny/         a tiny SentencePiece BPE vocabulary (trained here with
                               sentencepiece, byte_fallback): tokenizer.json (Llama-2 layout),
-                              tokenizer_config.json, tokenizer.gguf (tokens + scores + types, no
-                              tensors) and expected.json
+                              tokenizer_config.json and expected.json (the GGUF of this
+                              vocabulary is built at test time: tests/engine/spm_tiny_gguf.h)
 
 SmolLM2 reference paths:
   A  transformers' GGUF conversion: AutoTokenizer.from_pretrained(models/, gguf_file=...)
@@ -306,7 +306,6 @@ TEMPLATE_CHATS = [
 
 
 def spm_tiny():
-    import gguf
     import sentencepiece as spm
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -366,22 +365,14 @@ def spm_tiny():
     (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     tk = Tokenizer.from_str(json.dumps(tj))
 
-    # Tokens + scores + types as llama.cpp's converter writes them, no tensors.
-    w = gguf.GGUFWriter(str(out_dir / "tokenizer.gguf"), "llama")
-    w.add_tokenizer_model("llama")
-    w.add_token_list(pieces)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_space_prefix(True)
-    w.add_chat_template(TEMPLATES["llama2"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    # The GGUF (tokens + scores + types as llama.cpp's converter writes them, no tensors) is not
+    # kept in git: tests/engine/spm_tiny_gguf.h builds it from tokenizer.json and
+    # tokenizer_config.json with this rule, checked here: scores are minus the rank of the normal
+    # pieces (0 for the others), types 2 unknown / 3 control / 6 byte / 1 normal.
+    normal_ids = [i for i, t in enumerate(types) if t == 1]
+    assert all(scores[i] == -(i - normal_ids[0]) for i in normal_ids), "spm scores are not -rank"
+    assert all(scores[i] == 0 for i, t in enumerate(types) if t != 1)
+    assert types[0] == 2 and types[1] == 3 and types[2] == 3
 
     specials_re = ["<s>", "</s>", "<unk>"]
 

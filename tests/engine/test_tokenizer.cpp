@@ -1,6 +1,6 @@
 // kvs::Tokenizer against goldens from independent tokenizers (scripts/make_tokenizer_fixture.py):
 //   [cpu]   tests/fixtures/tokenizer_smollm2/ (tokenizer.json), tokenizer_smollm2.json,
-//           tests/fixtures/tokenizer_spm_tiny/ (tokenizer.json + tokenizer.gguf + expected.json),
+//           tests/fixtures/tokenizer_spm_tiny/ (tokenizer.json + expected.json; its GGUF is built from them: spm_tiny_gguf.h),
 //           hand-made corrupt tokenizer.json / GGUF files
 //   [model] the real SmolLM2 GGUF (KVS_MODEL); reported as skipped when it is absent
 #include <catch2/catch.hpp>
@@ -23,6 +23,7 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "kvs_skip.h"
+#include "spm_tiny_gguf.h"
 
 namespace fs = std::filesystem;
 using kvs::ChatMessage;
@@ -442,7 +443,7 @@ TEST_CASE("tokenizer.json SPM with a Metaspace pre-tokenizer: ids match tokenize
 TEST_CASE("GGUF SPM (tiny, scores): ids match sentencepiece", "[cpu]") {
     const std::string dir = kFixtures + "/tokenizer_spm_tiny";
     const json ex = load_json(dir + "/expected.json");
-    const kvs::GgufFile f = kvs::GgufFile::open(dir + "/tokenizer.gguf");
+    const kvs::GgufFile f = kvs::GgufFile::open(kvs::test::spm_tiny_gguf_path(dir));
     const Tokenizer tk = Tokenizer::from_gguf(f);
     CHECK(tk.kind() == "spm");
     CHECK(tk.n_vocab() == ex["n_vocab"].get<int>());
