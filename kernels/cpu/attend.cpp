@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -123,30 +124,62 @@ void dots(const float* const* qr, int nr, const float* kt, int j0, int j1, int d
             s[r][j] = dot_scalar(qr[r], kt + size_t(j - j0) * size_t(d), d);
 }
 
-// o[r] += sum_{j in [j0, j1), visible} p[r][j] v_j for nr <= 2 rows, continuing each output
-// channel's FMA chain (o holds the chain's value after entries [0, j0); zero at the start); vt
-// holds the rows of values j0.. . Entries with vis[r][j] false (p exactly 0) are skipped.
-void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, int j0,
-              int j1, int d, float* const* o) {
 #if KVS_ATTEND_AVX2
-    if (d % 8 == 0) {
-        for (int c0 = 0; c0 < d; c0 += 32) {
-            const int nc = std::min(32, d - c0) / 8;  // 1..4 vectors
-            __m256 acc[2][4];
-            for (int r = 0; r < nr; ++r)
-                for (int b = 0; b < nc; ++b) acc[r][b] = _mm256_loadu_ps(o[r] + c0 + 8 * b);
-            for (int j = j0; j < j1; ++j) {
-                const float* vr = vt + size_t(j - j0) * size_t(d) + c0;
-                __m256 vb[4];
-                for (int b = 0; b < nc; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
-                for (int r = 0; r < nr; ++r) {
-                    if (!vis[r][j]) continue;
-                    const __m256 w = _mm256_set1_ps(p[r][j]);
-                    for (int b = 0; b < nc; ++b) acc[r][b] = _mm256_fmadd_ps(w, vb[b], acc[r][b]);
-                }
-            }
-            for (int r = 0; r < nr; ++r)
-                for (int b = 0; b < nc; ++b) _mm256_storeu_ps(o[r] + c0 + 8 * b, acc[r][b]);
+// The AVX2 body of weighted() for NR rows and NC vectors of 8 channels from c0: fixed counts, so
+// that the accumulators stay in registers (a runtime-sized array of them is kept in memory,
+// which makes every FMA wait for a store).
+template <int NR, int NC>
+inline void weighted_block(const float* const* p, const uint8_t* const* vis, const float* vt,
+                           size_t ld, int j0, int j1, int c0, float* const* o) {
+    __m256 acc[NR][NC];
+    for (int r = 0; r < NR; ++r)
+        for (int b = 0; b < NC; ++b) acc[r][b] = _mm256_loadu_ps(o[r] + c0 + 8 * b);
+    for (int j = j0; j < j1; ++j) {
+        const float* vr = vt + size_t(j - j0) * ld;
+        __m256 vb[NC];
+        for (int b = 0; b < NC; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
+        for (int r = 0; r < NR; ++r) {
+            if (!vis[r][j]) continue;
+            const __m256 w = _mm256_set1_ps(p[r][j]);
+            for (int b = 0; b < NC; ++b) acc[r][b] = _mm256_fmadd_ps(w, vb[b], acc[r][b]);
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int b = 0; b < NC; ++b) _mm256_storeu_ps(o[r] + c0 + 8 * b, acc[r][b]);
+}
+
+template <int NR>
+inline void weighted_rows(const float* const* p, const uint8_t* const* vis, const float* vt,
+                          size_t ld, int j0, int j1, int c0, int nc, float* const* o) {
+    switch (nc) {
+        case 4:
+            return weighted_block<NR, 4>(p, vis, vt, ld, j0, j1, c0, o);
+        case 3:
+            return weighted_block<NR, 3>(p, vis, vt, ld, j0, j1, c0, o);
+        case 2:
+            return weighted_block<NR, 2>(p, vis, vt, ld, j0, j1, c0, o);
+        default:
+            return weighted_block<NR, 1>(p, vis, vt, ld, j0, j1, c0, o);
+    }
+}
+#endif
+
+// o[r][c] += sum_{j in [j0, j1), visible} p[r][j] v_j[c] for nr <= 2 rows and the channels c in
+// [cb, ce), continuing each output channel's FMA chain (o holds the chain's value after entries
+// [0, j0); zero at the start). vt holds the values of entries j0.. from channel cb, a row every
+// ld floats. Entries with vis[r][j] false (p exactly 0) are skipped. A channel's chain is the
+// same whatever range it is computed in.
+void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, size_t ld,
+              int j0, int j1, int cb, int ce, float* const* o) {
+#if KVS_ATTEND_AVX2
+    if ((ce - cb) % 8 == 0) {
+        for (int c0 = cb; c0 < ce; c0 += 32) {
+            const int nc = std::min(32, ce - c0) / 8;  // 1..4 vectors
+            const float* vc = vt + (c0 - cb);
+            if (nr == 2)
+                weighted_rows<2>(p, vis, vc, ld, j0, j1, c0, nc, o);
+            else
+                weighted_rows<1>(p, vis, vc, ld, j0, j1, c0, nc, o);
         }
         return;
     }
@@ -156,10 +189,154 @@ void weighted(const float* const* p, const uint8_t* const* vis, int nr, const fl
         for (int j = j0; j < j1; ++j) {
             if (!vis[r][j]) continue;
             const float w = p[r][j];
-            const float* vr = vt + size_t(j - j0) * size_t(d);
-            for (int c = 0; c < d; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
+            const float* vr = vt + size_t(j - j0) * ld - cb;
+            for (int c = cb; c < ce; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
         }
     }
+}
+
+// exp(x) for x <= 0 (a softmax's s - max): Cephes' expf (x = n ln2 + r, |r| <= ln2 / 2, a
+// degree-7 polynomial in r, times 2^n), relative error within 2 ulp of the true value; 0 below
+// -87.3 (where exp is no longer a normal float). The AVX2 version runs the same operations on 8
+// lanes, so both give the same bits; 8 at a time it is ~10x faster than libm's expf per element.
+constexpr float kExpLo = -87.3f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
+                kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+
+inline float exp_neg(float x) {
+    if (!(x >= kExpLo)) return 0.0f;  // also -inf
+    x = std::min(x, 0.0f);
+    const float n = std::nearbyint(x * kLog2e);
+    float r = std::fmaf(n, -kLn2Hi, x);
+    r = std::fmaf(n, -kLn2Lo, r);
+    const float z = r * r;
+    float y = std::fmaf(kP0, r, kP1);
+    y = std::fmaf(y, r, kP2);
+    y = std::fmaf(y, r, kP3);
+    y = std::fmaf(y, r, kP4);
+    y = std::fmaf(y, r, kP5);
+    y = std::fmaf(y, z, r);
+    y = y + 1.0f;
+    const int32_t bits = (int32_t(n) + 127) << 23;
+    float two_n;
+    std::memcpy(&two_n, &bits, 4);
+    return y * two_n;
+}
+
+#if KVS_ATTEND_AVX2
+inline __m256 exp_neg8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(kExpLo);
+    const __m256 valid = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_setzero_ps());
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_fmadd_ps(_mm256_set1_ps(kP0), r, _mm256_set1_ps(kP1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(kP5));
+    y = _mm256_fmadd_ps(y, z, r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), valid);
+}
+#endif
+
+// Row i's softmax over its scores sr[0, j1) (raw dots; entries from j1 on are visible to it
+// nowhere): scale, bias, causal mask (vr[j]), max, exp, the sum in double, normalisation;
+// sr[j1, n) = 0. Returns the row's lse (-inf when it sees nothing, then sr = 0).
+// The sum z: 8 partial sums in double, the r-th visible entry (ascending j) into partial r % 8,
+// reduced ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)): it depends on the visible entries in
+// order only, and when they are a prefix of the store (the causal case) it runs 8 wide.
+float softmax_row(float* sr, uint8_t* vr, int j1, int n, const int32_t* kpos, const int32_t* qpos,
+                  int i, const float* bias, float scale) {
+    const int32_t qp = qpos ? qpos[i] : std::numeric_limits<int32_t>::max();
+    float m = kNegInf;
+    int nv = 0, last = -1;  // visible entries, the last visible index
+    int j = 0;
+#if KVS_ATTEND_AVX2
+    {
+        const __m256 sv = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(kNegInf);
+        const __m256i qv = _mm256_set1_epi32(qp);
+        __m256 mv = ninf;
+        for (; j + 8 <= j1; j += 8) {
+            __m256 x = _mm256_mul_ps(_mm256_loadu_ps(sr + j), sv);
+            if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + j));
+            _mm256_storeu_ps(sr + j, x);
+            const __m256i hidden = _mm256_cmpgt_epi32(
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kpos + j)), qv);
+            mv = _mm256_max_ps(mv, _mm256_blendv_ps(x, ninf, _mm256_castsi256_ps(hidden)));
+            const unsigned seen =
+                ~unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(hidden))) & 0xffu;
+            for (int l = 0; l < 8; ++l) vr[j + l] = uint8_t((seen >> l) & 1u);
+            if (seen) {
+                nv += __builtin_popcount(seen);
+                last = j + 31 - __builtin_clz(seen);
+            }
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        m = _mm_cvtss_f32(h);
+    }
+#endif
+    for (; j < j1; ++j) {
+        vr[j] = kpos[j] <= qp;
+        if (!vr[j]) continue;
+        float x = sr[j] * scale;
+        if (bias) x += bias[j];
+        sr[j] = x;
+        m = std::max(m, x);
+        ++nv;
+        last = j;
+    }
+    if (m == kNegInf) {  // nothing visible
+        std::fill(sr, sr + n, 0.0f);
+        std::fill(vr, vr + j1, uint8_t(0));
+        return kNegInf;
+    }
+    // The exponentials (of every entry below j1; the invisible ones' are not used).
+    j = 0;
+#if KVS_ATTEND_AVX2
+    const __m256 mv = _mm256_set1_ps(m);
+    for (; j + 8 <= j1; j += 8)
+        _mm256_storeu_ps(sr + j, exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv)));
+#endif
+    for (; j < j1; ++j) sr[j] = exp_neg(sr[j] - m);
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const bool prefix = last == nv - 1;  // the visible entries are [0, nv)
+    if (prefix) {
+        j = 0;
+#if KVS_ATTEND_AVX2
+        __m256d p0 = _mm256_setzero_pd(), p1 = p0;
+        for (; j + 8 <= nv; j += 8) {
+            p0 = _mm256_add_pd(p0, _mm256_cvtps_pd(_mm_loadu_ps(sr + j)));
+            p1 = _mm256_add_pd(p1, _mm256_cvtps_pd(_mm_loadu_ps(sr + j + 4)));
+        }
+        _mm256_storeu_pd(part, p0);
+        _mm256_storeu_pd(part + 4, p1);
+#endif
+        for (; j < nv; ++j) part[j % 8] += double(sr[j]);
+    } else {
+        for (int r = 0, e = 0; e < j1; ++e)
+            if (vr[e]) part[r++ % 8] += double(sr[e]);
+    }
+    const double z =
+        ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
+    const float inv = float(1.0 / z);
+    if (prefix) {
+        for (j = 0; j < nv; ++j) sr[j] *= inv;
+        std::fill(sr + nv, sr + n, 0.0f);
+    } else {
+        for (j = 0; j < j1; ++j) sr[j] = vr[j] ? sr[j] * inv : 0.0f;
+        std::fill(sr + j1, sr + n, 0.0f);
+    }
+    return m + float(std::log(z));
 }
 
 // Where attention reads the rows of entries [j0, j1) from: fp32 rows in place, or packed rows
@@ -230,37 +407,8 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
             }
         }
         // Softmax of each row.
-        for (int r = 0; r < nb; ++r) {
-            const int i = b0 + r, j1 = jp[r / 2];
-            float* sr = s[r];
-            uint8_t* vr = vis[r];
-            const int32_t qp = qpos ? qpos[i] : 0;
-            float m = kNegInf;
-            for (int j = 0; j < j1; ++j) {
-                vr[j] = !qpos || kpos[j] <= qp;
-                if (!vr[j]) continue;
-                float x = sr[j] * scale;
-                if (bias) x += bias[j];
-                sr[j] = x;
-                m = std::max(m, x);
-            }
-            if (m == kNegInf) {  // nothing visible
-                std::fill(sr, sr + n, 0.0f);
-                std::fill(vr, vr + j1, uint8_t(0));
-                lse[i] = kNegInf;
-                continue;
-            }
-            double z = 0;
-            for (int j = 0; j < j1; ++j) {
-                if (!vr[j]) continue;
-                sr[j] = std::exp(sr[j] - m);
-                z += double(sr[j]);
-            }
-            const float inv = float(1.0 / z);
-            for (int j = 0; j < j1; ++j) sr[j] = vr[j] ? sr[j] * inv : 0.0f;
-            std::fill(sr + j1, sr + n, 0.0f);
-            lse[i] = m + float(std::log(z));
-        }
+        for (int r = 0; r < nb; ++r)
+            lse[b0 + r] = softmax_row(s[r], vis[r], jp[r / 2], n, kpos, qpos, b0 + r, bias, scale);
         if (!out) continue;
         // Weighted sums, a tile of values at a time; each output channel's chain runs over the
         // visible entries in ascending order across tiles.
@@ -271,7 +419,8 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
             for (int pr = 0; pr < npair; ++pr) {
                 if (jp[pr] <= t0) continue;
                 const int nr = std::min(2, nb - 2 * pr);
-                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, t0, std::min(t1, jp[pr]), d, o + 2 * pr);
+                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, size_t(d), t0, std::min(t1, jp[pr]), 0,
+                         d, o + 2 * pr);
             }
         }
         for (int r = 0; r < nb; ++r)
@@ -279,15 +428,26 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
     }
 }
 
+bool rows_ok(const PackedRows& r) {
+    return r.data && r.off && r.fmt && r.group >= 1;
+}
+
+// The argument rules of every entry point (attend.h).
+Status check_args(int d, int nq, int n, const float* q, const float* lse, const float* out,
+                  const float* probs, const int32_t* kpos, bool k_ok, bool v_ok) {
+    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
+    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
+    if (n > 0 && (!kpos || !k_ok || (out && !v_ok))) return Status::invalid_argument;
+    return Status::ok;
+}
+
 }  // namespace
 
 Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, const float* v,
                   const int32_t* kpos, const float* bias, int n, int d, float scale, float* out,
                   float* lse, float* probs) {
-    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
-    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
-    if (n > 0 && (!k || (!v && out) || !kpos)) return Status::invalid_argument;
-    if (nq == 0) return Status::ok;
+    const Status st = check_args(d, nq, n, q, lse, out, probs, kpos, k, v);
+    if (st != Status::ok || nq == 0) return st;
     attend_impl(q, qpos, nq, F32Rows{k}, F32Rows{v}, kpos, bias, n, d, scale, out, lse, probs);
     return Status::ok;
 }
@@ -295,13 +455,8 @@ Status attend_cpu(const float* q, const int32_t* qpos, int nq, const float* k, c
 Status attend_packed_cpu(const float* q, const int32_t* qpos, int nq, const PackedRows& k,
                          const PackedRows& v, const int32_t* kpos, const float* bias, int n, int d,
                          float scale, float* out, float* lse, float* probs) {
-    if (d < 1 || nq < 0 || n < 0) return Status::invalid_argument;
-    if (nq > 0 && (!q || !lse || (!out && !probs))) return Status::invalid_argument;
-    if (n > 0 && (!kpos || !k.data || !k.off || !k.fmt || k.group < 1))
-        return Status::invalid_argument;
-    if (n > 0 && out && (!v.data || !v.off || !v.fmt || v.group < 1))
-        return Status::invalid_argument;
-    if (nq == 0) return Status::ok;
+    const Status st = check_args(d, nq, n, q, lse, out, probs, kpos, rows_ok(k), rows_ok(v));
+    if (st != Status::ok || nq == 0) return st;
     attend_impl(q, qpos, nq, PackedSrc{&k}, PackedSrc{&v}, kpos, bias, n, d, scale, out, lse,
                 probs);
     return Status::ok;

@@ -197,3 +197,33 @@ TEST_CASE("attend: bad arguments are refused without writing", "[cpu]") {
           Status::invalid_argument);
     CHECK((out[0] == 7 && lse == 7));
 }
+
+TEST_CASE("attend: probabilities equal exp(s - m) / z over the whole exponent range", "[cpu]") {
+    // d = 1, q = 1, scale = 1: s_j = k_j. Scores from 0 down to -100 (past where expf underflows),
+    // an odd count so that both the 8-wide and the scalar exp run.
+    const int n = 1001;
+    std::vector<float> k(n), v(n, 0.0f), p(n);
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> u(-100.0f, 0.0f);
+    for (int j = 0; j < n; ++j) k[size_t(j)] = j == 500 ? 0.0f : u(rng);
+    std::vector<int32_t> kpos(n, 0);
+    const float q = 1.0f;
+    float out = 0, lse = 0;
+    REQUIRE(attend_cpu(&q, nullptr, 1, k.data(), v.data(), kpos.data(), nullptr, n, 1, 1.0f, &out,
+                       &lse, p.data()) == Status::ok);
+    double z = 0;
+    for (int j = 0; j < n; ++j) z += std::exp(double(k[size_t(j)]));
+    CHECK(lse == Approx(std::log(z)).epsilon(1e-6));
+    int zeros = 0;
+    for (int j = 0; j < n; ++j) {
+        const double want = std::exp(double(k[size_t(j)])) / z;
+        INFO("s = " << k[size_t(j)]);
+        if (k[size_t(j)] < -87.3f) {
+            CHECK(p[size_t(j)] == 0.0f);  // below the normal floats: flushed to 0
+            ++zeros;
+        } else {
+            CHECK(std::fabs(p[size_t(j)] - want) <= 1e-6 * want);
+        }
+    }
+    CHECK(zeros > 50);
+}

@@ -9,6 +9,8 @@
 //   entry j is visible to row i when kpos[j] <= qpos[i]     (causal by stored position;
 //                                                            qpos == nullptr: all visible)
 //   m_i = max_j s_ij;  e_ij = exp(s_ij - m_i) (float);  z_i = sum_j e_ij (double, j ascending)
+//   (exp is the routine's own: Cephes' expf polynomial, within 2 ulp, 0 below -87.3, the same
+//   bits in the AVX2 and the scalar code; libm's expf would differ between them and costs ~10x)
 //   p_ij = e_ij * float(1 / z_i);  lse_i = m_i + log(z_i);  out_i = sum_j p_ij v_j (j ascending)
 // A row that sees no entry gets out = 0, lse = -inf and p = 0.
 // k and v are fp32 rows (attend_cpu) or the packed rows a compressed cache really stores
