@@ -153,15 +153,7 @@ void LiveCache::make_deferred_plan() {
                                                       u.packed_v(), u.positions(), nullptr, n, d,
                                                       scale, nullptr, lse.data(),
                                                       L.probs.data()) == kernels::Status::ok);
-                const int n_vis = int(
-                    std::upper_bound(u.positions(), u.positions() + n, int32_t(t)) - u.positions());
-                L.rows.resize(size_t(group) * size_t(n_vis));
-                for (int h = 0; h < group; ++h)
-                    std::copy_n(L.probs.data() + size_t(h) * size_t(n), n_vis,
-                                L.rows.data() + size_t(h) * size_t(n_vis));
-                u.set_view(n_vis < n ? n_vis : -1);
-                L.policy->observe(t, g, L.rows.data(), group, u);
-                u.set_view(-1);
+                show(il, t, g, L.probs.data(), size_t(n));
             }
         }
         std::vector<float>().swap(L.q_saved);
@@ -305,22 +297,26 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
             const int64_t t = pos[i];
             if (!(t >= first_eval_ || t >= L.first_observed)) continue;
             for (int g = 0; g < Hkv; ++g) {
-                UnitStore& u = L.units[size_t(g)];
-                const int n = u.held();
-                const int n_vis = int(
-                    std::upper_bound(u.positions(), u.positions() + n, int32_t(t)) - u.positions());
-                L.rows.resize(size_t(group) * size_t(n_vis));
-                for (int h = 0; h < group; ++h)
-                    std::copy_n(L.probs.data() + off[size_t(g)] +
-                                    (size_t(h) * size_t(n_tok) + size_t(i)) * size_t(n),
-                                n_vis, L.rows.data() + size_t(h) * size_t(n_vis));
-                u.set_view(n_vis < n ? n_vis : -1);
-                L.policy->observe(t, g, L.rows.data(), group, u);
-                u.set_view(-1);
+                const size_t n = size_t(L.units[size_t(g)].held());
+                show(il, t, g, L.probs.data() + off[size_t(g)] + size_t(i) * n, size_t(n_tok) * n);
             }
         }
     }
     if (opt_.record && n_tok == 1 && pos[0] >= first_eval_) record_step(il, pos[0]);
+}
+
+void LiveCache::show(int il, int64_t t, int g, const float* probs, size_t stride) const {
+    Layer& L = *layers_[size_t(il)];
+    UnitStore& u = L.units[size_t(g)];
+    const int group = shape_.n_head / shape_.n_head_kv, n = u.held();
+    const int n_vis =
+        int(std::upper_bound(u.positions(), u.positions() + n, int32_t(t)) - u.positions());
+    L.rows.resize(size_t(group) * size_t(n_vis));
+    for (int h = 0; h < group; ++h)
+        std::copy_n(probs + size_t(h) * stride, n_vis, L.rows.data() + size_t(h) * size_t(n_vis));
+    u.set_view(n_vis < n ? n_vis : -1);
+    L.policy->observe(t, g, L.rows.data(), group, u);
+    u.set_view(-1);
 }
 
 int LiveCache::n_held(int il, int h_kv) const {

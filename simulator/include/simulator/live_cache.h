@@ -82,6 +82,10 @@ class LiveCache final : public KvCache {
     // queries' attention they had seen (replay's order). At the first compressed step.
     void make_deferred_plan();
     void record_step(int il, int64_t t) const;
+    // observe() of layer il, KV head g, for the query at position t: its query heads' rows of
+    // probabilities (row h at probs + h * stride, over the held entries) cut to the entries at
+    // or before t, which is what the store's view shows the policy.
+    void show(int il, int64_t t, int g, const float* probs, size_t stride) const;
     KvShape shape_;
     PolicySpec spec_;
     LiveOptions opt_;
