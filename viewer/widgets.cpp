@@ -145,6 +145,83 @@ void stroke(ImDrawList* dl, const std::vector<ImVec2>& pts, ImU32 col, bool dash
     }
 }
 
+// The frame every plot draws in: an invisible button of `size` (hover, click), the title on
+// top, room for the y label and ticks on the left and for the x ticks and label at the bottom.
+struct PlotFrame {
+    ImVec2 p, a, b;  // the button's corner; the plotting area's corners
+    ImDrawList* dl;
+    float fh;
+    ImU32 text, grid;
+    bool hovered, clicked;
+};
+
+PlotFrame plot_frame(const char* button, ImVec2 size, const char* title) {
+    PlotFrame f;
+    f.p = ImGui::GetCursorScreenPos();
+    ImGui::InvisibleButton(button, size);
+    f.hovered = ImGui::IsItemHovered();
+    f.clicked = ImGui::IsItemClicked();
+    f.dl = ImGui::GetWindowDrawList();
+    f.fh = ImGui::GetFontSize();
+    f.text = ImGui::GetColorU32(ImGuiCol_Text);
+    f.grid = IM_COL32(80, 80, 90, 255);
+    const float left = 16 + f.fh * 4.2f, bottom = f.fh * 2.6f, top = f.fh * 1.6f, right = 12;
+    f.a = ImVec2(f.p.x + left, f.p.y + top);
+    f.b = ImVec2(f.p.x + size.x - right, f.p.y + size.y - bottom);
+    f.dl->AddRectFilled(f.a, f.b, IM_COL32(24, 24, 28, 255));
+    f.dl->AddText(ImVec2(f.a.x, f.p.y + 2), f.text, title);
+    return f;
+}
+
+// A message in the middle of a plot that has nothing to show.
+void plot_message(const PlotFrame& f, const char* m) {
+    const ImVec2 ms = ImGui::CalcTextSize(m);
+    f.dl->AddText(ImVec2((f.a.x + f.b.x - ms.x) / 2, (f.a.y + f.b.y - ms.y) / 2), f.text, m);
+}
+
+// An axis range: log axes to whole decades; linear ones from 0 when it is near, padded by
+// `pad` of the span.
+void axis_range(double& lo, double& hi, bool lg, double pad) {
+    if (lg) {
+        lo = std::pow(10.0, std::floor(std::log10(lo)));
+        hi = std::pow(10.0, std::ceil(std::log10(hi)));
+        if (hi <= lo) hi = lo * 10;
+        return;
+    }
+    if (lo >= 0 && lo < 0.5 * hi) lo = 0;
+    const double d = (hi - lo) * pad + (hi == lo ? std::max(1e-9, std::fabs(hi) * 0.1) : 0);
+    hi += d;
+    if (lo != 0) lo -= d;
+}
+
+// Grid lines and tick labels of both axes (X, Y: value -> pixel; x ticks every ~6 font sizes,
+// y ticks every ~3, decades on log axes), then the axis labels.
+template <class FX, class FY>
+void plot_axes(const PlotFrame& f, double x0, double x1, bool log_x, FX X, double y0, double y1,
+               bool log_y, FY Y, bool bytes_y, const char* xlabel, const char* ylabel) {
+    const std::vector<double> xt =
+        log_x ? log_ticks(x0, x1)
+              : nice_ticks(x0, x1, std::max(2, int((f.b.x - f.a.x) / (f.fh * 6))));
+    for (double t : xt) {
+        f.dl->AddLine(ImVec2(X(t), f.a.y), ImVec2(X(t), f.b.y), f.grid);
+        const std::string l = fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        f.dl->AddText(ImVec2(X(t) - ls.x / 2, f.b.y + 3), f.text, l.c_str());
+    }
+    const std::vector<double> yt =
+        log_y ? log_ticks(y0, y1)
+              : nice_ticks(y0, y1, std::max(2, int((f.b.y - f.a.y) / (f.fh * 3))));
+    for (double t : yt) {
+        f.dl->AddLine(ImVec2(f.a.x, Y(t)), ImVec2(f.b.x, Y(t)), f.grid);
+        const std::string l = bytes_y ? fmt_bytes(t) : fmt_value(t);
+        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
+        f.dl->AddText(ImVec2(f.a.x - ls.x - 4, Y(t) - ls.y / 2), f.text, l.c_str());
+    }
+    const ImVec2 xs = ImGui::CalcTextSize(xlabel);
+    f.dl->AddText(ImVec2((f.a.x + f.b.x - xs.x) / 2, f.b.y + f.fh + 6), f.text, xlabel);
+    draw_text_vertical(f.dl, ImVec2(f.p.x + f.fh * 0.6f + 2, (f.a.y + f.b.y) / 2), f.text, ylabel);
+}
+
 }  // namespace
 
 bool same_line_if_fits(float width) {
@@ -212,19 +289,11 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
                  const char* xlabel, const char* ylabel, bool log_y, double x_cursor,
                  bool bytes_axis, bool legend) {
     ImGui::PushID(id);
-    const ImVec2 p = ImGui::GetCursorScreenPos();
-    ImGui::InvisibleButton("plot", size);
-    const bool hovered = ImGui::IsItemHovered();
-    const bool clicked = ImGui::IsItemClicked();
-    ImDrawList* dl = ImGui::GetWindowDrawList();
-    const float fh = ImGui::GetFontSize();
-    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
-    const ImU32 grid = IM_COL32(80, 80, 90, 255);
-    // Layout: title on top, y label + ticks on the left, x ticks + label at the bottom.
-    const float left = 16 + fh * 4.2f, bottom = fh * 2.6f, top = fh * 1.6f, right = 12;
-    const ImVec2 a(p.x + left, p.y + top), b(p.x + size.x - right, p.y + size.y - bottom);
-    dl->AddRectFilled(a, b, IM_COL32(24, 24, 28, 255));
-    dl->AddText(ImVec2(a.x, p.y + 2), text, title);
+    const PlotFrame f = plot_frame("plot", size, title);
+    const ImVec2 a = f.a, b = f.b;
+    ImDrawList* dl = f.dl;
+    const ImU32 text = f.text;
+    const bool hovered = f.hovered, clicked = f.clicked;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     for (const Series& s : series) {
         const std::vector<double>&sx = s.xs(), &sy = s.ys();
@@ -238,23 +307,12 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
     }
     double result = std::numeric_limits<double>::quiet_NaN();
     if (!(x1 >= x0)) {
-        const char* m = "no data";
-        const ImVec2 ms = ImGui::CalcTextSize(m);
-        dl->AddText(ImVec2((a.x + b.x - ms.x) / 2, (a.y + b.y - ms.y) / 2), text, m);
+        plot_message(f, "no data");
         ImGui::PopID();
         return result;
     }
     if (x1 == x0) x1 = x0 + 1;
-    if (log_y) {
-        y0 = std::pow(10.0, std::floor(std::log10(y0)));
-        y1 = std::pow(10.0, std::ceil(std::log10(y1)));
-        if (y1 <= y0) y1 = y0 * 10;
-    } else {
-        if (y0 > 0 && y0 < 0.5 * y1) y0 = 0;  // start at zero when it is near
-        const double pad = (y1 - y0) * 0.05 + (y1 == y0 ? std::max(1e-9, std::fabs(y1) * 0.1) : 0);
-        y1 += pad;
-        if (y0 != 0) y0 -= pad;
-    }
+    axis_range(y0, y1, log_y, 0.05);
     auto X = [&](double x) { return float(a.x + (x - x0) / (x1 - x0) * (b.x - a.x)); };
     auto Y = [&](double y) {
         const double t = log_y ? (std::log10(std::max(y, 1e-300)) - std::log10(y0)) /
@@ -262,23 +320,7 @@ double line_plot(const char* id, ImVec2 size, const std::vector<Series>& series,
                                : (y - y0) / (y1 - y0);
         return float(b.y - t * (b.y - a.y));
     };
-    for (double t : nice_ticks(x0, x1, std::max(2, int((b.x - a.x) / (fh * 6))))) {
-        dl->AddLine(ImVec2(X(t), a.y), ImVec2(X(t), b.y), grid);
-        const std::string l = fmt_value(t);
-        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
-        dl->AddText(ImVec2(X(t) - ls.x / 2, b.y + 3), text, l.c_str());
-    }
-    const std::vector<double> yt =
-        log_y ? log_ticks(y0, y1) : nice_ticks(y0, y1, std::max(2, int((b.y - a.y) / (fh * 3))));
-    for (double t : yt) {
-        dl->AddLine(ImVec2(a.x, Y(t)), ImVec2(b.x, Y(t)), grid);
-        const std::string l = bytes_axis ? fmt_bytes(t) : fmt_value(t);
-        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
-        dl->AddText(ImVec2(a.x - ls.x - 4, Y(t) - ls.y / 2), text, l.c_str());
-    }
-    const ImVec2 xs = ImGui::CalcTextSize(xlabel);
-    dl->AddText(ImVec2((a.x + b.x - xs.x) / 2, b.y + fh + 6), text, xlabel);
-    draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
+    plot_axes(f, x0, x1, false, X, y0, y1, log_y, Y, bytes_axis, xlabel, ylabel);
     dl->PushClipRect(a, b, true);
     std::vector<ImVec2> pts;
     std::vector<size_t> local;
@@ -351,17 +393,11 @@ int scatter_plot(const char* id, ImVec2 size, const std::vector<ScatterPoint>& p
                  const char* title, const char* xlabel, const char* ylabel, bool log_x, bool log_y,
                  const char* empty) {
     ImGui::PushID(id);
-    const ImVec2 p = ImGui::GetCursorScreenPos();
-    ImGui::InvisibleButton("scatter", size);
-    const bool hovered = ImGui::IsItemHovered();
-    ImDrawList* dl = ImGui::GetWindowDrawList();
-    const float fh = ImGui::GetFontSize();
-    const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
-    const ImU32 grid = IM_COL32(80, 80, 90, 255);
-    const float left = 16 + fh * 4.2f, bottom = fh * 2.6f, top = fh * 1.6f, right = 12;
-    const ImVec2 a(p.x + left, p.y + top), b(p.x + size.x - right, p.y + size.y - bottom);
-    dl->AddRectFilled(a, b, IM_COL32(24, 24, 28, 255));
-    dl->AddText(ImVec2(a.x, p.y + 2), text, title);
+    const PlotFrame f = plot_frame("scatter", size, title);
+    const ImVec2 a = f.a, b = f.b;
+    ImDrawList* dl = f.dl;
+    const float fh = f.fh;
+    const bool hovered = f.hovered;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     for (const ScatterPoint& q : points) {
         if (!std::isfinite(q.x) || !std::isfinite(q.y)) continue;
@@ -371,29 +407,14 @@ int scatter_plot(const char* id, ImVec2 size, const std::vector<ScatterPoint>& p
         y1 = std::max(y1, q.y);
     }
     if (!(x1 >= x0)) {
-        const char* m = empty;
-        const ImVec2 ms = ImGui::CalcTextSize(m);
-        dl->AddText(ImVec2((a.x + b.x - ms.x) / 2, (a.y + b.y - ms.y) / 2), text, m);
+        plot_message(f, empty);
         ImGui::PopID();
         return -1;
     }
     log_x = log_x && x0 > 0;
     log_y = log_y && y0 > 0;
-    // The range: log axes to whole decades; linear ones from 0 when it is near, padded.
-    auto range = [](double& lo, double& hi, bool lg) {
-        if (lg) {
-            lo = std::pow(10.0, std::floor(std::log10(lo)));
-            hi = std::pow(10.0, std::ceil(std::log10(hi)));
-            if (hi <= lo) hi = lo * 10;
-            return;
-        }
-        if (lo >= 0 && lo < 0.5 * hi) lo = 0;
-        const double pad = (hi - lo) * 0.08 + (hi == lo ? std::max(1e-9, std::fabs(hi) * 0.1) : 0);
-        hi += pad;
-        if (lo != 0) lo -= pad;
-    };
-    range(x0, x1, log_x);
-    range(y0, y1, log_y);
+    axis_range(x0, x1, log_x, 0.08);
+    axis_range(y0, y1, log_y, 0.08);
     auto frac = [](double v, double lo, double hi, bool lg) {
         return lg ? (std::log10(std::max(v, 1e-300)) - std::log10(lo)) /
                         (std::log10(hi) - std::log10(lo))
@@ -407,25 +428,7 @@ int scatter_plot(const char* id, ImVec2 size, const std::vector<ScatterPoint>& p
     auto Y = [&](double y) {
         return float(b.y - m - frac(y, y0, y1, log_y) * (b.y - a.y - 2 * m));
     };
-    const std::vector<double> xt =
-        log_x ? log_ticks(x0, x1) : nice_ticks(x0, x1, std::max(2, int((b.x - a.x) / (fh * 6))));
-    for (double t : xt) {
-        dl->AddLine(ImVec2(X(t), a.y), ImVec2(X(t), b.y), grid);
-        const std::string l = fmt_value(t);
-        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
-        dl->AddText(ImVec2(X(t) - ls.x / 2, b.y + 3), text, l.c_str());
-    }
-    const std::vector<double> yt =
-        log_y ? log_ticks(y0, y1) : nice_ticks(y0, y1, std::max(2, int((b.y - a.y) / (fh * 3))));
-    for (double t : yt) {
-        dl->AddLine(ImVec2(a.x, Y(t)), ImVec2(b.x, Y(t)), grid);
-        const std::string l = fmt_value(t);
-        const ImVec2 ls = ImGui::CalcTextSize(l.c_str());
-        dl->AddText(ImVec2(a.x - ls.x - 4, Y(t) - ls.y / 2), text, l.c_str());
-    }
-    const ImVec2 xs = ImGui::CalcTextSize(xlabel);
-    dl->AddText(ImVec2((a.x + b.x - xs.x) / 2, b.y + fh + 6), text, xlabel);
-    draw_text_vertical(dl, ImVec2(p.x + fh * 0.6f + 2, (a.y + b.y) / 2), text, ylabel);
+    plot_axes(f, x0, x1, log_x, X, y0, y1, log_y, Y, false, xlabel, ylabel);
     dl->PushClipRect(a, b, true);
     const float r = std::max(3.0f, fh * 0.35f);
     int hov = -1;
