@@ -20,6 +20,9 @@ import subprocess
 import sys
 import tempfile
 
+import cli_check
+from cli_check import bad, ok, refusal
+
 KVS, MODEL, FIX = sys.argv[1:4]
 if not os.path.isfile(MODEL):
     print(f"KVS_SKIPPED: model not found at {MODEL} (run scripts/setup.sh)")
@@ -32,29 +35,10 @@ except ImportError as e:
     sys.exit(77)
 
 TMP = tempfile.mkdtemp(prefix="kvs-edges-")
-failures = []
-
-
-def ok(msg):
-    print("ok   " + msg)
-
-
-def bad(msg):
-    failures.append(msg)
-    print("FAIL " + msg)
 
 
 def run(args, threads=None, check=True):
-    env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    if args[0] in ("capture", "eval", "perplexity"):
-        args = [args[0], "--model", MODEL] + args[1:]
-    p = subprocess.run([KVS] + args, capture_output=True, text=True, env=env,
-                       errors="replace")
-    if check and p.returncode != 0:
-        raise SystemExit(f"FAIL kvscope {' '.join(args)}: exit {p.returncode}\n{p.stderr}")
-    return p
+    return cli_check.run(KVS, args, model=MODEL, threads=threads, check=check)
 
 
 def path(name):
@@ -64,15 +48,9 @@ def path(name):
 def expect_error(name, args, pattern, threads=None):
     """Non-zero exit, no crash, one line on stderr (after any progress output) matching."""
     p = run(args, threads=threads, check=False)
-    err_lines = [l for l in p.stderr.splitlines() if "error:" in l]
-    if p.returncode == 0:
-        bad(f"{name}: exit 0")
-    elif p.returncode < 0 or p.returncode >= 128:
-        bad(f"{name}: crashed (exit {p.returncode}): {p.stderr[-500:]}")
-    elif len(err_lines) != 1 or pattern not in err_lines[0]:
-        bad(f"{name}: expected one error line containing {pattern!r}, got: {p.stderr[-800:]!r}")
-    else:
-        ok(f"{name}: {err_lines[0][:150]}")
+    line = refusal(name, p, pattern)
+    if line:
+        ok(f"{name}: {line[:150]}")
     return p
 
 
@@ -331,7 +309,6 @@ else:
     same_files("sweep --resume vs an uninterrupted sweep", ref, out)
 
 shutil.rmtree(TMP, ignore_errors=True)
-if failures:
-    print(f"{len(failures)} failed")
+if cli_check.finish():
     sys.exit(1)
 print("all passed")

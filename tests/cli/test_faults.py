@@ -14,6 +14,9 @@ import subprocess
 import sys
 import tempfile
 
+import cli_check
+from cli_check import bad, ok, refusal
+
 KVS, MODEL, FIX = sys.argv[1:4]
 if not os.path.isfile(MODEL):
     print(f"KVS_SKIPPED: model not found at {MODEL} (run scripts/setup.sh)")
@@ -45,34 +48,14 @@ def cleanup():
     subprocess.run(["rm", "-rf", TMP])
 
 
-failures = []
-
-
-def ok(msg):
-    print("ok   " + msg)
-
-
-def bad(msg):
-    failures.append(msg)
-    print("FAIL " + msg)
-
-
 def expect_fault(name, args, out, pattern):
-    if args[0] == "capture":
-        args = [args[0], "--model", MODEL] + args[1:]
-    p = subprocess.run([KVS] + args, capture_output=True, text=True, errors="replace")
-    errs = [l for l in p.stderr.splitlines() if "error:" in l]
+    p = cli_check.run(KVS, args, model=MODEL, check=False)
     left = [f for f in os.listdir(os.path.dirname(out)) if f.startswith(os.path.basename(out))]
-    if p.returncode == 0:
-        bad(f"{name}: exit 0")
-    elif p.returncode < 0 or p.returncode >= 128:
-        bad(f"{name}: crashed (exit {p.returncode}): {p.stderr[-400:]}")
-    elif len(errs) != 1 or pattern not in errs[0] or out not in errs[0] and out + ".partial" not in errs[0]:
-        bad(f"{name}: expected one error line with {pattern!r} naming {out}: {p.stderr[-600:]!r}")
-    elif left:
+    line = refusal(name, p, pattern, names=[out, out + ".partial"])
+    if line and left:
         bad(f"{name}: left {left} in {os.path.dirname(out)}")
-    else:
-        ok(f"{name}: {errs[0][:160]}; nothing left")
+    elif line:
+        ok(f"{name}: {line[:160]}; nothing left")
 
 
 try:
@@ -107,7 +90,6 @@ try:
 finally:
     cleanup()
 
-if failures:
-    print(f"{len(failures)} failed")
+if cli_check.finish():
     sys.exit(1)
 print("all passed")
