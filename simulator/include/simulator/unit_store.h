@@ -97,8 +97,8 @@ class UnitStore {
     // tokens; the held entries j with fold[j] != 0 (fold has size() entries, fold[i] == 0) are
     // folded into it: removed, their positions (and the ones they stood for) added to entry i's.
     // count (in [1, kMaxCount]) is what the policy says the rows stand for: normally entry i's
-    // count plus the counts folded in. A merged entry cannot be restored from an offloaded copy
-    // (its originals are the merged rows). Not while a view is set.
+    // count plus the counts folded in. The merged rows become the entry's originals (what a
+    // restore from an offloaded copy gives back). Not while a view is set.
     void merge(int i, const float* k, const float* v, int count, const std::vector<uint8_t>& fold);
     static constexpr int kMaxCount = 65535;
     static constexpr int64_t kCountBytes = 2;  // the count, a uint16, per merged entry
