@@ -1,4 +1,4 @@
-"""Reader of kvscope replay results (docs/results-format.md, schema version 1).
+"""Reader of kvscope replay results (docs/results-format.md, schema version 3; 1 and 2 read).
 
     r = open_results("traces/results.h5")
     r.table()                          # one dict per run: spec, budget, summary figures
@@ -13,6 +13,10 @@ and the policy acted). Token j is held at step t when j <= t and (evicted_at[j] 
 t < evicted_at[j]); its width is the bits of its last bit_events row with step <= t (16 when
 it has none). Files without bit_events (written before it existed) give widths from the last
 checkpoint at or before t (bits_exact is then False, unless every checkpoint holds one width).
+Merged entries (schema 3): run.merged_into [layer, kv_head, token] is the position of the
+representative of the merged entry token j was last folded into, run.merged_at the step (-1:
+never folded; files before schema 3 read as -1 throughout); run.stands_for(t, layer, kv_head)
+gives, per held entry at step t, the original tokens it stands for.
 
 Validates what the C++ readers (simulator/src/results_io.cpp, viewer/data/src/results.cpp)
 validate: format, schema version (a newer one is refused with one line), every dataset's shape.
@@ -25,7 +29,8 @@ from ._common import (KvscopeError, attr_bool, attr_float, attr_int, attr_str, c
                       dataset, fail, open_h5)
 
 FORMAT = "kvscope-results"
-SCHEMA_VERSION = 2  # 2 added offload_bytes (dataset and summary); 1 still reads
+SCHEMA_VERSION = 3  # 2 added offload_bytes (dataset and summary), 3 merged_into / merged_at;
+# 1 and 2 still read
 
 # Summary attributes of a run, in the order of the summary CSV (simulator/replay.h).
 SUMMARY_FIELDS = ("recall_mean", "recall_p5", "err_mean", "err_p95", "cos_mean", "cos_p5",
@@ -48,6 +53,8 @@ DIMS = {
     "full_bytes": ("step",),
     "offload_bytes": ("step", "layer", "kv_head"),  # schema 2
     "evicted_at": ("layer", "kv_head", "token"),
+    "merged_into": ("layer", "kv_head", "token"),  # schema 3
+    "merged_at": ("layer", "kv_head", "token"),  # schema 3
     "bit_events": ("event", "field"),  # field: unit, token, step, bits
     "ckpt_steps": ("checkpoint",),
     "ckpt_bits": ("checkpoint", "layer", "kv_head", "token"),
@@ -179,6 +186,10 @@ class Run:
             dataset(g, name, w, slh, kind, "steps, layers, n_head_kv")
         dataset(g, "full_bytes", w, (S,), "i", "steps")
         dataset(g, "evicted_at", w, (L, H, T), "i", "layers, n_head_kv, n_tokens")
+        self.has_merges = results.schema_version >= 3
+        if self.has_merges:
+            for name in ("merged_into", "merged_at"):
+                dataset(g, name, w, (L, H, T), "i", "layers, n_head_kv, n_tokens")
         dataset(g, "ckpt_bits", w, (C, L, H, T), "i", "checkpoints, layers, n_head_kv, n_tokens")
         dataset(g, "ckpt_score", w, (C, L, H, T), "f", "checkpoints, layers, n_head_kv, n_tokens")
         self.has_bit_events = "bit_events" in g
@@ -195,6 +206,10 @@ class Run:
     # --- arrays (read once, checked like the viewer checks them) ------------------------------
     def _get(self, name):
         if name not in self._cache:
+            if name in ("merged_into", "merged_at") and not self.has_merges:
+                a = np.full((self.n_layers_replayed, self.n_head_kv, self.n_tokens), -1, np.int32)
+                self._cache[name] = a
+                return a
             a = self._g[name][...]
             if name == "ckpt_score":
                 a = a.astype(np.float32)
@@ -209,6 +224,8 @@ class Run:
                 fail(f"{w}: '{name}' must be ascending token indices in [0, {T})")
         if name == "evicted_at" and a.size and ((a < -1).any() or (a > T).any()):
             fail(f"{w}: 'evicted_at' holds values outside [-1, {T}]")
+        if name in ("merged_into", "merged_at") and a.size and ((a < -1).any() or (a >= T).any()):
+            fail(f"{w}: '{name}' holds values outside [-1, {T})")
         if name == "bit_events" and a.size:
             U = self.n_layers_replayed * self.n_head_kv
             bad = ((a[:, 0] < 0) | (a[:, 0] >= U) | (a[:, 1] < 0) | (a[:, 1] >= T) |
@@ -275,6 +292,22 @@ class Run:
         j = np.arange(self.n_tokens)
         held = (j <= t) & ((e < 0) | (t < e))
         return self._select(held, layer, kv_head)
+
+    def stands_for(self, t, layer, kv_head):
+        """The entries of one unit held at step t: {representative position: sorted array of
+        the original tokens it stands for (itself included)}. A token folded at step s stands
+        in its representative's entry from s on (merged_into, merged_at). merged_into records
+        a token's last fold only: a token folded twice (an entry folded into another) shows its
+        last representative from the last fold on and its own entry, if held, before."""
+        t = self._step(t)
+        held = np.nonzero(self.held_at(t, layer, kv_head))[0]
+        mi = self._select(self.merged_into, layer, kv_head)
+        ma = self._select(self.merged_at, layer, kv_head)
+        out = {int(p): [int(p)] for p in held}
+        for j in np.nonzero((ma >= 0) & (ma <= t))[0]:
+            if int(mi[j]) in out:
+                out[int(mi[j])].append(int(j))
+        return {p: np.array(sorted(v), np.int64) for p, v in out.items()}
 
     def _select(self, a, layer, kv_head):
         if layer is not None:

@@ -98,9 +98,12 @@ void LiveCache::reset() {
     plan_keepalive_ = std::move(plan);
     rec_ = LiveRecord{};
     rec_.first_step = first_eval_;
-    if (opt_.record)
-        rec_.evicted_at.assign(
-            size_t(shape_.n_layer) * size_t(shape_.n_head_kv) * size_t(opt_.capacity), -1);
+    if (opt_.record) {
+        const size_t n = size_t(shape_.n_layer) * size_t(shape_.n_head_kv) * size_t(opt_.capacity);
+        rec_.evicted_at.assign(n, -1);
+        rec_.merged_into.assign(n, -1);
+        rec_.merged_at.assign(n, -1);
+    }
 }
 
 void LiveCache::make_deferred_plan() {
@@ -150,7 +153,7 @@ void LiveCache::make_deferred_plan() {
                                 d, q.data() + size_t(h) * size_t(d));
                 L.probs.resize(size_t(group) * size_t(n));
                 KVS_ASSERT(kernels::attend_packed_cpu(q.data(), qpos.data(), group, u.packed_k(),
-                                                      u.packed_v(), u.positions(), nullptr, n, d,
+                                                      u.packed_v(), u.positions(), u.bias(), n, d,
                                                       scale, nullptr, lse.data(),
                                                       L.probs.data()) == kernels::Status::ok);
                 show(il, t, g, L.probs.data(), size_t(n));
@@ -207,8 +210,13 @@ void LiveCache::append(int il, int n_tok, const int32_t* pos, const float* k, co
                 for (const auto& [p, b] : u.bits_log())
                     rec_.bit_events.insert(rec_.bit_events.end(),
                                            {int32_t(unit), p, int32_t(t), b});
+                for (const auto& [p, into] : u.merged_log()) {
+                    rec_.merged_into[unit * size_t(opt_.capacity) + size_t(p)] = into;
+                    rec_.merged_at[unit * size_t(opt_.capacity) + size_t(p)] = int32_t(t);
+                }
             }
             u.evicted_log().clear();
+            u.merged_log().clear();
             u.bits_log().clear();
         }
     }
@@ -263,6 +271,7 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
             const UnitStore& u = L.units[size_t(g)];
             KvView kv;
             kv.pos = u.positions();
+            kv.bias = u.bias();
             kv.n = u.held();
             kv.packed = true;
             kv.pk = u.packed_k();
@@ -287,7 +296,7 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
             const size_t row0 = size_t(g) * size_t(rows);
             const kernels::Status st = kernels::attend_packed_cpu(
                 q + row0 * size_t(d), qpos.data(), rows, u.packed_k(), u.packed_v(), u.positions(),
-                nullptr, u.held(), d, scale, out + row0 * size_t(d), lse + row0,
+                u.bias(), u.held(), d, scale, out + row0 * size_t(d), lse + row0,
                 L.probs.data() + off[size_t(g)]);
             KVS_ASSERT(st == kernels::Status::ok);
         }
@@ -392,9 +401,15 @@ RunResult live_run_result(const LiveCache& c, int64_t n_tokens) {
     r.err.assign(n, nan);
     r.cos.assign(n, nan);
     r.evicted_at.resize(U * size_t(n_tokens));
-    for (size_t u = 0; u < U; ++u)
-        std::copy_n(rec.evicted_at.begin() + ptrdiff_t(u * size_t(c.options().capacity)), n_tokens,
-                    r.evicted_at.begin() + ptrdiff_t(u * size_t(n_tokens)));
+    r.merged_into.resize(U * size_t(n_tokens));
+    r.merged_at.resize(U * size_t(n_tokens));
+    for (size_t u = 0; u < U; ++u) {
+        const ptrdiff_t src = ptrdiff_t(u * size_t(c.options().capacity)),
+                        dst = ptrdiff_t(u * size_t(n_tokens));
+        std::copy_n(rec.evicted_at.begin() + src, n_tokens, r.evicted_at.begin() + dst);
+        std::copy_n(rec.merged_into.begin() + src, n_tokens, r.merged_into.begin() + dst);
+        std::copy_n(rec.merged_at.begin() + src, n_tokens, r.merged_at.begin() + dst);
+    }
     for (size_t i = 0; i + 3 < rec.bit_events.size(); i += 4)
         if (rec.bit_events[i + 2] < n_tokens)
             r.bit_events.insert(r.bit_events.end(), rec.bit_events.begin() + ptrdiff_t(i),

@@ -101,6 +101,8 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     std::vector<int32_t> events;  // this layer's bit_events rows
     std::vector<float> lse_c(static_cast<size_t>(nq_max)), lse_o(static_cast<size_t>(nq_max));
     std::vector<int32_t> qpos(static_cast<size_t>(nq_max));
+    std::vector<int32_t> mpos;  // original positions the held entries stand for (merges)
+    std::vector<float> mk;      // their keys from the trace
 
     for (int64_t t = 0; t < T; ++t) {
         if (cancel && (t & 63) == 0 && cancel->load(std::memory_order_relaxed))
@@ -119,6 +121,11 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
             for (int32_t p : u.evicted_log())
                 R.evicted_at[unit * size_t(T) + size_t(p)] = int32_t(t);
             u.evicted_log().clear();
+            for (const auto& [p, into] : u.merged_log()) {
+                R.merged_into[unit * size_t(T) + size_t(p)] = into;
+                R.merged_at[unit * size_t(T) + size_t(p)] = int32_t(t);
+            }
+            u.merged_log().clear();
             for (const auto& [p, b] : u.bits_log())
                 events.insert(events.end(), {int32_t(unit), p, int32_t(t), b});
             u.bits_log().clear();
@@ -141,12 +148,33 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
             O.resize(nq, d);
             std::fill(qpos.begin(), qpos.end(), int32_t(t));
             KVS_ASSERT(kernels::attend_packed_cpu(Q.data(), qpos.data(), nq, u.packed_k(),
-                                                  u.packed_v(), u.positions(), nullptr, n, d,
+                                                  u.packed_v(), u.positions(), u.bias(), n, d,
                                                   sh.scale, O.data(), lse_c.data(),
                                                   S.data()) == kernels::Status::ok);
             if (eval) {
-                const bool exact_keys = u.all_full() && sh.f16;
-                if (!exact_keys) {
+                const bool merged = u.any_merged();
+                const bool exact_keys = u.all_full() && sh.f16 && !merged;
+                if (merged) {
+                    // Recall with merged entries: the full-attention mass of every original
+                    // token a held entry stands for, with the trace's keys of those tokens.
+                    mpos.clear();
+                    for (int j = 0; j < n; ++j) {
+                        mpos.push_back(u.pos(j));
+                        for (int32_t p : u.folded(j)) mpos.push_back(p);
+                    }
+                    std::sort(mpos.begin(), mpos.end());
+                    const int m = int(mpos.size());
+                    mk.resize(size_t(m) * size_t(d));
+                    for (int j = 0; j < m; ++j)
+                        std::copy_n(
+                            ld.k.data() +
+                                (size_t(g) * size_t(T) + size_t(mpos[size_t(j)])) * size_t(d),
+                            d, mk.data() + size_t(j) * size_t(d));
+                    P2.resize(nq, m);
+                    KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), nq, mk.data(), nullptr,
+                                                   mpos.data(), nullptr, m, d, sh.scale, nullptr,
+                                                   lse_o.data(), P2.data()) == kernels::Status::ok);
+                } else if (!exact_keys) {
                     // Recall with the original keys: the full-attention probability mass.
                     P2.resize(nq, n);
                     KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), nq, u.k_orig_rows(),
@@ -413,6 +441,8 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
         r.offload_bytes.assign(n, 0);
         for (int64_t s = 0; s < S; ++s) r.full_bytes.push_back((P + s + 1) * 2 * int64_t(sh.d) * 2);
         r.evicted_at.assign(U * size_t(T), -1);
+        r.merged_into.assign(U * size_t(T), -1);
+        r.merged_at.assign(U * size_t(T), -1);
         r.ckpt_steps = ckpt_steps;
         r.ckpt_bits.assign(ckpt_steps.size() * U * size_t(T), 0);
         uint16_t nan16;

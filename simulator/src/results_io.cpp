@@ -174,6 +174,16 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
                      {hsize_t(r.bit_events.size() / 4), 4}, r.bit_events.data(), path);
             write_ds(G, "evicted_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T},
                      r.evicted_at.data(), path);
+            {
+                // v3: merges (-1 everywhere for a run whose policy never merged).
+                const std::vector<int32_t> none(r.evicted_at.size(), -1);
+                const auto& mi = r.merged_into.size() == none.size() ? r.merged_into : none;
+                const auto& ma = r.merged_at.size() == none.size() ? r.merged_at : none;
+                write_ds(G, "merged_into", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T}, mi.data(),
+                         path);
+                write_ds(G, "merged_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T}, ma.data(),
+                         path);
+            }
             write_ds(G, "ckpt_steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {C}, r.ckpt_steps.data(),
                      path);
             write_ds(G, "ckpt_bits", H5T_STD_U8LE, H5T_NATIVE_UINT8, {C, L, H, T},
@@ -278,6 +288,13 @@ std::vector<RunResult> read_results(const std::string& path) {
         else
             r.offload_bytes.assign(S * L * H, 0);
         read_ds(G, "evicted_at", H5T_NATIVE_INT32, {L, H, T}, r.evicted_at, w);
+        if (ver >= 3) {
+            read_ds(G, "merged_into", H5T_NATIVE_INT32, {L, H, T}, r.merged_into, w);
+            read_ds(G, "merged_at", H5T_NATIVE_INT32, {L, H, T}, r.merged_at, w);
+        } else {
+            r.merged_into.assign(L * H * T, -1);
+            r.merged_at.assign(L * H * T, -1);
+        }
         if (h5::link_exists(G, "bit_events")) {  // optional (files before it existed lack it)
             const std::vector<uint64_t> se =
                 h5::shape_of(h5::Id(H5Dopen2(G, "bit_events", H5P_DEFAULT)).get());

@@ -153,6 +153,9 @@ void UnitStore::append(int32_t pos, const float* k, const float* v) {
     bits_.push_back(uint8_t(full_bits()));
     store_.push_back(Store::full);
     score_.push_back(0.0f);
+    count_.push_back(1);
+    logc_.push_back(0.0f);
+    folded_.emplace_back();
     koff_.push_back(0);
     voff_.push_back(0);
     kaux_.push_back(0);
@@ -179,6 +182,7 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
             bytes_total_ -= kbytes_[i] + vbytes_[i];
             evicted_log_.push_back(pos_[i]);
             if (store_[i] != Store::full) --n_lossy_;
+            if (count_[i] > 1) --n_merged_;
             continue;
         }
         if (w != i) {
@@ -186,6 +190,9 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
             bits_[w] = bits_[i];
             store_[w] = store_[i];
             score_[w] = score_[i];
+            count_[w] = count_[i];
+            logc_[w] = logc_[i];
+            folded_[w] = std::move(folded_[i]);
             kbytes_[w] = kbytes_[i];
             vbytes_[w] = vbytes_[i];
             koff_[w] = koff_[i];
@@ -204,6 +211,9 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     bits_.resize(w);
     store_.resize(w);
     score_.resize(w);
+    count_.resize(w);
+    logc_.resize(w);
+    folded_.resize(w);
     kbytes_.resize(w);
     vbytes_.resize(w);
     koff_.resize(w);
@@ -216,6 +226,47 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
         vo_.resize(w * d);
     }
     // Evicted bytes are garbage now, reclaimed at the next compaction.
+}
+
+void UnitStore::merge(int i, const float* k, const float* v, int count,
+                      const std::vector<uint8_t>& fold) {
+    KVS_ASSERT(view_ < 0 && fold.size() == pos_.size() && i >= 0 && i < held() && !fold[size_t(i)]);
+    if (count < 1 || count > kMaxCount)
+        fail(
+            "internal error: a merged entry must stand for 1 to {} tokens (its count is stored as "
+            "a uint16), not {}",
+            kMaxCount, count);
+    const size_t ui = size_t(i), d = size_t(d_);
+    // The folded entries' positions (and the ones they stood for) join entry i's.
+    for (size_t j = 0; j < pos_.size(); ++j) {
+        if (!fold[j]) continue;
+        folded_[ui].push_back(pos_[j]);
+        merged_log_.emplace_back(pos_[j], pos_[ui]);
+        for (int32_t p : folded_[j]) {
+            folded_[ui].push_back(p);
+            merged_log_.emplace_back(p, pos_[ui]);
+        }
+    }
+    std::sort(folded_[ui].begin(), folded_[ui].end());
+    // Entry i's new rows, at full precision; they are its originals from now on.
+    const bool was_lossy = store_[ui] != Store::full;
+    store_row(ui, 0, k, 16);
+    store_row(ui, 1, v, 16);
+    if (keep_orig_) {
+        std::copy_n(k, d, ko_.begin() + ptrdiff_t(ui * d));
+        std::copy_n(v, d, vo_.begin() + ptrdiff_t(ui * d));
+    }
+    store_[ui] = Store::full;
+    set_width(ui, full_bits());
+    n_lossy_ -= int(was_lossy);
+    n_merged_ += int(count > 1) - int(count_[ui] > 1);
+    count_[ui] = uint16_t(count);
+    logc_[ui] = count > 1 ? float(std::log(double(count))) : 0.0f;
+    set_token_bytes(i, full_row_bytes() + (count > 1 ? kCountBytes : 0), full_row_bytes());
+    bool any = false;
+    for (uint8_t f : fold) any |= f != 0;
+    if (any) evict_mask(fold);  // the folded entries leave (evicted_log: their own positions)
+    maybe_compact();
 }
 
 void UnitStore::evict_index(int i) {

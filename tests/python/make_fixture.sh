@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared input of the Python package tests (CTest fixture kvs_py): two small traces of the
 # embedded model (a passkey prompt and a text, layers 0, 7, 29), a sweep over both written as
-# results + --json, and a second results file (window, on both traces).
+# results + --json, a second results file (window, on both traces) and a kmeans replay of the
+# passkey trace (merged entries).
 # Usage: make_fixture.sh KVSCOPE MODEL FIXTURES OUTDIR
 set -euo pipefail
 KVS=$1 MODEL=$2 FIX=$3 OUT=$4
@@ -16,4 +17,7 @@ cd "$OUT"
   --policy agd --policy quant:bits=2 --budgets 33,64 --checkpoints 4 -q \
   --out sweep.h5 --csv sweep.csv --json >sweep.json
 "$KVS" sweep pk.h5 text.h5 --policy window --budgets 32,64 -q --out window.h5 >/dev/null
+# seed 003's k-means: merged entries (merged_into / merged_at, schema 3)
+"$KVS" replay pk.h5 --policy kmeans:max_cache_size=48,num_clusters=8,pruning_interval=32,lookback_window=16 \
+  --checkpoints 4 -q --out kmeans.h5 >/dev/null
 echo "fixture in $OUT: $(ls)"

@@ -154,6 +154,49 @@ with kvscope.open_trace(P("pk.h5")) as t:
         worst = max(worst, abs(mine - h2o.recall[np.searchsorted(h2o.steps, step), 1, 2]))
     check(worst < 1e-4, f"recall from attention() over held_at() == the replay's (worst {worst:.1e})")
 
+# --- merged entries (schema 3): kmeans folds pruned tokens into centroids ---------------------
+km = kvscope.open_results(P("kmeans.h5")).runs[0]
+mi, ma, ev = km.merged_into, km.merged_at, km.evicted_at
+check(km.dims("merged_into") == ("layer", "kv_head", "token") and mi.shape == ev.shape and
+      ma.shape == ev.shape, "merged_into / merged_at: [layer, kv_head, token]")
+folded = mi >= 0
+check(folded.sum() > 0 and ((ma >= 0) == folded).all() and (ev[folded] == ma[folded]).all(),
+      f"kmeans folds {folded.sum()} (unit, token) pairs; each leaves as an entry at its fold step")
+check((km.held_counts() == km.held).all(), "held counts from evicted_at == the held dataset (entries)")
+# Recall recomputed from the trace's attention over every token the held entries stand for ==
+# the replay's recall; over the held entries' own tokens alone it is smaller.
+with kvscope.open_trace(P("pk.h5")) as t:
+    worst, less = 0.0, True
+    heads = np.nonzero(t.kv_head_of_q_head == 2)[0]
+    for step in (100, 180, 244):
+        members = np.concatenate(list(km.stands_for(step, 7, 2).values()))
+        own = km.held_at(step, 7, 2)
+        mine = np.mean([t.attention(7, int(h), step)[members].sum() for h in heads])
+        alone = np.mean([t.attention(7, int(h), step)[own[:step + 1]].sum() for h in heads])
+        got = km.recall[np.searchsorted(km.steps, step), 1, 2]
+        worst = max(worst, abs(mine - got))
+        less &= alone < got - 1e-3
+    check(worst < 1e-4 and less, f"recall from attention() over stands_for() == the replay's "
+                                 f"(worst {worst:.1e}), and more than the entries' own tokens'")
+
+# A schema 2 file (the previous writer's layout: no merged_into / merged_at) still reads, in
+# Python and in C++ (`kvscope merge` rewrites it as schema 3, with no merges).
+old = os.path.join(tmp, "v2.h5")
+shutil.copy(P("window.h5"), old)
+with h5py.File(old, "r+") as f:
+    f.attrs["schema_version"] = np.int64(2)
+    for g in f["runs"].values():
+        del g["merged_into"], g["merged_at"]
+with kvscope.open_results(old) as r2:
+    check(r2.schema_version == 2 and all((x.merged_into == -1).all() and (x.merged_at == -1).all()
+                                         and x.merged_into.shape == x.evicted_at.shape for x in r2),
+          "schema 2 file: merged_into / merged_at read as -1")
+p = run("merge", "-o", os.path.join(tmp, "v2m.h5"), old, "-q")
+with h5py.File(os.path.join(tmp, "v2m.h5"), "r") as f:
+    ok = p.returncode == 0 and int(f.attrs["schema_version"]) == kvscope.results.SCHEMA_VERSION
+    ok &= all((g["merged_into"][...] == -1).all() for g in f["runs"].values())
+check(ok, f"kvscope merge reads a schema 2 file and writes schema 3 {p.stderr.strip()[-200:]}")
+
 # --- schema versions and bad files: the C++ readers' lines ------------------------------------
 def newer(src, dst, version):
     shutil.copy(src, dst)

@@ -7,7 +7,8 @@ For each case below: `kvscope replay TRACE --policy SPEC --mode MODE --out R.h5`
 set of every replayed layer and KV head at every checked step is rebuilt from R.h5's evicted_at
 (token j is held at step t when j <= t and it was not evicted at or before t) and, for the
 policies that set widths, the width of each held token from bit_events (the last event at or
-before t; 16 without one). The reference's held sets / widths must be equal at every checked
+before t; 16 without one); for kmeans (merged entries), also the centroid each folded token went
+into (merged_into). The reference's held sets / widths must be equal at every checked
 step, layer and KV head. Exit 0 when all are equal, 1 otherwise (the first differences printed).
 """
 import os
@@ -29,6 +30,7 @@ from agd import AGD  # noqa: E402
 from common import Trace, run  # noqa: E402
 from dynamickv import DynamicKV  # noqa: E402
 from h2o import H2O  # noqa: E402
+from kmeans import KMeans, run_merging  # noqa: E402
 from pyramidkv import PyramidKV  # noqa: E402
 from quant import KIVI  # noqa: E402
 from snapkv import SnapKV  # noqa: E402
@@ -61,6 +63,13 @@ CASES = [
     ("agd", "prefill", lambda tr: AGD(None, tr.n_kv), "P", True),
     ("quant:bits=4,group=32,residual=64", "stream",
      lambda tr: KIVI(tr.n_kv, bits=4, group=32, residual=64), "all", True),
+    ("kmeans:max_cache_size=48,num_clusters=16,pruning_interval=32,lookback_window=16",
+     "stream", lambda tr: KMeans(tr, 48, 16, 32, 16), "all", False),
+    ("kmeans:max_cache_size=64,num_clusters=24,pruning_interval=16,lookback_window=32",
+     "prefill", lambda tr: KMeans(tr, 64, 24, 16, 32), "all", False),
+    ("kmeans:max_cache_size=32,num_clusters=8,pruning_interval=24,lookback_window=8,"
+     "kmeans_learning_rate=0.25", "stream", lambda tr: KMeans(tr, 32, 8, 24, 8, eta=0.25),
+     "all", False),
 ]
 
 
@@ -102,8 +111,22 @@ def main():
             bad = 0
             for slot, layer in enumerate(rl):
                 tr = Trace(trace, layer)
-                ref_sets, ref_w = run(make(tr), tr, first, set(steps))
+                ref = make(tr)
+                merges = isinstance(ref, KMeans)
+                ref_sets, ref_w = (run_merging if merges else run)(ref, tr, first, set(steps))
                 for kv in range(tr.n_kv):
+                    if merges:
+                        # The centroid each folded token went into, at the end of the run.
+                        mi = g["merged_into"][slot, kv]
+                        got_m = {j: int(mi[j]) for j in range(T) if mi[j] >= 0}
+                        checked += 1
+                        if got_m != ref.merged_into[kv] or not got_m:
+                            bad += 1
+                            diff = sorted(set(got_m.items()) ^ set(ref.merged_into[kv].items()))
+                            print("  %s (%s): layer %d kv %d: merged_into differs (%d folded by "
+                                  "kvscope, %d by the reference) %s" % (
+                                      spec, mode, layer, kv, len(got_m),
+                                      len(ref.merged_into[kv]), diff[:6]))
                     got = kvscope_sets(g, T, steps, slot * tr.n_kv + kv)
                     for t in steps:
                         checked += 1

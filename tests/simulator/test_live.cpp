@@ -98,6 +98,8 @@ void check_same_decisions(const RunResult& live, const RunResult& rep, int ls) {
             for (size_t j = 0; j < T; ++j) {
                 INFO("layer " << l << " KV head " << g << " token " << j);
                 REQUIRE(live.evicted_at[u * T + j] == rep.evicted_at[u * T + j]);
+                REQUIRE(live.merged_into[u * T + j] == rep.merged_into[u * T + j]);
+                REQUIRE(live.merged_at[u * T + j] == rep.merged_at[u * T + j]);
             }
             for (size_t s = 0; s < S; ++s) {
                 const size_t i = (s * L + l) * Hkv + g;
@@ -221,7 +223,9 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "agacc:budget=32,k=4,nr=8",
                            "quant:bits=2,residual=16",
                            "quant:format=q8_0,residual=0",
-                           "dynamickv:budget=24,ws=8"};
+                           "dynamickv:budget=24,ws=8",
+                           "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
+                           "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {
         for (const char* text : specs) {
             // DynamicKV plans from the whole prompt: live, prefill mode only (its paper's).
@@ -239,6 +243,12 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
             const RunResult rep = replay_trace(trace, {spec}, ro).at(0);
             const RunResult lv = live_run_result(live, rep.n_tokens);
             check_same_decisions(lv, rep, -1);
+            // kmeans: the parity covers real merges (tokens folded into centroids).
+            if (std::strncmp(text, "kmeans", 6) == 0) {
+                size_t folded = 0;
+                for (int32_t x : lv.merged_into) folded += x >= 0;
+                CHECK(folded > 0);
+            }
         }
     }
 }

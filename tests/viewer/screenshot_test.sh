@@ -55,7 +55,7 @@ shot "$OUT/fx/trace.h5" --view grid --scale 2 --screenshot "$OUT/grid_2x.png"
 "$CHECK" size "$OUT/grid_2x.png" 2400 1600
 # Bad files: a message in the window, exit 0, a picture.
 shot "$OUT/fx/bad.h5" --screenshot "$OUT/bad.png" 2>"$OUT/bad.err"
-grep -q "schema_version 3 is newer than this kvscope reads (2)" "$OUT/bad.err"
+grep -q "schema_version 4 is newer than this kvscope reads (3)" "$OUT/bad.err"
 echo "not hdf5" >"$OUT/notes.txt"
 shot "$OUT/notes.txt" --screenshot "$OUT/notes.png" 2>"$OUT/notes.err"
 grep -q "not an HDF5 file" "$OUT/notes.err"

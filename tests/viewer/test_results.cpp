@@ -156,12 +156,12 @@ TEST_CASE("results: broken files give one clear line", "[cpu]") {
     CHECK(err(dir + "/missing.h5") == "results '" + dir + "/missing.h5': no such file");
     CHECK(detect_file_kind(dir + "/missing.h5") == FileKind::Missing);
     {
-        const std::string p = test::temp_path("v3.h5");
+        const std::string p = test::temp_path("v4.h5");
         test::ResultsOptions o;
-        o.schema_version = 3;
+        o.schema_version = 4;
         test::write_synthetic_results(p, {a}, o);
         CHECK(err(p) == "results '" + p +
-                            "': schema_version 3 is newer than this kvscope reads (2); update "
+                            "': schema_version 4 is newer than this kvscope reads (3); update "
                             "kvscope");
     }
     {

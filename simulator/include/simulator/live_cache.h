@@ -16,8 +16,9 @@
 // a live run and a replay of its own trace compute the same bits and take the same decisions.
 //
 // With `record`, the cache records what the policy did, in the results format's terms
-// (simulator/results_schema.h): evicted_at, bit_events, and per evaluated step (t >= P in prefill
-// mode, every t in stream mode) held, bytes and offload bytes of every (layer, KV head).
+// (simulator/results_schema.h): evicted_at, merged_into / merged_at, bit_events, and per
+// evaluated step (t >= P in prefill mode, every t in stream mode) held, bytes and offload bytes
+// of every (layer, KV head).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -47,6 +48,8 @@ struct LiveRecord {
     std::vector<int64_t> bytes;          // [S, L, Hkv]
     std::vector<int64_t> offload_bytes;  // [S, L, Hkv]
     std::vector<int32_t> evicted_at;     // [L, Hkv, capacity]
+    std::vector<int32_t> merged_into;    // [L, Hkv, capacity] representative position, or -1
+    std::vector<int32_t> merged_at;      // [L, Hkv, capacity] step of the fold, or -1
     std::vector<int32_t> bit_events;     // [E, 4]: unit, token, step, bits (step, unit order)
 };
 

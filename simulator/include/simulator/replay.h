@@ -89,10 +89,13 @@ struct RunResult {
     std::vector<int64_t> offload_bytes;        // [S, L, Hkv] offloaded full-precision copies
     std::vector<int64_t> full_bytes;           // [S]
     std::vector<int32_t> evicted_at;           // [L, Hkv, T]
-    std::vector<int32_t> bit_events;           // [E, 4]: unit, token, step, bits (step order)
-    std::vector<int32_t> ckpt_steps;           // [C]
-    std::vector<uint8_t> ckpt_bits;            // [C, L, Hkv, T]
-    std::vector<uint16_t> ckpt_score;          // [C, L, Hkv, T] binary16
+    // (v3) the representative position of the merged entry token j was last folded into, and
+    // the step; -1 when it never was (results_schema.h)
+    std::vector<int32_t> merged_into, merged_at;  // [L, Hkv, T]
+    std::vector<int32_t> bit_events;              // [E, 4]: unit, token, step, bits (step order)
+    std::vector<int32_t> ckpt_steps;              // [C]
+    std::vector<uint8_t> ckpt_bits;               // [C, L, Hkv, T]
+    std::vector<uint16_t> ckpt_score;             // [C, L, Hkv, T] binary16
     double seconds = 0;
     Summary summary;
 

@@ -1,4 +1,4 @@
-// The kvscope results format, schema version 2: what `kvscope replay` / `sweep` / `merge` write
+// The kvscope results format, schema version 3: what `kvscope replay` / `sweep` / `merge` write
 // and the viewer reads. docs/results-format.md holds the same text with examples; when the two
 // disagree, this header wins. Written with the same HDF5 conventions as a trace
 // (capture/trace_schema.h): fixed-length UTF-8 strings, h5py-compatible float16 and bool,
@@ -11,8 +11,8 @@
 //
 // Root attributes
 //   format           str    "kvscope-results"
-//   schema_version   int    2 (readers reject a newer one; version 1 files still read: what
-//                           version 2 added reads as 0 there)
+//   schema_version   int    3 (readers reject a newer one; version 1 and 2 files still read:
+//                           what version 2 added reads as 0 there, what version 3 added as -1)
 //   kvscope_version  str
 //   created          str    UTC, ISO 8601
 //   command_line     str
@@ -70,7 +70,9 @@
 //                                          acted): stream: 0..T-1; prefill: P..T-1
 //     recall        float32 [S, L, Hkv]    sum over held tokens j of exp(s_tj - lse_t) with the
 //                                          ORIGINAL keys (the full-attention probability mass the
-//                                          held tokens carry); mean over the group's query heads
+//                                          held tokens carry); mean over the group's query heads.
+//                                          A merged entry counts the mass of every original token
+//                                          it stands for (with their original keys)
 //     out_rel_err   float32 [S, L, Hkv]    |o_c - o| / |o|, o_c = attention over the held tokens
 //                                          as stored (dequantized K and V), o = the trace's output
 //     out_cos       float32 [S, L, Hkv]    cosine(o_c, o)
@@ -86,6 +88,17 @@
 //                                          (t+1) * 2 * d * 2
 //     evicted_at    int32   [L, Hkv, T]    the step at which token j left the unit's cache for
 //                                          the last time; -1 if it was held at the end
+//     merged_into   int32   [L, Hkv, T]    (v3) the position of the representative of the
+//                                          merged entry token j was last folded into (a merged
+//                                          entry keeps the position of the entry the others were
+//                                          folded into); -1 if it never was. A folded token also
+//                                          has evicted_at = the step of the fold (it left the
+//                                          cache as an entry of its own); when the merged entry
+//                                          is evicted later, evicted_at of its representative
+//                                          says when. A merged entry's K and V are stored at full
+//                                          precision plus its count (a uint16, 2 bytes, in
+//                                          `bytes`); attention adds log(count) to its logit
+//     merged_at     int32   [L, Hkv, T]    (v3) the step of that fold; -1 if never folded
 //     bit_events    int32   [E, 4]         every change of a held token's storage width, in step
 //                                          order: rows (unit, token, step, bits), unit = layer
 //                                          slot * Hkv + KV head. Token j's width at step t is the
@@ -106,6 +119,6 @@
 namespace kvs::sim {
 
 inline constexpr const char* kResultsFormat = "kvscope-results";
-inline constexpr int kResultsSchemaVersion = 2;
+inline constexpr int kResultsSchemaVersion = 3;
 
 }  // namespace kvs::sim

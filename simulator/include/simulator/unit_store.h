@@ -9,7 +9,8 @@
 // kernels/packed_rows.h; attention reads them through kernels::attend_packed_cpu and decodes
 // them on the fly, so a 4-bit cache is read as 4-bit bytes), the width it is stored at, the bytes
 // the format stores for it, and the policy's score. Policies change the store only through evict(),
-// set_bits(), set_block_format(), prune() and quantize_kivi_block(); the drivers append.
+// set_bits(), set_block_format(), prune(), quantize_kivi_block() and merge(); the drivers
+// append.
 //
 // Full precision is the store's `Precision`: fp16 (what real systems keep; the default) or fp32
 // (the engine's dense cache, for bit-exact comparisons). Its width is reported as 16 or 32.
@@ -25,6 +26,16 @@
 //                    bits; their positions cost min(d/8 bitmask, nnz index bytes). (The arena
 //                    holds a sparse row decoded to dense fp32, which attention reads: its bytes
 //                    are counted as the sparse format's, its decode speed is not that format's.)
+// Merged entries: an entry is one token, or a merged entry standing for `count` original tokens
+// (merge()): its key and value rows are the ones the policy gives (a centroid, say), stored at
+// full precision, and attention adds log(count) to its logit (bias(), handed to
+// kernels::attend_packed_cpu), so a merged entry of n tokens with equal keys receives exactly the
+// attention those n tokens would. The entry keeps its representative's position (the position
+// of the entry the others were folded into) and the list of the other original positions it
+// stands for (folded(i)). Its bytes: its stored K and V rows plus the count, a uint16 (2 bytes,
+// kCountBytes; a count above 65535 is refused), counted on the K side. merged_log() records, for
+// each original position folded, the representative it went into; the folded entries' own
+// positions also go to evicted_log() (they left the cache as entries of their own).
 // Lowering an entry's width re-quantizes its current (already lossy) values, as a real cache
 // would. Raising it (restoring, seed 001) reads the original full-precision copy: that is only
 // allowed when the store keeps an offloaded copy (set_offload(true)), whose bytes are real memory
@@ -82,6 +93,25 @@ class UnitStore {
     // KIVI: keys of held entries [i0, i0 + n) packed per channel at `bits` (groups of n tokens),
     // values per token at `bits`. The entries must be at full precision before.
     void quantize_kivi_block(int i0, int n, int bits);
+    // Merges: entry i gets the rows k, v [d] (stored at full precision) and stands for `count`
+    // tokens; the held entries j with fold[j] != 0 (fold has size() entries, fold[i] == 0) are
+    // folded into it: removed, their positions (and the ones they stood for) added to entry i's.
+    // count (in [1, kMaxCount]) is what the policy says the rows stand for: normally entry i's
+    // count plus the counts folded in. The merged rows become the entry's originals (what a
+    // restore from an offloaded copy gives back). Not while a view is set.
+    void merge(int i, const float* k, const float* v, int count, const std::vector<uint8_t>& fold);
+    static constexpr int kMaxCount = 65535;
+    static constexpr int64_t kCountBytes = 2;  // the count, a uint16, per merged entry
+    int count(int i) const { return count_[size_t(i)]; }
+    // The original positions entry i stands for besides its own (empty for a plain token).
+    const std::vector<int32_t>& folded(int i) const { return folded_[size_t(i)]; }
+    // Per-entry logit bias for attention: log(count) per held entry, or nullptr when no held
+    // entry is merged (then attention is exactly what it was before merges existed).
+    const float* bias() const { return n_merged_ > 0 ? logc_.data() : nullptr; }
+    bool any_merged() const { return n_merged_ > 0; }
+    // (original position, representative position) of every token folded since the last call.
+    std::vector<std::pair<int32_t, int32_t>>& merged_log() { return merged_log_; }
+
     // Whether the system keeps an offloaded full-precision copy of lossy entries (a restore
     // source). Set by the driver from LayerPolicy::offloads().
     void set_offload(bool on) { offload_ = on; }
@@ -146,6 +176,11 @@ class UnitStore {
     int n_lossy_ = 0;
     int64_t restores_ = 0;
     std::vector<int32_t> evicted_log_;
+    std::vector<uint16_t> count_;
+    std::vector<float> logc_;
+    std::vector<std::vector<int32_t>> folded_;
+    int n_merged_ = 0;
+    std::vector<std::pair<int32_t, int32_t>> merged_log_;
     std::vector<std::pair<int32_t, int32_t>> bits_log_;
     void set_width(size_t i, int bits) {
         if (bits_[i] != bits) bits_log_.emplace_back(pos_[i], bits);

@@ -1,7 +1,8 @@
 // Writes the screenshot test's inputs into a folder: trace.h5 (random q, k, v with o and lse
 // computed exactly from them, as the simulator tests use: 3 layers, 4 heads, 2 KV heads, d = 8,
 // 160 tokens), a.h5 and b.h5 (results of two toy policies
-// with different budgets, synthetic_results.h), and bad.h5 (a results file of schema version 3).
+// with different budgets, synthetic_results.h), and bad.h5 (a results file of schema version 4,
+// newer than kvscope reads).
 #include <cstdio>
 #include <filesystem>
 
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
     kvs::test::write_synthetic_results(d + "/a.h5", {a});
     kvs::test::write_synthetic_results(d + "/b.h5", {b});
     kvs::test::ResultsOptions bad;
-    bad.schema_version = 3;
+    bad.schema_version = 4;
     kvs::test::write_synthetic_results(d + "/bad.h5", {a}, bad);
     std::printf("fixtures in %s\n", d.c_str());
     return 0;

@@ -1,5 +1,5 @@
 // Reader of kvscope results files (format: simulator/include/simulator/results_schema.h, schema
-// version 2; version 1 reads), independent of the simulator's code. read_results() loads and
+// version 3; versions 1 and 2 read), independent of the simulator's code. read_results() loads and
 // validates every run (a run's arrays are small: [S, L, Hkv] metrics, [L, Hkv, T] evictions, [C, L,
 // Hkv, T] checkpoints). Errors are one kvs::Error line naming the file and the field: not HDF5, not
 // a results file, a newer schema_version, a missing attribute or dataset, a shape that contradicts
@@ -15,8 +15,10 @@ namespace kvs::view {
 inline constexpr const char* kResultsFormat = "kvscope-results";
 // Mirrors simulator/results_schema.h (this library does not link the simulator). Version 2
 // added offload_bytes (the viewer reads the summary's offload_bytes_mean / _peak, not the
-// per-step dataset) and closed_loop_json (a `kvscope eval` run's metrics); version 1 reads.
-inline constexpr int kResultsSchemaVersion = 2;
+// per-step dataset) and closed_loop_json (a `kvscope eval` run's metrics); version 3 added
+// merged_into / merged_at (merged entries; the viewer does not show them yet: a folded token
+// shows as evicted at the step of its fold). Versions 1 and 2 read.
+inline constexpr int kResultsSchemaVersion = 3;
 
 struct RunInfo {
     std::string group;  // "runs/0000"
