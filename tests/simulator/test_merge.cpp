@@ -11,6 +11,7 @@
 #include "capture/h5util.h"
 #include "engine/error.h"
 #include "kernels/attend.h"
+#include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
@@ -302,14 +303,7 @@ TEST_CASE("kmeans: bad parameters are one-line errors", "[cpu]") {
 namespace {
 
 RunResult run1(const std::string& path, const std::string& spec, Mode mode) {
-    ReplayOptions o;
-    o.mode = mode;
-    o.threads = 1;
-    o.quiet = true;
-    o.checkpoints = 4;
-    auto r = replay_trace(path, {parse_spec(spec)}, o);
-    REQUIRE(r.size() == 1);
-    return std::move(r[0]);
+    return test::replay_one(path, spec, mode, 4);
 }
 
 std::string merge_trace() {

@@ -10,6 +10,7 @@
 #include "../../simulator/src/policies/snap.h"
 #include "attn_trace.h"
 #include "engine/error.h"
+#include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 
@@ -28,14 +29,7 @@ std::string trace_of(const test::AttnTraceOptions& o, const std::string& name) {
 }
 
 RunResult run(const std::string& path, const std::string& spec, Mode mode) {
-    ReplayOptions o;
-    o.mode = mode;
-    o.threads = 1;
-    o.quiet = true;
-    o.checkpoints = 4;
-    auto r = replay_trace(path, {parse_spec(spec)}, o);
-    REQUIRE(r.size() == 1);
-    return std::move(r[0]);
+    return test::replay_one(path, spec, mode, 4);
 }
 
 // Held tokens of unit u at step index st (from evicted_at: arrived by then, not yet evicted).

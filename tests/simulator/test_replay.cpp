@@ -9,6 +9,7 @@
 
 #include "attn_trace.h"
 #include "engine/error.h"
+#include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
@@ -39,14 +40,7 @@ std::string plain_trace() {
 
 RunResult run1(const std::string& path, const std::string& spec, Mode mode = Mode::stream,
                int threads = 1) {
-    ReplayOptions o;
-    o.mode = mode;
-    o.threads = threads;
-    o.quiet = true;
-    o.checkpoints = 8;
-    auto r = replay_trace(path, {parse_spec(spec)}, o);
-    REQUIRE(r.size() == 1);
-    return std::move(r[0]);
+    return test::replay_one(path, spec, mode, 8, threads);
 }
 
 double max_of(const std::vector<float>& v) {
