@@ -1,8 +1,9 @@
 // fuzz_tokenizer_text: arbitrary bytes as text through two real tokenizers, SmolLM2's byte-level
 // BPE (tests/fixtures/tokenizer_smollm2) and a SentencePiece vocabulary from GGUF
-// (built from tests/fixtures/tokenizer_spm_tiny/ by tests/engine/spm_tiny_gguf.h). Invalid UTF-8 must be refused with
-// kvs::Error; valid text must round-trip through encode / decode (without special tokens),
-// except for the bytes the documented exceptions name (engine/include/engine/tokenizer.h).
+// (built from tests/fixtures/tokenizer_spm_tiny/ by tests/engine/spm_tiny_gguf.h). Invalid UTF-8
+// must be refused with kvs::Error; valid text must round-trip through encode / decode (without
+// special tokens), except for the bytes the documented exceptions name
+// (engine/include/engine/tokenizer.h).
 #include <array>
 #include <cstdio>
 #include <cstdlib>

@@ -22,13 +22,16 @@ if [ ! -x "$WT/build/release/cli/kvscope" ]; then
     { echo "bench_compare: the build of $BASE failed (see $WT/build.log)" >&2; exit 1; }
 fi
 OLD=$WT/build/release/cli/kvscope
+MODEL=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf  # a binary's default is its own tree's
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-"$NEW" capture --task passkey --ctx 2048 --seed 7 -q -o "$TMP/passkey.h5"
+"$NEW" capture --model "$MODEL" --task passkey --ctx 2048 --seed 7 -q -o "$TMP/passkey.h5"
 for which in OLD NEW; do
   bin=${!which}
   echo "== $which ($([ $which = OLD ] && git rev-parse --short "$BASE" || git rev-parse --short HEAD))"
-  "$bin" bench --prefill 16 --decode-ctx 8192 --decode-n 24 --reps 2 \
-    --policy quant:bits=4 --policy quant:bits=2 2>/dev/null | tail -3
+  "$bin" bench --model "$MODEL" --prefill 16 --decode-ctx 8192 --decode-n 24 --reps 2 \
+    --policy quant:bits=4 --policy quant:bits=2 2>"$TMP/err" >"$TMP/out" ||
+    { cat "$TMP/err" >&2; exit 1; }
+  tail -3 "$TMP/out"
   for spec in "h2o:budget=256 --mode stream" "snapkv:budget=256 --mode stream" \
               "full --mode stream" "h2o:budget=256 --mode prefill" "snapkv:budget=256 --mode prefill"; do
     s=$(date +%s.%N)
