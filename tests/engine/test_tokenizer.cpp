@@ -1,7 +1,7 @@
 // kvs::Tokenizer against goldens from independent tokenizers (scripts/make_tokenizer_fixture.py):
 //   [cpu]   tests/fixtures/tokenizer_smollm2/ (tokenizer.json), tokenizer_smollm2.json,
-//           tests/fixtures/tokenizer_spm_tiny/ (tokenizer.json + expected.json; its GGUF is built from them: spm_tiny_gguf.h),
-//           hand-made corrupt tokenizer.json / GGUF files
+//           tests/fixtures/tokenizer_spm_tiny/ (tokenizer.json + expected.json; its GGUF is built
+//           from them: spm_tiny_gguf.h), hand-made corrupt tokenizer.json / GGUF files
 //   [model] the real SmolLM2 GGUF (KVS_MODEL); reported as skipped when it is absent
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
