@@ -16,7 +16,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -46,7 +45,11 @@ inline std::vector<uint8_t> spm_tiny_gguf(const std::string& dir) {
     for (const auto& a : tj.at("added_tokens"))
         if (a.at("special").get<bool>() && a.at("id").get<int>() != unk)
             control.at(a.at("id").get<size_t>()) = true;
-    const std::regex byte_piece("<0x[0-9A-F]{2}>");
+    auto byte_piece = [](const std::string& t) {  // <0xHH>
+        auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+        return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && hex(t[3]) && hex(t[4]) &&
+               t[5] == '>';
+    };
     std::vector<float> scores;
     std::vector<int32_t> types;
     int rank = 0;
@@ -56,7 +59,7 @@ inline std::vector<uint8_t> spm_tiny_gguf(const std::string& dir) {
             t = 2;
         else if (control[i])
             t = 3;
-        else if (std::regex_match(pieces[i], byte_piece))
+        else if (byte_piece(pieces[i]))
             t = 6;
         types.push_back(t);
         scores.push_back(t == 1 ? -float(rank++) : 0.0f);
