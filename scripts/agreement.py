@@ -193,9 +193,9 @@ def main():
     doc = [
         "# Does replay predict the closed loop?",
         "",
-        f"Regenerate: `/usr/bin/python3 scripts/agreement.py` (~45 min on 2 cores; measured {date} "
-        f"at commit `{commit}`, 2-core Debian 12 VM, SmolLM2-135M-Instruct Q4_1; the first two "
-        "texts ran beside a build and the test suite, so their times are inflated).",
+        f"Regenerate: `/usr/bin/python3 scripts/agreement.py` (~20 min on 2 cores with nothing "
+        f"else running; measured {date} at commit `{commit}`, 2-core Debian 12 VM, "
+        "SmolLM2-135M-Instruct Q4_1, policies at their published defaults, docs/policies.md).",
         "",
         f"Setup: {len(texts)} corpus texts (public domain, `shared/corpus`), one window of "
         f"{a.ctx} tokens each; prefill mode, prompt = the first {a.prefill_len} tokens, "
@@ -223,18 +223,19 @@ def main():
         "Where they disagree, and why:",
         "",
         "- **Recall is blind to quantization.** The quant runs keep every token (recall 1) and "
-        "the seeds' mixed-precision policies (agd, agacc) keep most of the attention mass (recall "
-        "0.7-0.93), yet agd and agacc have the largest KL of all (0.5-0.85: their 2-bit tokens), "
-        "and 2-bit KIVI sits next to the eviction runs at budget 128. Recall ranks the eviction "
-        "policies sensibly but cannot place a lossy store; output error, which sees both the "
-        "missing mass and the quantization noise, can.",
+        "the seeds' mixed-precision policies keep most of the attention mass (agd 0.81-0.93, "
+        "agacc 0.70-0.88), yet agd has the largest KL of all (1.15-1.32) and agacc a large one "
+        "(0.38-0.71): their 2-bit tokens. Recall ranks the eviction policies sensibly but cannot "
+        "place a lossy store; output error, which sees both the missing mass and the "
+        "quantization noise, can (agd's replay error, ~0.8, is the largest too).",
         "- **Compounding.** Errors grow through the layers in the closed loop; the layers that "
         "feed the logits matter most: the output error of the last third of the layers predicts "
         "KL better than the mean over all layers, while the last layer alone or the worst layer "
         "predicts worse (one layer is a noisy sample; the worst layer is often an early one "
         "whose error the model absorbs).",
-        "- **Budget direction of agd.** agd's KL grows with its budget (it holds more tokens, "
-        "more of them at 2 bits); replay's output error grows with it too, so the ranking holds.",
+        "- **Budget direction of agacc.** agacc's KL grows with its budget (it holds more "
+        "tokens, more of them at 2 bits); replay's output error grows with it too, so the "
+        "ranking holds.",
         "",
         "## The runs",
         "",
