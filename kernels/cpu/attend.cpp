@@ -164,22 +164,19 @@ inline void weighted_rows(const float* const* p, const uint8_t* const* vis, cons
 }
 #endif
 
-// o[r][c] += sum_{j in [j0, j1), visible} p[r][j] v_j[c] for nr <= 2 rows and the channels c in
-// [cb, ce), continuing each output channel's FMA chain (o holds the chain's value after entries
-// [0, j0); zero at the start). vt holds the values of entries j0.. from channel cb, a row every
-// ld floats. Entries with vis[r][j] false (p exactly 0) are skipped. A channel's chain is the
-// same whatever range it is computed in.
-void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, size_t ld,
-              int j0, int j1, int cb, int ce, float* const* o) {
+// o[r] += sum_{j in [j0, j1), visible} p[r][j] v_j for nr <= 2 rows, continuing each output
+// channel's FMA chain (o holds the chain's value after entries [0, j0); zero at the start); vt
+// holds the rows of values j0.. . Entries with vis[r][j] false (p exactly 0) are skipped.
+void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, int j0,
+              int j1, int d, float* const* o) {
 #if KVS_ATTEND_AVX2
-    if ((ce - cb) % 8 == 0) {
-        for (int c0 = cb; c0 < ce; c0 += 32) {
-            const int nc = std::min(32, ce - c0) / 8;  // 1..4 vectors
-            const float* vc = vt + (c0 - cb);
+    if (d % 8 == 0) {
+        for (int c0 = 0; c0 < d; c0 += 32) {
+            const int nc = std::min(32, d - c0) / 8;  // 1..4 vectors
             if (nr == 2)
-                weighted_rows<2>(p, vis, vc, ld, j0, j1, c0, nc, o);
+                weighted_rows<2>(p, vis, vt + c0, size_t(d), j0, j1, c0, nc, o);
             else
-                weighted_rows<1>(p, vis, vc, ld, j0, j1, c0, nc, o);
+                weighted_rows<1>(p, vis, vt + c0, size_t(d), j0, j1, c0, nc, o);
         }
         return;
     }
@@ -189,8 +186,8 @@ void weighted(const float* const* p, const uint8_t* const* vis, int nr, const fl
         for (int j = j0; j < j1; ++j) {
             if (!vis[r][j]) continue;
             const float w = p[r][j];
-            const float* vr = vt + size_t(j - j0) * ld - cb;
-            for (int c = cb; c < ce; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
+            const float* vr = vt + size_t(j - j0) * size_t(d);
+            for (int c = 0; c < d; ++c) orow[c] = std::fmaf(w, vr[c], orow[c]);
         }
     }
 }
@@ -419,8 +416,7 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
             for (int pr = 0; pr < npair; ++pr) {
                 if (jp[pr] <= t0) continue;
                 const int nr = std::min(2, nb - 2 * pr);
-                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, size_t(d), t0, std::min(t1, jp[pr]), 0,
-                         d, o + 2 * pr);
+                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, t0, std::min(t1, jp[pr]), d, o + 2 * pr);
             }
         }
         for (int r = 0; r < nb; ++r)
