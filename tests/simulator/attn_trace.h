@@ -17,6 +17,8 @@ struct AttnTraceOptions {
     capture::StorageDtype dtype = capture::StorageDtype::F32;
     int hot = -1;             // position of the hot token (-1: none)
     int hot_kv = -1;          // the KV head whose queries it draws (-1: all; the others diffuse)
+    int hot_layer = -1;       // the layer it is hot in (-1: all)
+    int flat_layer = -1;      // a layer whose queries are all zero: exactly uniform attention
     int64_t prompt_len = -1;  // -1: T (a text trace)
     bool complete = true;
     uint64_t seed = 1;
@@ -64,7 +66,8 @@ inline void write_attn_trace(const std::string& path, const AttnTraceOptions& o)
         for (auto& x : q) x = float(rng.uniform());
         for (auto& x : k) x = float(rng.uniform());
         for (auto& x : v) x = float(rng.uniform());
-        if (o.hot >= 0) {
+        if (l == o.flat_layer) std::fill(q.begin(), q.end(), 0.0f);
+        if (o.hot >= 0 && (o.hot_layer < 0 || l == o.hot_layer)) {
             for (int g = 0; g < Hkv; ++g) {
                 if (o.hot_kv >= 0 && g != o.hot_kv) continue;
                 for (int i = 0; i < d; ++i) k[(size_t(g) * T + size_t(o.hot)) * d + i] = 1.5f;

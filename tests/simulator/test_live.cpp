@@ -224,12 +224,16 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "quant:bits=2,residual=16",
                            "quant:format=q8_0,residual=0",
                            "dynamickv:budget=24,ws=8",
+                           "composite:budget=24,window=8",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {
         for (const char* text : specs) {
-            // DynamicKV plans from the whole prompt: live, prefill mode only (its paper's).
-            if (mode == Mode::stream && std::strncmp(text, "dynamickv", 9) == 0) continue;
+            // DynamicKV and composite plan from the whole prompt: live, prefill mode only (their
+            // papers').
+            if (mode == Mode::stream &&
+                parse_spec(text).entry->make(parse_spec(text).params)->plans_from_rows())
+                continue;
             INFO(text << " " << mode_name(mode));
             const PolicySpec spec = parse_spec(text);
             LiveCache live(m.kv_shape(), spec,
@@ -285,6 +289,8 @@ TEST_CASE("live: policies and options that cannot run live are refused in one li
     LiveOptions o;
     o.capacity = 32;
     CHECK_THROWS_WITH(LiveCache(shape, parse_spec("dynamickv:budget=64"), o),
+                      Catch::Contains("prefill mode only"));
+    CHECK_THROWS_WITH(LiveCache(shape, parse_spec("composite:budget=64"), o),
                       Catch::Contains("prefill mode only"));
     o.mode = Mode::prefill;
     o.prefill_len = 40;

@@ -118,8 +118,8 @@ int64_t pyramid_rule(int64_t C, int64_t w, int64_t beta, int64_t l, int64_t L, i
 
 // Budgets as the papers define them (docs/policies.md): stream-mode policies hold at most the
 // budget at every step, the newest token included; prefill-mode selections (snapkv, pyramidkv,
-// adakv, dynamickv) keep the budget's prompt entries at P and decoding adds its tokens without
-// eviction; agd evicts every k steps (the cache grows by a token a step in between); kmeans
+// adakv, dynamickv, composite) keep the budget's prompt entries at P and decoding adds its tokens
+// without eviction; agd evicts every k steps (the cache grows by a token a step in between); kmeans
 // holds max_cache_size tokens + num_clusters centroids after each pruning and grows in between.
 TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu]") {
     const std::vector<std::string> specs = {"window:budget=B",
@@ -130,6 +130,7 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                                             "pyramidkv:budget=B,window=8",
                                             "adakv:budget=B,window=8",
                                             "dynamickv:budget=B,ws=8",
+                                            "composite:budget=B,window=8",
                                             "agd:budget=B",
                                             "agacc:budget=B",
                                             "h2o:budget=B,bits=4",
@@ -150,7 +151,8 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                 const RunResult r = run1(path, s, mode);
                 const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
                 const bool snap = r.policy == "snapkv" || r.policy == "pyramidkv" ||
-                                  r.policy == "adakv" || r.policy == "dynamickv";
+                                  r.policy == "adakv" || r.policy == "dynamickv" ||
+                                  r.policy == "composite";
                 REQUIRE(r.layers.size() == size_t(o.n_layer));
                 for (size_t st = 0; st < r.n_steps(); ++st) {
                     const int64_t t = r.steps[st];
@@ -170,8 +172,9 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                         if (r.policy == "pyramidkv") {
                             const int64_t q = mode == Mode::prefill ? P : t;
                             cap = pyramid_rule(C, w, 20, r.layers[l], o.n_layer, q) + w + 1 + grow;
-                        } else if (r.policy == "dynamickv") {
-                            cap = 2 * (C - w) + w + 1 + grow;  // r_max (2) x the scored budget
+                        } else if (r.policy == "dynamickv" || r.policy == "composite") {
+                            // r_max / max_ratio (2) x the scored budget
+                            cap = 2 * (C - w) + w + 1 + grow;
                         } else if (r.policy == "adakv") {
                             cap = int64_t(Hkv) * (C - w) + w + 1 + grow;  // the layer's budget
                         } else if (snap) {
@@ -194,7 +197,9 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                     // Uniform policies: the total is units x the budget.
                     if (!snap && r.policy != "agd" && r.policy != "kmeans")
                         REQUIRE(total <= int64_t(U) * B);
-                    if (r.policy == "snapkv") REQUIRE(total <= int64_t(U) * (C + 1 + grow));
+                    // composite moves the budget between layers, never beyond the total.
+                    if (r.policy == "snapkv" || r.policy == "composite")
+                        REQUIRE(total <= int64_t(U) * (C + 1 + grow));
                 }
                 // And it does compress: far fewer than the tokens so far at the end.
                 CHECK(r.held[(r.n_steps() - 1) * U] < 100);
@@ -285,6 +290,7 @@ TEST_CASE("every attention-guided policy keeps the hot token, mixed precision ke
                  {"snapkv:budget=24,window=8", Mode::prefill},
                  {"adakv:budget=24,window=8", Mode::prefill},
                  {"dynamickv:budget=24,ws=8", Mode::prefill},
+                 {"composite:budget=24,window=8", Mode::prefill},
                  {"pyramidkv:budget=48,window=8,beta=2", Mode::prefill},
                  {"h2o:budget=24", Mode::prefill}};
     // pyramidkv with beta 20 gives the top of 2 layers (B - 8) // 20 scored tokens by PyramidKV's
@@ -411,7 +417,7 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK(parse_budget("0.2").tokens(11) == 11);
     CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
-    CHECK(policy_registry().size() == 12);
+    CHECK(policy_registry().size() == 13);
 }
 
 TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {

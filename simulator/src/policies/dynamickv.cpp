@@ -9,7 +9,6 @@
 #include <cmath>
 
 #include "engine/error.h"
-#include "kernels/attend.h"
 #include "snap.h"
 
 namespace kvs::sim {
@@ -44,63 +43,21 @@ class DynamicKv final : public Policy {
         auto out = std::make_shared<DynPlan>();
         const size_t L = c.layers.size();
         out->scale.assign(L, 1.0);
-        // The step at which the cache is first cut: P in prefill mode; in stream mode the first
-        // step where the tokens so far exceed the budget.
-        int64_t t0 = c.prefill_len;
-        if (c.mode == Mode::stream) {
-            t0 = 1;
-            while (t0 < c.n_tokens && p_.budget.tokens(t0 + 1) >= t0 + 1) ++t0;
-        }
-        if (t0 >= c.n_tokens) return out;  // never over budget: uniform
-        // Stream mode: at the first step over budget every layer has exactly its budget of
-        // candidates, so any allocation comes out uniform (dynamickv would equal snapkv). The
-        // shares are planned at twice that step instead (the window then ranks about twice the
-        // budget); before it every layer keeps the uniform budget.
-        if (c.mode == Mode::stream) t0 = std::min<int64_t>(c.n_tokens - 1, 2 * t0);
+        const int64_t t0 = detail::plan_step(c, p_.budget);
+        if (t0 < 0) return out;  // never over budget: uniform
         out->step = t0;
-        // SnapKV's capacity C (snap.h): the prompt entries kept (prefill), budget - 1 (stream).
-        const int64_t per = c.mode == Mode::prefill
-                                ? p_.budget.tokens(t0)
-                                : std::max<int64_t>(1, p_.budget.tokens(t0 + 1) - 1);
+        const int64_t per = detail::plan_capacity(c, p_.budget, t0);
         const int ws = int(std::min<int64_t>({int64_t(p_.window), t0, per}));
-        // Per layer: pooled window scores of each KV head over keys [0, t0), window tokens
-        // (always kept) excluded; the candidates are (score) values of all heads.
+        // Per layer: the candidates are the pooled window scores of all its KV heads.
         std::vector<std::vector<float>> cand(L);
         const int64_t bs = std::max<int64_t>(0, per - ws) * c.n_kv;  // layer budget beyond window
         const int64_t cap = int64_t(std::floor(r_max_ * double(bs)));
         std::vector<int64_t> budget(L, 0);
-        const int d = c.d;
         for (size_t s = 0; s < L; ++s) {
-            const int layer = c.layers[s];
             std::vector<float> layer_scores;
             for (int g = 0; g < c.n_kv; ++g) {
-                std::vector<double> sum(size_t(t0), 0.0);
-                const std::vector<float> k = c.read(PlanField::k, layer, g, 0, t0);
-                // The window's attention over the keys before t0, by the one attention routine
-                // (kernels/attend.h; probabilities only).
-                std::vector<int32_t> kpos(static_cast<size_t>(t0)), qpos(static_cast<size_t>(ws));
-                for (int64_t j = 0; j < t0; ++j) kpos[size_t(j)] = int32_t(j);
-                for (int i = 0; i < ws; ++i) qpos[size_t(i)] = int32_t(t0 - ws + i);
-                std::vector<float> p(size_t(ws) * size_t(t0)), lse(static_cast<size_t>(ws));
-                int nq = 0;
-                for (int h = 0; h < c.n_head; ++h) {
-                    if (c.kv_of_q[size_t(h)] != g) continue;
-                    ++nq;
-                    const std::vector<float> q = c.read(PlanField::q, layer, h, t0 - ws, t0);
-                    KVS_ASSERT(kernels::attend_cpu(q.data(), qpos.data(), ws, k.data(), nullptr,
-                                                   kpos.data(), nullptr, int(t0), d, c.attn_scale,
-                                                   nullptr, lse.data(),
-                                                   p.data()) == kernels::Status::ok);
-                    for (int i = 0; i < ws; ++i)
-                        for (int64_t j = 0; j < t0; ++j)
-                            sum[size_t(j)] += double(p[size_t(i) * size_t(t0) + size_t(j)]);
-                }
-                // Mean over the group's heads, then SnapKV's pooling over the candidates
-                // [0, t0 - ws) only (snap.h: never into the window).
-                std::vector<double> cs(size_t(t0 - ws));
-                for (int64_t j = 0; j < t0 - ws; ++j)
-                    cs[size_t(j)] = sum[size_t(j)] / std::max(1, nq);
-                const std::vector<float> pooled = detail::snap_pool(cs, p_.kernel, p_.max_pool);
+                const std::vector<float> pooled =
+                    detail::plan_scores(c, p_, c.layers[s], g, t0, ws);
                 layer_scores.insert(layer_scores.end(), pooled.begin(), pooled.end());
             }
             std::sort(layer_scores.begin(), layer_scores.end(), std::greater<float>());

@@ -34,6 +34,7 @@
 
 #include "common.h"
 #include "engine/error.h"
+#include "kernels/attend.h"
 
 namespace kvs::sim::detail {
 
@@ -214,6 +215,64 @@ class SnapLayer final : public LayerPolicy {
     int64_t last_sel_ = -1, last_w_ = 0;
     bool per_head_ = false;
 };
+
+// --- Plans from rows (dynamickv, composite): per-layer budgets from one look at every layer ---
+
+// The step a plan looks at: P in prefill mode; in stream mode twice the first step where the
+// cache exceeds the budget (at that first step every layer has exactly its budget of candidates,
+// so any allocation would come out uniform; at twice it the window ranks about twice the
+// budget). -1 when the cache never exceeds the budget (the plan is then uniform).
+inline int64_t plan_step(const PlanContext& c, const Budget& b) {
+    int64_t t0 = c.prefill_len;
+    if (c.mode == Mode::stream) {
+        t0 = 1;
+        while (t0 < c.n_tokens && b.tokens(t0 + 1) >= t0 + 1) ++t0;
+    }
+    if (t0 >= c.n_tokens) return -1;
+    return c.mode == Mode::stream ? std::min<int64_t>(c.n_tokens - 1, 2 * t0) : t0;
+}
+
+// SnapKV's capacity C at the plan step t0: the prompt entries kept (prefill), budget - 1 (stream).
+inline int64_t plan_capacity(const PlanContext& c, const Budget& b, int64_t t0) {
+    return c.mode == Mode::prefill ? b.tokens(t0) : std::max<int64_t>(1, b.tokens(t0 + 1) - 1);
+}
+
+// The candidates' scores of KV head g of model layer `layer` at the plan step t0, as SnapUnit
+// gives them at a selection there: the attention of queries t0 - ws .. t0 - 1 over keys [0, t0)
+// (full attention: nothing is evicted yet), by the one attention routine, reduced over the
+// group's query heads (p.gqa) per query, summed over the queries, pooled over the candidates
+// [0, t0 - ws) only.
+inline std::vector<float> plan_scores(const PlanContext& c, const SnapParams& p, int layer, int g,
+                                      int64_t t0, int ws) {
+    const int d = c.d;
+    const std::vector<float> k = c.read(PlanField::k, layer, g, 0, t0);
+    std::vector<int32_t> kpos(static_cast<size_t>(t0)), qpos(static_cast<size_t>(ws));
+    for (int64_t j = 0; j < t0; ++j) kpos[size_t(j)] = int32_t(j);
+    for (int i = 0; i < ws; ++i) qpos[size_t(i)] = int32_t(t0 - ws + i);
+    std::vector<int> heads;
+    for (int h = 0; h < c.n_head; ++h)
+        if (c.kv_of_q[size_t(h)] == g) heads.push_back(h);
+    const int nq = int(heads.size());
+    // probs[h][i * t0 + j]: query head h's (i-th window query) attention to key j.
+    std::vector<float> p_all(size_t(nq) * size_t(ws) * size_t(t0)), lse(static_cast<size_t>(ws));
+    for (int a = 0; a < nq; ++a) {
+        const std::vector<float> q = c.read(PlanField::q, layer, heads[size_t(a)], t0 - ws, t0);
+        KVS_ASSERT(kernels::attend_cpu(q.data(), qpos.data(), ws, k.data(), nullptr, kpos.data(),
+                                       nullptr, int(t0), d, c.attn_scale, nullptr, lse.data(),
+                                       p_all.data() + size_t(a) * size_t(ws) * size_t(t0)) ==
+                   kernels::Status::ok);
+    }
+    std::vector<double> sum(size_t(t0 - ws), 0.0);
+    std::vector<float> rows(size_t(nq) * size_t(t0)), red(static_cast<size_t>(t0));
+    for (int i = 0; i < ws; ++i) {
+        for (int a = 0; a < nq; ++a)
+            std::copy_n(p_all.data() + (size_t(a) * size_t(ws) + size_t(i)) * size_t(t0), t0,
+                        rows.data() + size_t(a) * size_t(t0));
+        reduce_gqa(rows.data(), nq, int(t0), p.gqa, red.data());
+        for (int64_t j = 0; j < t0 - ws; ++j) sum[size_t(j)] += double(red[size_t(j)]);
+    }
+    return snap_pool(sum, p.kernel, p.max_pool);
+}
 
 // Every head keeps C - w scored tokens (snapkv).
 inline SnapAlloc uniform_alloc() {
