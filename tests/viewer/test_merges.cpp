@@ -12,6 +12,7 @@
 #include "replay_one.h"
 #include "simulator/results_io.h"
 #include "synthetic_results.h"
+#include "viewdata/colormap.h"
 #include "viewdata/quantities.h"
 #include "viewdata/results.h"
 
@@ -281,4 +282,22 @@ TEST_CASE("merges: kvscope's own kmeans replay reads back in the viewer", "[cpu]
             max_folded = std::max(max_folded, fm.at(s, j));
         }
     CHECK(max_folded == Approx(1.0f));
+}
+
+TEST_CASE("merges: the folded colour is painted over the texture by share", "[cpu]") {
+    // A 2 x 2 grid (rows = x): mask 0, 1 / 0.5, NaN over a grey texture.
+    const float mask[4] = {0.0f, 1.0f, 0.5f, view::kNaN};
+    const view::Rgb8 grey{100, 100, 100};
+    std::vector<uint32_t> rgba(4, view::pack_rgba(grey));
+    view::overlay_transposed(mask, 2, 2, view::kFoldedRgb, &rgba);
+    // Texel (x = i, y = k) is rgba[k * 2 + i] and holds mask[i * 2 + k].
+    CHECK(rgba[0] == view::pack_rgba(grey));              // mask 0: untouched
+    CHECK(rgba[2] == view::pack_rgba(view::kFoldedRgb));  // mask 1: the folded colour itself
+    CHECK(rgba[3] == view::pack_rgba(grey));              // NaN: untouched
+    // 0.5: weight 0.45 + 0.55 * 0.5 = 0.725 towards (255, 64, 200).
+    const uint32_t half = rgba[1];
+    CHECK(int(half & 0xFF) == 212);          // 100 + 155 * 0.725 = 212.4
+    CHECK(int((half >> 8) & 0xFF) == 74);    // 100 - 36 * 0.725 = 73.9
+    CHECK(int((half >> 16) & 0xFF) == 173);  // 100 + 100 * 0.725 = 172.5 (rounds up)
+    CHECK(int(half >> 24) == 255);
 }
