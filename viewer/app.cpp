@@ -248,6 +248,9 @@ void App::start_heat_job(const std::string& key) {
             if (b) {
                 h->m = difference(h->m, a->steps, results_matrix(*b, q, L, H), b->steps);
                 h->diverging = true;
+            } else if (a->has_merges) {
+                h->folded = folded_matrix(*a, L, H);
+                h->folded_pyr = std::make_unique<Pyramid>(&h->folded);
             }
         }
         h->range = finite_range(h->m.v.data(), h->m.v.size());
@@ -272,11 +275,11 @@ void App::collect_heat() {
         cache_order_.push_back(h->key);
         // Keep a few matrices (a 4096-token one is ~64 MB plus its pyramid).
         size_t bytes = 0;
-        for (auto& [k, v] : cache_) bytes += v->m.v.size() * 4 * 2;
+        for (auto& [k, v] : cache_) bytes += (v->m.v.size() + v->folded.v.size()) * 4 * 2;
         while (cache_order_.size() > 1 && bytes > (size_t(700) << 20)) {
             auto victim = cache_.find(cache_order_.front());
             if (victim != cache_.end()) {
-                bytes -= victim->second->m.v.size() * 4 * 2;
+                bytes -= (victim->second->m.v.size() + victim->second->folded.v.size()) * 4 * 2;
                 if (victim->second != current_) cache_.erase(victim);
             }
             cache_order_.erase(cache_order_.begin());

@@ -40,6 +40,10 @@ struct Heat {
     std::string title;               // "attention, layer 3, KV head 1"
     int run_a = -1, run_b = -1;      // the runs it shows (A, and B for A - B); -1: none
     std::string note;                // how exact it is ("carried forward from 16 checkpoints")
+    // Run A's folded tokens (folded_matrix(): a run with merged entries, not A - B), drawn over
+    // the heatmap in kFoldedRgb; empty (no pyramid) otherwise.
+    Matrix folded;
+    std::unique_ptr<Pyramid> folded_pyr;
 };
 
 // One run of an open results file.

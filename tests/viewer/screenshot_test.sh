@@ -3,7 +3,8 @@
 #   usage: screenshot_test.sh KVSCOPE_VIEW MAKE_FIXTURES CHECK_PNG OUT_DIR [KVSCOPE]
 # Renders every view of a synthetic trace with two results files (two policies); checks that each
 # view is drawn (it differs from the timeline) with the run's data (it differs between the two
-# policies in the view's plot region), that the timeline heatmap is not blank (many colours), and that a
+# policies in the view's plot region), that the timeline heatmap is not blank (many colours), that
+# a kmeans run's folded tokens show in the folded colour (timeline and tokens), and that a
 # newer-schema or non-HDF5 file gives a message (and a picture), not a crash. With kvscope
 # ($KVSCOPE_BIN, else the 5th argument): the policy panel's Run path headlessly (--run-policy) on
 # the trace alone: a run joins the list and the timeline shows it; an invalid spec gives the error
@@ -53,6 +54,22 @@ shot "$OUT/fx/trace.h5" "$OUT/fx/a.h5" "$OUT/fx/b.h5" --a 0 --b 1 --view timelin
 "$CHECK" busy "$OUT/diff.png" $R 3
 shot "$OUT/fx/trace.h5" --view grid --scale 2 --screenshot "$OUT/grid_2x.png"
 "$CHECK" size "$OUT/grid_2x.png" 2400 1600
+# Merged entries: a kmeans replay of the trace (km.h5, written by kvscope's own replay and
+# results_io). In one unit the timeline draws folded tokens in the folded colour (#ff40c8, exact:
+# one unit folds or not); the window toy run (no merges) has none of it. The token strip strikes
+# folded tokens out and outlines merged entries in it.
+shot "$OUT/fx/trace.h5" "$OUT/fx/km.h5" --view timeline --quantity held --layer 1 --head 0 \
+  --screenshot "$OUT/km_timeline.png" >"$OUT/km_timeline.out"
+grep -q "(1200 x 800, timeline view, 1 run)" "$OUT/km_timeline.out"
+"$CHECK" colour "$OUT/km_timeline.png" $R ff40c8 3 0.2 1
+"$CHECK" colour "$OUT/a_timeline.png" $R ff40c8 60 0 0
+shot "$OUT/fx/trace.h5" "$OUT/fx/km.h5" --view timeline --quantity held \
+  --screenshot "$OUT/km_timeline_all.png" >/dev/null
+"$CHECK" busy "$OUT/km_timeline_all.png" $R 4
+shot "$OUT/fx/trace.h5" "$OUT/fx/km.h5" --view tokens --quantity held --layer 1 --head 0 \
+  --step 120 --screenshot "$OUT/km_tokens.png" >/dev/null
+"$CHECK" colour "$OUT/km_tokens.png" 345 50 1095 740 ff40c8 3 0.002 1
+"$CHECK" colour "$OUT/a_tokens.png" 345 50 1095 740 ff40c8 60 0 0
 # Bad files: a message in the window, exit 0, a picture.
 shot "$OUT/fx/bad.h5" --screenshot "$OUT/bad.png" 2>"$OUT/bad.err"
 grep -q "schema_version 4 is newer than this kvscope reads (3)" "$OUT/bad.err"

@@ -3,6 +3,9 @@
 // held tokens at 4 bits, the 16 most recent at 16), with knobs to break it for the error tests.
 // bit_events (optional in the schema) hold the toy's one change per token: (unit, j, j + 16, 4)
 // when token j is still held at step j + 16; toy_bits() is the exact width at any step.
+// Schema 2 and 3 files get offload_bytes (0) and merged_into / merged_at: with fold_every > 0 the
+// toy folds a token it drops into a sink token instead of evicting it (toy_merged_into()), like a
+// merging policy's centroids; otherwise -1 throughout.
 #pragma once
 #include <hdf5.h>
 
@@ -30,6 +33,9 @@ struct SyntheticRun {
     // not empty; err_mean and recall_mean attributes (NaN: as a live run writes them).
     std::string closed_loop_json;
     double err_mean = 0.1, recall_mean = 0.9;
+    // Schema 3: tokens j >= sink with j % fold_every == 0 are folded, at the step the toy drops
+    // them, into sink token j % sink (held throughout) instead of being evicted (0: none).
+    int fold_every = 0;
 };
 
 struct ResultsOptions {
@@ -40,6 +46,7 @@ struct ResultsOptions {
     bool bad_steps = false;       // a step outside [0, T)
     int n_runs_attr = -1;         // -1: the real count
     bool bad_bit_events = false;  // a bit_events row naming a unit that does not exist
+    bool bad_merges = false;      // schema 3: a token with merged_into but merged_at -1
 };
 
 namespace detail {
@@ -70,6 +77,13 @@ inline bool toy_held(const SyntheticRun& r, int64_t j, int64_t t, int l, int h) 
 inline int toy_bits(const SyntheticRun& r, int64_t j, int64_t t, int l, int h) {
     if (!toy_held(r, j, t, l, h)) return 0;
     return t - j < 16 ? 16 : 4;
+}
+
+// The representative the toy folds token j into (at the step it drops it) when fold_every > 0,
+// else -1.
+inline int32_t toy_merged_into(const SyntheticRun& r, int64_t j) {
+    if (r.fold_every <= 0 || r.sink <= 0 || j < r.sink || j % r.fold_every != 0) return -1;
+    return int32_t(j % r.sink);
 }
 
 inline void write_synthetic_results(const std::string& path, const std::vector<SyntheticRun>& runs,
@@ -153,6 +167,22 @@ inline void write_synthetic_results(const std::string& path, const std::vector<S
                             ev[size_t((l * H + h) * T + j)] = int32_t(t);
                             break;
                         }
+        // Merges: a folded token's merged_at is the step it left (its evicted_at).
+        std::vector<int32_t> m_into(ev.size(), -1), m_at(ev.size(), -1);
+        for (int l = 0; l < L; ++l)
+            for (int h = 0; h < H; ++h)
+                for (int64_t j = 0; j < T; ++j) {
+                    const size_t i = size_t((l * H + h) * T + j);
+                    if (ev[i] >= 0 && toy_merged_into(r, j) >= 0) {
+                        m_into[i] = toy_merged_into(r, j);
+                        m_at[i] = ev[i];
+                    }
+                }
+        if (o.bad_merges) {
+            const auto it =
+                std::find_if(m_at.begin(), m_at.end(), [](int32_t x) { return x >= 0; });
+            if (it != m_at.end()) *it = -1;
+        }
         std::vector<int32_t> ck;
         for (int c = 0; c < C; ++c)
             ck.push_back(int32_t(r.prefill + (T - 1 - r.prefill) * (c + 1) / C));
@@ -205,6 +235,17 @@ inline void write_synthetic_results(const std::string& path, const std::vector<S
         write_ds(gi, "bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {uS, uL, uH}, bytes.data());
         write_ds(gi, "full_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {uS}, full.data());
         write_ds(gi, "evicted_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {uL, uH, uT}, ev.data());
+        if (o.schema_version >= 2) {
+            const std::vector<int64_t> off(bytes.size(), 0);
+            write_ds(gi, "offload_bytes", H5T_STD_I64LE, H5T_NATIVE_INT64, {uS, uL, uH},
+                     off.data());
+        }
+        if (o.schema_version >= 3) {
+            if (!drop("merged_into"))
+                write_ds(gi, "merged_into", H5T_STD_I32LE, H5T_NATIVE_INT32, {uL, uH, uT},
+                         m_into.data());
+            write_ds(gi, "merged_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {uL, uH, uT}, m_at.data());
+        }
         write_ds(gi, "ckpt_steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {uC}, ck.data());
         write_ds(gi, "ckpt_bits", H5T_STD_U8LE, H5T_NATIVE_UINT8, {uC, uL, uH, uT}, bits.data());
         if (r.bit_events)

@@ -173,6 +173,12 @@ void draw_timeline(App& app) {
         const std::vector<float> red =
             h->pyr->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, app.reduce);
         colorize_transposed(red.data(), ax.n, ay.n, cm, cs, IM_COL32(38, 38, 44, 255), &st.rgba);
+        if (h->folded_pyr) {
+            // Folded tokens (run A merges entries): their own colour over the quantity's.
+            const std::vector<float> fr =
+                h->folded_pyr->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, Reduce::Mean);
+            overlay_transposed(fr.data(), ax.n, ay.n, kFoldedRgb, &st.rgba);
+        }
         st.tex.upload(ax.n, ay.n, st.rgba.data());
         st.key = key;
         st.reduce_ms =
@@ -189,7 +195,21 @@ void draw_timeline(App& app) {
     auto X = [&](double r) { return float(a.x + (r - x0) / (x1 - x0) * W); };
     auto Y = [&](double c) { return float(a.y + (c - y0) / (y1 - y0) * H); };
     const ImU32 text = ImGui::GetColorU32(ImGuiCol_Text);
+    const ImU32 folded_col = IM_COL32(kFoldedRgb.r, kFoldedRgb.g, kFoldedRgb.b, 255);
     dl->PushClipRect(a, b, true);
+    // Folded cells large enough to see get a hatch line too (the colour alone at other zooms).
+    if (h->folded_pyr && W / (x1 - x0) >= 8 && H / (y1 - y0) >= 8) {
+        const int64_t r0 = int64_t(std::floor(x0)),
+                      r1 = std::min<int64_t>(m.rows, int64_t(std::ceil(x1)));
+        const int64_t c0 = int64_t(std::floor(y0)),
+                      c1 = std::min<int64_t>(m.cols, int64_t(std::ceil(y1)));
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c)
+                if (h->folded.at(r, c) > 0)
+                    dl->AddLine(ImVec2(X(double(r)), Y(double(c + 1))),
+                                ImVec2(X(double(r + 1)), Y(double(c))), IM_COL32(60, 0, 40, 200),
+                                1.0f);
+    }
     // Where generation starts, and the selected step.
     if (app.trace) {
         auto it = std::lower_bound(h->row_steps.begin(), h->row_steps.end(),
@@ -256,6 +276,16 @@ void draw_timeline(App& app) {
             dl->AddText(ImVec2(a.x - ls.x - 12, Y(t + 0.5) - ls.y / 2), text, l.c_str());
         }
     }
+    if (h->folded_pyr) {
+        // Legend of the folded colour, above the plot's right end.
+        const char* fl = "folded into a merged entry";
+        const float fw = ImGui::CalcTextSize(fl).x;
+        const ImVec2 s0(b.x - fw - fh * 1.6f, a.y - fh * 1.35f);
+        dl->AddRectFilled(s0, ImVec2(s0.x + fh, s0.y + fh), folded_col);
+        dl->AddLine(ImVec2(s0.x, s0.y + fh), ImVec2(s0.x + fh, s0.y), IM_COL32(60, 0, 40, 200));
+        dl->AddRect(s0, ImVec2(s0.x + fh, s0.y + fh), IM_COL32(160, 160, 160, 255));
+        dl->AddText(ImVec2(s0.x + fh * 1.4f, s0.y), text, fl);
+    }
     draw_text_vertical(dl, ImVec2(p.x + fh * 0.7f, (a.y + b.y) / 2), text,
                        "token position (key)  -  top: first token");
     std::string ctitle = quantity_name(app.quantity);
@@ -296,11 +326,39 @@ void draw_timeline(App& app) {
                 if (units.size() == 1) {
                     const Unit& u = units[0];
                     ImGui::Text("held at this step: %s", held ? "yes" : "no");
-                    const int32_t e = run->evicted_at[run->lht(u.l, u.h, j)];
-                    if (e >= 0)
+                    const size_t i = run->lht(u.l, u.h, j);
+                    const int32_t e = run->evicted_at[i];
+                    const int32_t into = run->merged_into[i], at = run->merged_at[i];
+                    const ImVec4 fc(kFoldedRgb.r / 255.0f, kFoldedRgb.g / 255.0f,
+                                    kFoldedRgb.b / 255.0f, 1);
+                    if (into >= 0 && t >= e) {
+                        // Folded (by this step, or earlier and its entry has gone since).
+                        const bool now = run->token_state(u.l, u.h, j, t) == TokenState::Folded;
+                        if (t >= at)
+                            ImGui::TextColored(now ? fc : ImGui::GetStyleColorVec4(ImGuiCol_Text),
+                                               "folded into entry at position %d at step %d", into,
+                                               at);
+                        else
+                            ImGui::TextColored(fc,
+                                               "folded at step %d into an entry itself folded into "
+                                               "entry at position %d at step %d",
+                                               e, into, at);
+                        if (!now)
+                            ImGui::Text("that entry was evicted at step %d",
+                                        run->evicted_at[run->lht(u.l, u.h, into)]);
+                    } else if (into >= 0) {
+                        ImGui::Text("folded later: into entry at position %d at step %d", into, at);
+                    } else if (e >= 0) {
                         ImGui::Text("evicted at step %d", e);
-                    else
+                    } else {
                         ImGui::Text("never evicted");
+                    }
+                    if (held) {
+                        const auto sf = run->stands_for(u.l, u.h, j, t);
+                        if (sf.size() > 1)
+                            ImGui::TextColored(fc, "merged entry: stands for %zu tokens",
+                                               sf.size());
+                    }
                     bool exact = false;
                     const int bits = token_bits(*run, u.l, u.h, j, t, &exact);
                     if (exact) ImGui::Text("bits at this step: %d (exact, from bit_events)", bits);
@@ -316,6 +374,13 @@ void draw_timeline(App& app) {
                 } else {
                     ImGui::Text("held by %d of %zu units; last eviction at step %d", held,
                                 units.size(), ev);
+                    if (run->has_merges) {
+                        int folded = 0;
+                        for (const Unit& u : units)
+                            folded += run->token_state(u.l, u.h, j, t) == TokenState::Folded;
+                        ImGui::Text("folded into a merged entry in %d of %zu units", folded,
+                                    units.size());
+                    }
                 }
             }
         }

@@ -27,6 +27,25 @@ void draw_tokens(App& app) {
     const std::vector<Unit> units =
         run ? select_units(*run, app.layer, app.kv_head) : std::vector<Unit>{};
     const int64_t T = app.trace ? app.trace->n_tokens() : h->m.cols;
+    // Merged entries (run A merges): per token, the units where it is folded into an entry, and
+    // where its own entry stands for several tokens (with one unit selected: how many).
+    const bool merges = run && run->has_merges && !units.empty();
+    std::vector<int32_t> n_folded, n_merged;
+    if (merges) {
+        n_folded.assign(size_t(run->T), 0);
+        n_merged.assign(size_t(run->T), 0);
+        for (const Unit& u : units) {
+            const std::vector<int32_t> sz = run->entry_sizes(u.l, u.h, step);
+            for (int64_t j = 0; j < run->T; ++j) {
+                n_folded[size_t(j)] += run->token_state(u.l, u.h, j, step) == TokenState::Folded;
+                if (units.size() == 1)
+                    n_merged[size_t(j)] = sz[size_t(j)] > 1 ? sz[size_t(j)] : 0;
+                else
+                    n_merged[size_t(j)] += sz[size_t(j)] > 1;
+            }
+        }
+    }
+    const ImU32 folded_col = IM_COL32(kFoldedRgb.r, kFoldedRgb.g, kFoldedRgb.b, 255);
 
     ImGui::Text("step %lld", (long long)step);
     if (app.trace && step < T) {
@@ -38,6 +57,13 @@ void draw_tokens(App& app) {
         "  colour: %s at this step%s%s%s", quantity_name(app.quantity),
         h->diverging ? " (A - B)" : "", run ? "; dimmed + struck out: evicted by run A" : "",
         app.trace && app.trace->info.task.has_answer() ? "; red outline: the answer" : "");
+    if (merges) {
+        // Its own line: the line above is often full.
+        ImGui::TextColored(
+            ImVec4(kFoldedRgb.r / 255.0f, kFoldedRgb.g / 255.0f, kFoldedRgb.b / 255.0f, 1),
+            "pink strike: folded into a merged entry; pink outline: a merged entry (hover it: "
+            "the tokens it stands for)");
+    }
     if (!have_row)
         ImGui::TextColored(ImVec4(1, 0.6f, 0.3f, 1),
                            "no data at this step (prefill mode runs start later)");
@@ -97,9 +123,14 @@ void draw_tokens(App& app) {
             }
             dl->AddRectFilled(a, b, bg, 2);
             dl->AddText(ImVec2(a.x + pad, a.y + 2), fg, txt.c_str());
+            const bool folded = merges && j < run->T && n_folded[size_t(j)] > 0;
             if (!future && held < 1)
                 dl->AddLine(ImVec2(a.x, (a.y + b.y) / 2), ImVec2(b.x, (a.y + b.y) / 2),
-                            IM_COL32(255, 255, 255, 200), 1.5f);
+                            folded ? folded_col : IM_COL32(255, 255, 255, 200),
+                            folded ? 2.5f : 1.5f);
+            if (merges && j < run->T && n_merged[size_t(j)] > 0)
+                dl->AddRect(ImVec2(a.x - 1, a.y - 1), ImVec2(b.x + 1, b.y + 1), folded_col, 2, 0,
+                            2);
             if (app.trace && app.trace->is_answer(j))
                 dl->AddRect(ImVec2(a.x - 1, a.y - 1), ImVec2(b.x + 1, b.y + 1),
                             IM_COL32(255, 50, 50, 255), 2, 0, 2.5f);
@@ -127,6 +158,41 @@ void draw_tokens(App& app) {
             int n = 0;
             for (const Unit& u : units) n += run->held_at(u.l, u.h, hover, step);
             ImGui::Text("held by %d of %zu units (run A)", n, units.size());
+        }
+        if (merges && hover < run->T) {
+            const ImVec4 fc(kFoldedRgb.r / 255.0f, kFoldedRgb.g / 255.0f, kFoldedRgb.b / 255.0f, 1);
+            if (units.size() == 1) {
+                const Unit& u = units[0];
+                const size_t i = run->lht(u.l, u.h, hover);
+                if (n_folded[size_t(hover)] > 0 && step >= run->merged_at[i])
+                    ImGui::TextColored(fc, "folded into entry at position %d at step %d",
+                                       run->merged_into[i], run->merged_at[i]);
+                else if (n_folded[size_t(hover)] > 0)  // folded twice: the file names the last
+                    ImGui::TextColored(fc,
+                                       "folded at step %d into an entry itself folded into entry "
+                                       "at position %d at step %d",
+                                       run->evicted_at[i], run->merged_into[i], run->merged_at[i]);
+                const std::vector<int32_t> sf = run->stands_for(u.l, u.h, hover, step);
+                if (sf.size() > 1) {
+                    ImGui::TextColored(
+                        fc,
+                        "a merged entry: it stands for %zu tokens (position, text):", sf.size());
+                    // One line per token, the first 40 (a centroid can hold hundreds).
+                    const size_t shown = std::min<size_t>(sf.size(), 40);
+                    for (size_t k = 0; k < shown; ++k)
+                        ImGui::Text("  %d  \"%s\"%s", sf[k], app.token_text(sf[k]).c_str(),
+                                    sf[k] == hover ? "  (its representative)" : "");
+                    if (shown < sf.size()) ImGui::Text("  ... and %zu more", sf.size() - shown);
+                }
+            } else {
+                ImGui::Text("folded into a merged entry in %d of %zu units",
+                            n_folded[size_t(hover)], units.size());
+                ImGui::Text("a merged entry in %d of %zu units%s", n_merged[size_t(hover)],
+                            units.size(),
+                            n_merged[size_t(hover)] > 0
+                                ? " (select one layer and KV head to list its tokens)"
+                                : "");
+            }
         }
         ImGui::EndTooltip();
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) app.step = std::max<int64_t>(hover, 0);

@@ -2,6 +2,8 @@
 //   kvs_check_png size  IMG W H              the image is W x H
 //   kvs_check_png busy  IMG X0 Y0 X1 Y1 N    the region holds at least N distinct colours
 //   kvs_check_png differ IMG1 IMG2 X0 Y0 X1 Y1 FRAC   at least FRAC of the region's pixels differ
+//   kvs_check_png colour IMG X0 Y0 X1 Y1 RRGGBB TOL MIN MAX   the share of the region's pixels
+//                        within TOL (per channel) of colour RRGGBB (hex) is in [MIN, MAX]
 // Prints what it measured; exit 0 = pass, 1 = fail, 2 = usage / unreadable image.
 #include <stb_image.h>
 
@@ -72,8 +74,31 @@ int main(int argc, char** argv) {
                     f, x0, x1, y0, y1, want);
         return f >= want ? 0 : 1;
     }
+    if (cmd == "colour" && argc == 11) {
+        Img a(argv[2]);
+        const int x0 = std::atoi(argv[3]), y0 = std::atoi(argv[4]), x1 = std::atoi(argv[5]),
+                  y1 = std::atoi(argv[6]);
+        const unsigned want = unsigned(std::strtoul(argv[7], nullptr, 16));
+        const int tol = std::atoi(argv[8]);
+        const double lo = std::atof(argv[9]), hi = std::atof(argv[10]);
+        long hit = 0, total = 0;
+        for (int y = y0; y < y1 && y < a.h; ++y)
+            for (int x = x0; x < x1 && x < a.w; ++x) {
+                ++total;
+                const unsigned c = a.rgb(x, y);
+                bool near = true;
+                for (int sh : {16, 8, 0})
+                    near =
+                        near && std::abs(int((c >> sh) & 0xFFu) - int((want >> sh) & 0xFFu)) <= tol;
+                hit += near;
+            }
+        const double f = total ? double(hit) / double(total) : 0;
+        std::printf("%s: %.4f of [%d,%d)x[%d,%d) is #%06x +- %d (want in [%.4f, %.4f])\n", argv[2],
+                    f, x0, x1, y0, y1, want, tol, lo, hi);
+        return f >= lo && f <= hi ? 0 : 1;
+    }
     std::fprintf(stderr,
                  "usage: kvs_check_png size IMG W H | busy IMG X0 Y0 X1 Y1 N | "
-                 "differ IMG1 IMG2 X0 Y0 X1 Y1 FRAC\n");
+                 "differ IMG1 IMG2 X0 Y0 X1 Y1 FRAC | colour IMG X0 Y0 X1 Y1 RRGGBB TOL MIN MAX\n");
     return 2;
 }

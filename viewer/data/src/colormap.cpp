@@ -114,4 +114,23 @@ void colorize_transposed(const float* v, int n_r, int n_c, ColorMap c, const Col
     }
 }
 
+void overlay_transposed(const float* mask, int n_r, int n_c, Rgb8 c, std::vector<uint32_t>* rgba) {
+    if (rgba->size() != size_t(n_r) * size_t(n_c)) return;
+    uint32_t* out = rgba->data();
+    for (int i = 0; i < n_r; ++i) {
+        const float* row = mask + size_t(i) * n_c;
+        for (int k = 0; k < n_c; ++k) {
+            const float x = row[k];
+            if (!(x > 0)) continue;
+            const float w = 0.45f + 0.55f * std::min(x, 1.0f);
+            uint32_t& px = out[size_t(k) * n_r + i];
+            auto mix = [&](int shift, uint8_t to) {
+                const float from = float((px >> shift) & 0xFFu);
+                return uint32_t(std::lround(from + (float(to) - from) * w)) << shift;
+            };
+            px = mix(0, c.r) | mix(8, c.g) | mix(16, c.b) | (px & 0xFF000000u);
+        }
+    }
+}
+
 }  // namespace kvs::view

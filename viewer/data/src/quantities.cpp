@@ -196,6 +196,30 @@ Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
     return m;
 }
 
+Matrix folded_matrix(const RunData& r, int layer, int kv_head) {
+    const std::vector<Unit> units = select_units(r, layer, kv_head);
+    Matrix m(r.S, r.T, kNaN);
+    for (int64_t s = 0; s < r.S; ++s) {
+        const int64_t jmax = std::min<int64_t>(r.steps[size_t(s)], r.T - 1);
+        std::fill(m.row(s), m.row(s) + jmax + 1, 0.0f);
+    }
+    if (units.empty() || !r.has_merges) return m;
+    const float w = 1.0f / float(units.size());
+    for (const Unit& u : units)
+        for (int64_t j = 0; j < r.T; ++j) {
+            if (r.merged_at[r.lht(u.l, u.h, j)] < 0) continue;
+            // Folded from its first fold (evicted_at) on, until its entry leaves: the steps
+            // are few per token, token_state() decides each.
+            const int32_t first = r.evicted_at[r.lht(u.l, u.h, j)];
+            auto it = std::lower_bound(r.steps.begin(), r.steps.end(), first);
+            for (int64_t s = it - r.steps.begin(); s < r.S; ++s) {
+                if (r.token_state(u.l, u.h, j, r.steps[size_t(s)]) != TokenState::Folded) break;
+                m.at(s, j) += w;
+            }
+        }
+    return m;
+}
+
 Matrix difference(const Matrix& a, const std::vector<int32_t>& row_steps_a, const Matrix& b,
                   const std::vector<int32_t>& row_steps_b) {
     const int64_t cols = std::min(a.cols, b.cols);

@@ -29,6 +29,44 @@ int RunData::step_index(int64_t t) const {
     return int(it - steps.begin());
 }
 
+TokenState RunData::token_state(int64_t l, int64_t h, int64_t j, int64_t t) const {
+    if (j > t) return TokenState::Future;
+    if (held_at(l, h, j, t)) return TokenState::Held;
+    if (!has_merges) return TokenState::Evicted;
+    const size_t i = lht(l, h, j);
+    const int32_t at = merged_at[i];
+    // Before its last fold a token folded twice sat in an entry that was held until then.
+    if (at < 0 || t < evicted_at[i]) return TokenState::Evicted;
+    if (t < at) return TokenState::Folded;
+    return held_at(l, h, merged_into[i], t) ? TokenState::Folded : TokenState::Evicted;
+}
+
+std::vector<int32_t> RunData::stands_for(int64_t l, int64_t h, int64_t rep, int64_t t) const {
+    std::vector<int32_t> out;
+    if (rep < 0 || rep >= T || !held_at(l, h, rep, t)) return out;
+    out.push_back(int32_t(rep));
+    if (!has_merges) return out;
+    const size_t base = lht(l, h, 0);
+    for (int64_t j = 0; j < T; ++j)
+        if (merged_into[base + size_t(j)] == rep && merged_at[base + size_t(j)] >= 0 &&
+            merged_at[base + size_t(j)] <= t)
+            out.push_back(int32_t(j));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::vector<int32_t> RunData::entry_sizes(int64_t l, int64_t h, int64_t t) const {
+    std::vector<int32_t> n(static_cast<size_t>(T), 0);
+    for (int64_t j = 0; j < T; ++j) n[size_t(j)] = held_at(l, h, j, t) ? 1 : 0;
+    if (!has_merges) return n;
+    const size_t base = lht(l, h, 0);
+    for (int64_t j = 0; j < T; ++j) {
+        const int32_t at = merged_at[base + size_t(j)], rep = merged_into[base + size_t(j)];
+        if (at >= 0 && at <= t && n[size_t(rep)] > 0) ++n[size_t(rep)];
+    }
+    return n;
+}
+
 std::string RunData::label() const {
     std::string s = info.spec.empty() ? info.policy : info.spec;
     if (s.size() > 48) s = s.substr(0, 45) + "...";
@@ -139,7 +177,7 @@ void parse_closed_loop(const std::string& w, RunInfo& i) {
     }
 }
 
-void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r) {
+void read_run(const Loader& ld, hid_t file, const std::string& group, int version, RunData& r) {
     Id g(H5Gopen2(file, group.c_str(), H5P_DEFAULT));
     if (!g.valid()) fail("{}: '{}' is not a group", ld.where, group);
     const std::string w = ld.where + " " + group;
@@ -200,6 +238,16 @@ void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r
     r.full_bytes = ld.read<int64_t>(p + "full_bytes", Kind::Int, {S}, "steps", H5T_NATIVE_INT64);
     r.evicted_at = ld.read<int32_t>(p + "evicted_at", Kind::Int, {L, H, T},
                                     "layers, n_head_kv, n_tokens", H5T_NATIVE_INT32);
+    // v3: merges (v1 / v2 files: nothing merged).
+    if (version >= 3) {
+        r.merged_into = ld.read<int32_t>(p + "merged_into", Kind::Int, {L, H, T},
+                                         "layers, n_head_kv, n_tokens", H5T_NATIVE_INT32);
+        r.merged_at = ld.read<int32_t>(p + "merged_at", Kind::Int, {L, H, T},
+                                       "layers, n_head_kv, n_tokens", H5T_NATIVE_INT32);
+    } else {
+        r.merged_into.assign(size_t(L * H * T), -1);
+        r.merged_at.assign(size_t(L * H * T), -1);
+    }
     r.ckpt_steps = ld.read<int32_t>(p + "ckpt_steps", Kind::Int, {C}, "C", H5T_NATIVE_INT32);
     const char* clht = "checkpoints, layers, n_head_kv, n_tokens";
     r.ckpt_bits =
@@ -244,6 +292,21 @@ void read_run(const Loader& ld, hid_t file, const std::string& group, RunData& r
         if (e < -1 || e > r.T) fail("{}: 'evicted_at' holds {}, outside [-1, {}]", w, e, r.T);
     for (int32_t l : r.layers)
         if (l < 0 || l > 100000) fail("{}: 'layers' holds {}", w, l);
+    // A folded token names a representative in the same unit and the step it was folded at
+    // (both -1 when never folded; never itself), and left the cache no later than that step.
+    for (int64_t u = 0; u < r.L * r.H; ++u)
+        for (int64_t j = 0; j < r.T; ++j) {
+            const size_t k = size_t(u * r.T + j);
+            const int32_t into = r.merged_into[k], at = r.merged_at[k], ev = r.evicted_at[k];
+            if (into < -1 || into >= r.T || at < -1 || at >= r.T || (into < 0) != (at < 0) ||
+                into == j || (at >= 0 && (ev < 0 || ev > at)))
+                fail(
+                    "{}: 'merged_into' / 'merged_at' of token {} in layer slot {}, KV head {} are "
+                    "{} / {} (evicted_at {}): want both -1, or a representative in [0, {}) other "
+                    "than the token and a step in [0, {}) at or after evicted_at",
+                    w, j, u / r.H, u % r.H, into, at, ev, r.T, r.T);
+            r.has_merges = r.has_merges || into >= 0;
+        }
 }
 
 }  // namespace
@@ -283,7 +346,7 @@ ResultsFile read_results(const std::string& path) {
     for (int64_t k = 0; k < n_runs; ++k) {
         const std::string g = fmt::format("runs/{:04d}", k);
         if (!h5::link_exists(f, g)) fail("{}: missing group '{}' (n_runs = {})", where, g, n_runs);
-        read_run(ld, f, g, out.runs[size_t(k)]);
+        read_run(ld, f, g, out.schema_version, out.runs[size_t(k)]);
     }
     return out;
 }

@@ -37,4 +37,9 @@ struct ColorScale {
 void colorize_transposed(const float* v, int n_r, int n_c, ColorMap c, const ColorScale& s,
                          uint32_t nan_rgba, std::vector<uint32_t>* rgba);
 
+// Paints `mask` [n_r, n_c] (laid out as colorize_transposed's `v`) over its texture: a texel whose
+// mask is > 0 becomes `c` mixed into it with weight 0.45 + 0.55 * mask (so a cell marked in one of
+// many aggregated units still shows; 1 = `c` itself); 0 or NaN leaves the texel as it is.
+void overlay_transposed(const float* mask, int n_r, int n_c, Rgb8 c, std::vector<uint32_t>* rgba);
+
 }  // namespace kvs::view

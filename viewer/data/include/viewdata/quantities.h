@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "viewdata/colormap.h"
 #include "viewdata/matrix.h"
 #include "viewdata/results.h"
 
@@ -37,6 +38,16 @@ std::vector<Unit> select_units(const RunData& r, int layer, int kv_head);
 //  forward (NaN before the first checkpoint and for tokens that arrived after it); 0 bits / NaN
 //  score where the token has been evicted by the step (from evicted_at, exact at every step).
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head);
+
+// [S, T] for a results run: the fraction of the selected units in which token j is folded into a
+// merged entry at step steps[s] (RunData::token_state() == Folded; 1 for one unit), 0 where it is
+// not, NaN for j > step. All 0 for a run without merges. The timeline draws it over the held,
+// bits and score quantities in the folded colour (kFoldedRgb).
+Matrix folded_matrix(const RunData& r, int layer, int kv_head);
+
+// The colour of folded tokens in the timeline and the token strip: a pink found in none of the
+// colour maps' ends (not viridis / cividis / magma's purple, blue, black or yellow).
+inline constexpr Rgb8 kFoldedRgb{255, 64, 200};
 
 // The width token j is held at in unit (l, h) at step t (token index): 0 when not held; from
 // bit_events when the run has them, else from the last checkpoint at or before t (-1 when there

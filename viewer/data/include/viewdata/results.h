@@ -16,9 +16,14 @@ inline constexpr const char* kResultsFormat = "kvscope-results";
 // Mirrors simulator/results_schema.h (this library does not link the simulator). Version 2
 // added offload_bytes (the viewer reads the summary's offload_bytes_mean / _peak, not the
 // per-step dataset) and closed_loop_json (a `kvscope eval` run's metrics); version 3 added
-// merged_into / merged_at (merged entries; the viewer does not show them yet: a folded token
-// shows as evicted at the step of its fold). Versions 1 and 2 read.
+// merged_into / merged_at (merged entries: RunData::merged_into / merged_at, token_state() says
+// when a token is folded, stands_for() what an entry stands for; the timeline draws folded tokens
+// in their own colour). Versions 1 and 2 read (nothing merged: -1 throughout).
 inline constexpr int kResultsSchemaVersion = 3;
+
+// Token j in one unit at one step: not yet arrived (j > step), held as an entry of its own,
+// folded into a merged entry still held, or gone (evicted, or folded into an entry evicted since).
+enum class TokenState { Future, Held, Folded, Evicted };
 
 struct RunInfo {
     std::string group;  // "runs/0000"
@@ -50,9 +55,15 @@ struct RunData {
     std::vector<int64_t> bytes;                       // [S, L, H]
     std::vector<int64_t> full_bytes;                  // [S]
     std::vector<int32_t> evicted_at;                  // [L, H, T]
-    std::vector<int32_t> ckpt_steps;                  // [C]
-    std::vector<uint8_t> ckpt_bits;                   // [C, L, H, T]
-    std::vector<float> ckpt_score;                    // [C, L, H, T] (from float16)
+    // (v3) [L, H, T]: the position (token index) of the representative of the merged entry
+    // token j was last folded into, and the step of that fold; -1 when it never was (and
+    // throughout for v1 / v2 files). A folded token has evicted_at = the step it was first
+    // folded (it left the cache as an entry of its own then). has_merges: some token was folded.
+    std::vector<int32_t> merged_into, merged_at;
+    bool has_merges = false;
+    std::vector<int32_t> ckpt_steps;  // [C]
+    std::vector<uint8_t> ckpt_bits;   // [C, L, H, T]
+    std::vector<float> ckpt_score;    // [C, L, H, T] (from float16)
     // [E, 4] rows (unit = l * H + h, token, step, bits), in step order: every change of a held
     // token's width (16 until its first event). Optional: has_bit_events is false for files
     // written before it existed (bits then come from the checkpoints only).
@@ -71,6 +82,20 @@ struct RunData {
         const int32_t e = evicted_at[lht(l, h, j)];
         return j <= t && (e < 0 || t < e);
     }
+    // Token j's state in unit (l, h) at step t. Folded: j left the cache by being folded (at
+    // evicted_at, its first fold) and the entry standing for it is still held: until its last
+    // fold (merged_at) the entry it went into first (which was itself folded into merged_into at
+    // merged_at: the file records the last fold only), then the representative merged_into while
+    // that is held.
+    TokenState token_state(int64_t l, int64_t h, int64_t j, int64_t t) const;
+    // The original tokens the entry of `rep` stands for at step t in unit (l, h), ascending, rep
+    // included: rep and the tokens last folded into it at or before t (merged_into == rep,
+    // merged_at <= t); empty when rep is not held at t. As Python's Run.stands_for(): a token
+    // folded twice counts in its last representative from its last fold on.
+    std::vector<int32_t> stands_for(int64_t l, int64_t h, int64_t rep, int64_t t) const;
+    // Per token at step t in unit (l, h): how many original tokens its entry stands for (0 when
+    // it is not held, 1 for a plain entry, n > 1 for a merged one). Sums to held + folded tokens.
+    std::vector<int32_t> entry_sizes(int64_t l, int64_t h, int64_t t) const;
     // A short label: "h2o:budget=128" (spec, shortened) for lists and legends.
     std::string label() const;
 };
