@@ -13,6 +13,8 @@ PolicyEntry policy_pyramidkv();
 PolicyEntry policy_adakv();
 PolicyEntry policy_dynamickv();
 PolicyEntry policy_composite();
+PolicyEntry policy_knorm();
+PolicyEntry policy_keydiff();
 PolicyEntry policy_quant();
 PolicyEntry policy_agd();
 PolicyEntry policy_agacc();
@@ -20,10 +22,10 @@ PolicyEntry policy_kmeans();
 
 const std::vector<PolicyEntry>& policy_registry() {
     static const std::vector<PolicyEntry> all = {
-        policy_full(),      policy_window(),    policy_h2o(),   policy_tova(),
-        policy_snapkv(),    policy_pyramidkv(), policy_adakv(), policy_dynamickv(),
-        policy_composite(), policy_quant(),     policy_agd(),   policy_agacc(),
-        policy_kmeans()};
+        policy_full(),      policy_window(),    policy_h2o(),     policy_tova(),
+        policy_snapkv(),    policy_pyramidkv(), policy_adakv(),   policy_dynamickv(),
+        policy_composite(), policy_knorm(),     policy_keydiff(), policy_quant(),
+        policy_agd(),       policy_agacc(),     policy_kmeans()};
     return all;
 }
 

@@ -32,7 +32,9 @@ from common import Trace, run  # noqa: E402
 from composite import Composite  # noqa: E402
 from dynamickv import DynamicKV  # noqa: E402
 from h2o import H2O  # noqa: E402
+from keydiff import KeyDiff  # noqa: E402
 from kmeans import KMeans, run_merging  # noqa: E402
+from knorm import Knorm  # noqa: E402
 from pyramidkv import PyramidKV  # noqa: E402
 from quant import KIVI  # noqa: E402
 from snapkv import SnapKV  # noqa: E402
@@ -63,6 +65,10 @@ CASES = [
     ("composite:budget=48,window=16,agg=max,norm=layer,min_ratio=0,max_ratio=3", "prefill",
      lambda tr: Composite(48, tr, window=16, agg="max", norm="layer", min_ratio=0, max_ratio=3),
      "all", False),
+    ("knorm:budget=64", "prefill", lambda tr: Knorm(64, tr, "prefill"), "all", False),
+    ("knorm:budget=48", "stream", lambda tr: Knorm(48, tr, "stream"), "all", False),
+    ("keydiff:budget=64", "prefill", lambda tr: KeyDiff(64, tr, "prefill"), "all", False),
+    ("keydiff:budget=0.3", "stream", lambda tr: KeyDiff(0.3, tr, "stream"), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
     ("agd:budget=48,b_min=16", "stream", lambda tr: AGD(48, tr.n_kv, b_min=16), "all", False),
     ("agd:budget=64,k=8", "prefill", lambda tr: AGD(64, tr.n_kv, k=8), "P", True),

@@ -225,6 +225,8 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "quant:format=q8_0,residual=0",
                            "dynamickv:budget=24,ws=8",
                            "composite:budget=24,window=8",
+                           "knorm:budget=24",
+                           "keydiff:budget=24",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {

@@ -131,6 +131,8 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                                             "adakv:budget=B,window=8",
                                             "dynamickv:budget=B,ws=8",
                                             "composite:budget=B,window=8",
+                                            "knorm:budget=B",
+                                            "keydiff:budget=B",
                                             "agd:budget=B",
                                             "agacc:budget=B",
                                             "h2o:budget=B,bits=4",
@@ -152,7 +154,9 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                 const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
                 const bool snap = r.policy == "snapkv" || r.policy == "pyramidkv" ||
                                   r.policy == "adakv" || r.policy == "dynamickv" ||
-                                  r.policy == "composite";
+                                  r.policy == "composite" ||
+                                  // kvpress's key scorers: the same budget convention
+                                  r.policy == "knorm" || r.policy == "keydiff";
                 REQUIRE(r.layers.size() == size_t(o.n_layer));
                 for (size_t st = 0; st < r.n_steps(); ++st) {
                     const int64_t t = r.steps[st];
@@ -417,7 +421,7 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK(parse_budget("0.2").tokens(11) == 11);
     CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
-    CHECK(policy_registry().size() == 13);
+    CHECK(policy_registry().size() == 15);
 }
 
 TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {
