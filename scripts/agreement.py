@@ -14,23 +14,17 @@ Needs a release build (scripts/setup.sh) and Debian's python3-numpy, -h5py, -mat
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import h5py
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KVS = os.path.join(ROOT, "build", "release", "cli", "kvscope")
+from studylib import KVS, ROOT, policy_args, run, write_window
+from studylib import commit as git_commit
+
 POLICIES = ["window", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "agd", "agacc"]
 QUANT = ["quant:bits=4", "quant:bits=2", "quant:format=q8_0,residual=0"]
-
-
-def run(args):
-    t0 = time.time()
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return out, time.time() - t0
 
 
 def ranks(x):
@@ -79,11 +73,7 @@ def main():
                     help="rewrite the page and plot from WORK/agreement.json (no runs)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    specs = []
-    for p in POLICIES:
-        specs += ["--policy", p]
-    for q in QUANT:
-        specs += ["--policy", q]
+    specs = policy_args(POLICIES + QUANT)
     rows = []  # one per (text, spec)
     timing = []
     if a.replot:
@@ -92,20 +82,13 @@ def main():
         rows, timing = saved["rows"], saved["timing"]
         commit, date = saved["commit"], saved["date"]
     else:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
+        commit = git_commit()
         date = time.strftime("%Y-%m-%d")
     for text in ([] if a.replot else a.texts):
         name = os.path.splitext(os.path.basename(text))[0]
         # The window the closed loop scores: the text's first ctx tokens.
         snippet = os.path.join(a.work, name + ".txt")
-        with open(text, encoding="utf-8", errors="replace") as f:
-            body = f.read()
-        # Skip the Project Gutenberg header: start at the first blank-line-separated paragraph
-        # after 2000 characters (the same text goes to both sides).
-        start = body.find("\n\n", 2000)
-        with open(snippet, "w", encoding="utf-8") as f:
-            f.write(body[start + 2:start + 2 + 12 * a.ctx])
+        write_window(text, 12 * a.ctx, snippet)  # the same text goes to both sides
         trace = os.path.join(a.work, name + ".h5")
         res = os.path.join(a.work, name + ".results.h5")
         print(f"[agreement] {name}: capture, replay, closed loop", file=sys.stderr)

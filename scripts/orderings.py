@@ -23,8 +23,9 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KVS = os.path.join(ROOT, "build", "release", "cli", "kvscope")
+from studylib import KVS, ROOT, commit, policy_args, write_window
+from studylib import run as run_text
+
 PREFILL = ["snapkv", "pyramidkv", "dynamickv"]
 STREAM = ["h2o", "window"]
 KIVI = "quant:bits=4"
@@ -33,16 +34,8 @@ TOP, MID, LOW = PREFILL, "h2o", "window"
 
 
 def run(args):
-    t0 = time.time()
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return json.loads(out), time.time() - t0
-
-
-def pols(names):
-    out = []
-    for p in names:
-        out += ["--policy", p]
-    return out
+    out, t = run_text(args)
+    return json.loads(out), t
 
 
 def main():
@@ -69,30 +62,25 @@ def main():
         with open(js) as f:
             saved = json.load(f)
     else:
-        saved = {"commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip(),
+        saved = {"commit": commit(),
                  "date": time.strftime("%Y-%m-%d"), "passkey": [], "text": [], "seconds": 0}
         t_all = time.time()
         grid = ["--lengths", a.lengths, "--depths", a.depths, "--seeds", str(a.seeds), "--json",
                 "--quiet", "--budgets", a.budgets]
         print("[orderings] passkey grid", file=sys.stderr, flush=True)
-        ev, _ = run([KVS, "eval", "--task", "passkey", "--mode", "prefill"] + grid + pols(ALL))
+        ev, _ = run([KVS, "eval", "--task", "passkey", "--mode", "prefill"] + grid + policy_args(ALL))
         saved["passkey"] = [{"policy": e["policy"], "budget": e.get("budget", ""),
                              "accuracy": e["accuracy"], "items": e["items"]} for e in ev]
         for text in a.texts:
             name = os.path.splitext(os.path.basename(text))[0]
-            with open(text, encoding="utf-8", errors="replace") as f:
-                body = f.read()
-            start = body.find("\n\n", 2000)  # past the Project Gutenberg header
             snippet = os.path.join(a.work, name + ".txt")
-            with open(snippet, "w", encoding="utf-8") as f:
-                f.write(body[start + 2:start + 2 + 12 * a.ctx])
+            write_window(text, 12 * a.ctx, snippet)
             trace = os.path.join(a.work, name + ".h5")
             print(f"[orderings] {name}: capture, replay, closed loop", file=sys.stderr, flush=True)
             subprocess.run([KVS, "capture", "--text-file", snippet, "--ctx", str(a.ctx), "--out",
                             trace, "--quiet"], check=True, capture_output=True)
             common = ["--mode", "prefill", "--prefill-len", str(a.prefill_len), "--budgets",
-                      a.budgets, "--json", "--quiet"] + pols(ALL[1:])
+                      a.budgets, "--json", "--quiet"] + policy_args(ALL[1:])
             rep, _ = run([KVS, "sweep", trace, "--checkpoints", "0", "--out",
                           os.path.join(a.work, name + ".results.h5")] + common)
             ev, _ = run([KVS, "eval", "--task", "ppl", "--text-file", snippet, "--ctx",

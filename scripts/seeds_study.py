@@ -18,14 +18,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KVS = os.path.join(ROOT, "build", "release", "cli", "kvscope")
+from studylib import KVS, ROOT, commit, policy_args, run, write_window
+
 SNAP = ["snapkv", "pyramidkv", "adakv", "dynamickv", "composite"]  # take budget=
 BASELINES = ["snapkv", "pyramidkv", "adakv", "dynamickv"]
 
@@ -35,12 +34,6 @@ def kmeans_spec(b):
     (max_cache_size 1024 : num_clusters 256 : pruning_interval 512 : lookback_window 256)."""
     return (f"kmeans:max_cache_size={b * 4 // 5},num_clusters={b // 5},"
             f"pruning_interval={b * 2 // 5},lookback_window={b // 5}")
-
-
-def run(args):
-    t0 = time.time()
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return out, time.time() - t0
 
 
 def label(r, kmeans_budget):
@@ -73,21 +66,15 @@ def seed003(a):
     (1024 tokens + 256 centroids after each pruning) against baselines holding the same 1280
     entries: streaming ones in stream mode (every token scored), the prompt-compression ones
     (dynamickv: live in prefill mode only) in prefill mode (P = L / 2)."""
-    with open(a.seed003_text, encoding="utf-8", errors="replace") as f:
-        body = f.read()
-    start = body.find("\n\n", 2000)
     L = [int(x) for x in a.seed003_lengths.split(",")]
     snippet = os.path.join(a.work, "seed003.txt")
-    with open(snippet, "w", encoding="utf-8") as f:
-        f.write(body[start + 2:start + 2 + 8 * max(L)])
+    write_window(a.seed003_text, 8 * max(L), snippet)
     out = []
     for n in L:
         for mode, pols in (("stream", SEED003_STREAM), ("prefill", SEED003_PREFILL)):
             print(f"[seeds] seed 003: {n} tokens, {mode} mode", file=sys.stderr, flush=True)
             args = [KVS, "eval", "--task", "ppl", "--text-file", snippet, "--ctx", str(n),
-                    "--max-windows", "1", "--mode", mode, "--json", "--quiet"]
-            for p in pols:
-                args += ["--policy", p]
+                    "--max-windows", "1", "--mode", mode, "--json", "--quiet"] + policy_args(pols)
             ev, t = run(args)
             for e in json.loads(ev):
                 out.append({"len": n, "mode": mode, "policy": e["policy"], "spec": e["spec"],
@@ -121,12 +108,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     kb = [int(x) for x in a.kmeans_budgets.split(",")]
     kmeans_budget = {}
-    specs = []
-    for p in SNAP:
-        specs += ["--policy", p]
-    kspecs = []
-    for b in kb:
-        kspecs += ["--policy", kmeans_spec(b)]
+    specs = policy_args(SNAP)
+    kspecs = policy_args(kmeans_spec(b) for b in kb)
     if a.replot or a.seed003_only:
         with open(os.path.join(a.work, "seeds.json")) as f:
             saved = json.load(f)
@@ -136,8 +119,7 @@ def main():
                 json.dump(saved, f, indent=1)
     else:
         saved = {"rows": [], "passkey": [], "timing": [],
-                 "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip(),
+                 "commit": commit(),
                  "date": time.strftime("%Y-%m-%d")}
         js = os.path.join(a.work, "seeds.json")
         if os.path.exists(js):  # texts done by an earlier, interrupted run are kept
@@ -152,11 +134,7 @@ def main():
                 print(f"[seeds] {name}: taken from {js}", file=sys.stderr, flush=True)
                 continue
             snippet = os.path.join(a.work, name + ".txt")
-            with open(text, encoding="utf-8", errors="replace") as f:
-                body = f.read()
-            start = body.find("\n\n", 2000)  # past the Project Gutenberg header
-            with open(snippet, "w", encoding="utf-8") as f:
-                f.write(body[start + 2:start + 2 + 12 * a.ctx])
+            write_window(text, 12 * a.ctx, snippet)
             trace = os.path.join(a.work, name + ".h5")
             print(f"[seeds] {name}: capture, replay, closed loop", file=sys.stderr, flush=True)
             _, t_cap = run([KVS, "capture", "--text-file", snippet, "--ctx", str(a.ctx), "--out",
@@ -180,12 +158,8 @@ def main():
             with open(js, "w") as f:
                 json.dump(saved, f, indent=1)
         print("[seeds] passkey grid", file=sys.stderr, flush=True)
-        pspecs = ["--policy", "full"]
-        for p in SNAP:
-            pspecs += ["--policy", p]
-        for b in a.passkey_budgets.split(","):
-            if int(b) in kb:
-                pspecs += ["--policy", kmeans_spec(int(b))]
+        pspecs = policy_args(["full"] + SNAP + [kmeans_spec(int(b)) for b in
+                                                a.passkey_budgets.split(",") if int(b) in kb])
         pk, t_pk = run([KVS, "eval", "--task", "passkey", "--lengths", a.passkey_lengths,
                         "--depths", a.passkey_depths, "--mode", "prefill", "--budgets",
                         a.passkey_budgets, "--json", "--quiet"] + pspecs)

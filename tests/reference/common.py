@@ -94,3 +94,26 @@ def budget_tokens(budget, n):
     if isinstance(budget, int):
         return budget
     return max(int(np.ceil(budget * n - 1e-9)), min(n, 16))
+
+
+def plan_setup(path, budget, window):
+    """What a plan over every layer starts from (dynamickv.py, composite.py): the trace's replayed
+    layers, the plan step P (the prompt length; 3T/4 for a trace that is all prompt), SnapKV's
+    capacity C there and the window w."""
+    with h5py.File(path, "r") as f:
+        layers = [int(x) for x in f.attrs["layers"]]
+        P = int(f.attrs["prompt_len"])
+        T = int(f.attrs["n_tokens"])
+    if P >= T:
+        P = T * 3 // 4
+    C = budget_tokens(budget, P)
+    return layers, P, C, min(window, P, C)
+
+
+def window_sums(tr, g, P, w):
+    """The last w queries' attention over the keys [0, P) of KV head g (mean over the group's
+    query heads), summed over the queries."""
+    tot = np.zeros(P)
+    for t in range(P - w, P):
+        tot[: t + 1] += tr.probs(t, g, list(range(t + 1))).mean(axis=0)
+    return tot

@@ -10,32 +10,22 @@ lower layer, better rank) shares out layers * base - sum(lo): n_l. Layer l keeps
 n_l candidates plus the window (selection as snapkv.py)."""
 import math
 
-import h5py
 import numpy as np
 
-from common import Trace, budget_tokens
+from common import Trace, plan_setup, window_sums
 from snapkv import SnapKV, pool
 
 
 def plan(path, budget, window=32, kernel=5, kind="avg", agg="mean", norm="none", min_ratio=0.2,
          max_ratio=2.0):
-    with h5py.File(path, "r") as f:
-        layers = [int(x) for x in f.attrs["layers"]]
-        P = int(f.attrs["prompt_len"])
-        T = int(f.attrs["n_tokens"])
-    if P >= T:
-        P = T * 3 // 4
-    C = budget_tokens(budget, P)
-    w = min(window, P, C)
+    layers, P, C, w = plan_setup(path, budget, window)
     base = max(0, C - w)
     comp = []
     for layer in layers:
         tr = Trace(path, layer)
         heads = []
         for g in range(tr.n_kv):
-            tot = np.zeros(P)
-            for t in range(P - w, P):
-                tot[: t + 1] += tr.probs(t, g, list(range(t + 1))).mean(axis=0)
+            tot = window_sums(tr, g, P, w)
             heads.append(np.sort(pool(tot[: P - w], kernel, kind))[::-1])
         c = np.max(heads, axis=0) if agg == "max" else np.mean(heads, axis=0)
         if norm == "layer" and c.sum() > 0:

@@ -11,32 +11,21 @@ kv_compression/token_drop/methods/dynamic_v11.py:86-114) normalises the counts o
 and rescales them to base x L; see docs/policies.md for the difference."""
 import math
 
-import h5py
-import numpy as np
 
-from common import Trace, budget_tokens
+from common import Trace, budget_tokens, plan_setup, window_sums
 from snapkv import SnapKV, pool
 
 
 def plan(path, budget, ws=32, kernel=5, kind="avg", m=4, r_max=2.0):
-    with h5py.File(path, "r") as f:
-        layers = [int(x) for x in f.attrs["layers"]]
-        P = int(f.attrs["prompt_len"])
-        T = int(f.attrs["n_tokens"])
-    if P >= T:
-        P = T * 3 // 4
-    C = budget_tokens(budget, P)
-    w = min(ws, P, C)
+    layers, P, C, w = plan_setup(path, budget, ws)
     trs = [Trace(path, l) for l in layers]
     bs = max(0, C - w) * trs[0].n_kv
     cap = math.floor(r_max * bs)
-    cand, counts = [], []
+    cand = []
     for s, tr in enumerate(trs):
         scores = []
         for g in range(tr.n_kv):
-            tot = np.zeros(P)  # the window's attention over keys [0, P), mean over the group
-            for t in range(P - w, P):
-                tot[: t + 1] += tr.probs(t, g, list(range(t + 1))).mean(axis=0)
+            tot = window_sums(tr, g, P, w)
             scores += list(pool(tot[: P - w], kernel, kind))
         scores = sorted(scores, reverse=True)[:cap]
         cand.append(scores)

@@ -5,7 +5,6 @@ than the newest recent_size, plus those (:269-285); eviction follows the new que
 Equal halves: heavy_ratio = recent_ratio (h2o_hf/run_text_generation.py:106-107). The budget B
 counts the newest token (kvscope's convention): cache_size = B - 1, recent = (B - 1) // 2.
 GQA: the query heads of a KV head are averaged (KVCache-Factory gqa_score_agg='mean')."""
-import numpy as np
 
 from common import Policy, budget_tokens
 

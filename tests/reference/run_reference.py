@@ -106,8 +106,6 @@ def main():
     kvs, trace = sys.argv[1], sys.argv[2]
     outdir = sys.argv[3] if len(sys.argv) > 3 else tempfile.mkdtemp(prefix="kvs_ref_")
     os.makedirs(outdir, exist_ok=True)
-    with h5py.File(trace, "r") as f:
-        layers = [int(x) for x in f.attrs["layers"]]
     failures, checked, ran = 0, 0, 0
     only = os.environ.get("KVS_REF_ONLY", "")  # a policy name: run only its cases
     for i, (spec, mode, make, which, widths) in enumerate(CASES):

@@ -2,7 +2,6 @@
 query's attention averaged over all heads of the layer (:44), top cache_size kept (:45), the same
 indices in every KV head (:47-51), after the new query attended. Budget B = cache_size + 1 (the
 new token, not attended yet, is kept)."""
-import numpy as np
 
 from common import Policy, budget_tokens
 

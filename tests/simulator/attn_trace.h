@@ -2,8 +2,11 @@
 // v, so that replay metrics can be checked against hand-made situations. Optionally one "hot"
 // token that every query attends to almost exclusively.
 #pragma once
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -136,6 +139,18 @@ inline void write_attn_trace(const std::string& path, const AttnTraceOptions& o)
     w.append_tokens(rows);
     w.set_prompt_len(o.prompt_len < 0 ? T : o.prompt_len);
     w.finish(o.complete);
+}
+
+// The trace of option set `o` as file `name` in a per-process temporary folder (`prefix` names the
+// test binary's folder), written on first use.
+inline std::string cached_attn_trace(const AttnTraceOptions& o, const std::string& name,
+                                     const std::string& prefix) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / (prefix + std::to_string(getpid()));
+    fs::create_directories(dir);
+    const std::string p = (dir / name).string();
+    if (!fs::exists(p)) write_attn_trace(p, o);
+    return p;
 }
 
 }  // namespace kvs::test

@@ -6,10 +6,7 @@
 //            other candidates share the rest (each at most ~0.02: 8 queries x ~0.002);
 //   layer 1: all-zero queries, so every query attends uniformly: each candidate scores
 //            sum_{t=112..119} 1/(t+1) = 0.069, above every layer-0 candidate but token 10.
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <set>
 
 #include "attn_trace.h"
@@ -19,16 +16,11 @@
 
 using namespace kvs;
 using namespace kvs::sim;
-namespace fs = std::filesystem;
 
 namespace {
 
 std::string trace_of(const test::AttnTraceOptions& o, const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / ("kvs_comp_test_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const std::string p = (dir / name).string();
-    if (!fs::exists(p)) test::write_attn_trace(p, o);
-    return p;
+    return test::cached_attn_trace(o, name, "kvs_comp_test_");
 }
 
 test::AttnTraceOptions two_layers() {
@@ -48,16 +40,6 @@ std::vector<int32_t> held_at(const RunResult& r, int64_t t) {
                     r.held.begin() + long((st + 1) * r.n_units())};
     FAIL("step " << t << " not recorded");
     return {};
-}
-
-std::set<int> held_set(const RunResult& r, size_t u, int64_t t) {
-    std::set<int> s;
-    const size_t T = size_t(r.n_tokens);
-    for (int64_t j = 0; j <= t; ++j) {
-        const int32_t e = r.evicted_at[u * T + size_t(j)];
-        if (e < 0 || e > t) s.insert(int(j));
-    }
-    return s;
 }
 
 }  // namespace
@@ -104,7 +86,7 @@ TEST_CASE("composite: every head of a layer keeps the same count of its own toke
     const RunResult r =
         test::replay_one(path, "composite:budget=24,window=8,kernel=1,min_ratio=0", Mode::prefill);
     CHECK(held_at(r, P) == std::vector<int32_t>{10, 10, 40, 40});
-    const std::set<int> h0 = held_set(r, 0, P), h1 = held_set(r, 1, P);
+    const std::set<int> h0 = test::held_set(r, 0, P), h1 = test::held_set(r, 1, P);
     CHECK(h0.count(10) == 1);
     CHECK(h1.count(10) == 0);
     // Each head's one scored token is its own: the sets differ in exactly that token.

@@ -1,9 +1,6 @@
 // Each policy's default is its published algorithm (issue 10): hand-built cases whose answers
 // follow from the papers' / official code's rules, worked out by hand in the comments.
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <map>
 #include <set>
 
@@ -16,31 +13,15 @@
 
 using namespace kvs;
 using namespace kvs::sim;
-namespace fs = std::filesystem;
 
 namespace {
 
 std::string trace_of(const test::AttnTraceOptions& o, const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / ("kvs_pub_test_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const std::string p = (dir / name).string();
-    if (!fs::exists(p)) test::write_attn_trace(p, o);
-    return p;
+    return test::cached_attn_trace(o, name, "kvs_pub_test_");
 }
 
 RunResult run(const std::string& path, const std::string& spec, Mode mode) {
     return test::replay_one(path, spec, mode, 4);
-}
-
-// Held tokens of unit u at step index st (from evicted_at: arrived by then, not yet evicted).
-std::set<int> held_at(const RunResult& r, size_t u, int64_t t) {
-    std::set<int> s;
-    const size_t T = size_t(r.n_tokens);
-    for (int64_t j = 0; j <= t; ++j) {
-        const int32_t e = r.evicted_at[u * T + size_t(j)];
-        if (e < 0 || e > t) s.insert(int(j));
-    }
-    return s;
 }
 
 }  // namespace
@@ -72,7 +53,7 @@ TEST_CASE("snapkv prefill keeps budget - window scored tokens, the window, then 
     const size_t U = r.n_units();
     for (size_t u = 0; u < U; ++u) {
         // At P: 32 scored + the window (112..119) + token 120.
-        const auto h = held_at(r, u, 120);
+        const auto h = test::held_set(r, u, 120);
         CHECK(h.size() == 41);
         for (int j = 112; j <= 120; ++j) CHECK(h.count(j) == 1);
         // Decoding adds tokens without eviction: nothing is evicted after P.
@@ -94,7 +75,7 @@ TEST_CASE("pyramidkv: the top layer keeps (B - w)/beta scored tokens plus the wi
     for (size_t g = 0; g < H; ++g) {
         CHECK(r.held[0 * H + g] == 56 + 8 + 1);
         CHECK(r.held[1 * H + g] == 8 + 8 + 1);
-        for (int j = 112; j <= 120; ++j) CHECK(held_at(r, H + g, 120).count(j) == 1);
+        for (int j = 112; j <= 120; ++j) CHECK(test::held_set(r, H + g, 120).count(j) == 1);
     }
     // The clamp: P = 114, B = 64, w = 8, beta = 20: m = 56, min = 2, max = 110 >= 114 - 8, so
     // max = 106 (the bottom layer keeps every candidate) and min = 112 - 106 = 6.
@@ -121,7 +102,7 @@ TEST_CASE("h2o: equal heavy and recent halves, and recent=0 keeps the new token"
     const size_t T = size_t(r.n_tokens);
     for (size_t u = 0; u < r.n_units(); ++u) {
         for (int64_t t : {int64_t(60), int64_t(100), int64_t(T - 1)}) {
-            const auto h = held_at(r, u, t);
+            const auto h = test::held_set(r, u, t);
             CHECK(h.size() == 21);
             for (int64_t j = t - 10; j <= t; ++j) CHECK(h.count(int(j)) == 1);
             CHECK(h.count(10) == 1);  // the heavy hitter

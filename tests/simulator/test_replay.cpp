@@ -29,9 +29,7 @@ std::string tmp(const std::string& name) {
 
 // One trace per option set, written once per process.
 std::string trace(const test::AttnTraceOptions& o, const std::string& name) {
-    const std::string p = tmp(name);
-    if (!fs::exists(p)) test::write_attn_trace(p, o);
-    return p;
+    return test::cached_attn_trace(o, name, "kvs_sim_test_");
 }
 
 std::string plain_trace() {

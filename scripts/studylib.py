@@ -1,0 +1,36 @@
+"""Pieces the study scripts share (agreement.py, seeds_study.py, orderings.py)."""
+import os
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KVS = os.path.join(ROOT, "build", "release", "cli", "kvscope")
+
+
+def run(args):
+    """Runs a command; returns its stdout and the seconds it took."""
+    t0 = time.time()
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return out, time.time() - t0
+
+
+def write_window(text, n_chars, path):
+    """Writes n_chars of corpus file `text` to `path`, starting at the first paragraph after its
+    first 2000 characters (past the Project Gutenberg header)."""
+    with open(text, encoding="utf-8", errors="replace") as f:
+        body = f.read()
+    start = body.find("\n\n", 2000)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(body[start + 2:start + 2 + n_chars])
+
+
+def commit():
+    return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def policy_args(specs):
+    out = []
+    for p in specs:
+        out += ["--policy", p]
+    return out
