@@ -58,11 +58,12 @@ class Composite final : public Policy {
             [n, base, from](int64_t C, int64_t t, int64_t w,
                             const std::vector<std::vector<float>>& cand) {
                 const int64_t b = std::max<int64_t>(0, C - w);
-                int64_t k = b;  // before the plan step (stream mode) or without a plan: uniform
-                if (n >= 0 && t >= from)  // a fraction budget moves C in stream mode: scaled
-                    k = b == base
-                            ? n
-                            : int64_t(std::floor(double(n) * double(b) / double(base) + 1e-9));
+                // Before the plan step (stream mode), without a plan or without a scored
+                // budget at the plan step: uniform. A fraction budget moves C in stream mode:
+                // the planned count is scaled (exactly n where b is the planned base).
+                int64_t k = b;
+                if (n >= 0 && t >= from && base > 0)
+                    k = int64_t(std::floor(double(n) * double(b) / double(base) + 1e-9));
                 return std::vector<int64_t>(cand.size(), k);
             });
     }

@@ -11,44 +11,33 @@ namespace kvs::sim {
 
 namespace {
 
-class KeyDiff final : public Policy {
-  public:
-    explicit KeyDiff(const Params& p) : budget_(p.budget()), bits_(p.integer("bits")) {}
-    std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
-        return std::make_unique<detail::KeyScoreLayer>(
-            budget_, bits_, c, [](const UnitStore& u, int n, std::vector<float>& score) {
-                const int d = u.d();
-                std::vector<float> k(size_t(n) * size_t(d));
-                std::vector<double> norm(static_cast<size_t>(n)), anchor(size_t(d), 0.0);
-                for (int i = 0; i < n; ++i) {
-                    float* r = &k[size_t(i) * size_t(d)];
-                    u.k_row(i, r);
-                    double s = 0;
-                    for (int j = 0; j < d; ++j) s += double(r[j]) * double(r[j]);
-                    // F.normalize: x / max(||x||, 1e-12)
-                    norm[size_t(i)] = std::max(std::sqrt(s), 1e-12);
-                    for (int j = 0; j < d; ++j) anchor[size_t(j)] += r[j] / norm[size_t(i)];
-                }
-                double an = 0;
-                for (double& a : anchor) {
-                    a /= double(n);
-                    an += a * a;
-                }
-                an = std::sqrt(an);
-                for (int i = 0; i < n; ++i) {
-                    const float* r = &k[size_t(i) * size_t(d)];
-                    double dot = 0;
-                    for (int j = 0; j < d; ++j) dot += double(r[j]) * anchor[size_t(j)];
-                    // F.cosine_similarity: x.y / max(||x|| ||y||, 1e-8)
-                    score[size_t(i)] = -float(dot / std::max(norm[size_t(i)] * an, 1e-8));
-                }
-            });
+void keydiff_scores(const UnitStore& u, int n, std::vector<float>& score) {
+    const int d = u.d();
+    std::vector<float> k(size_t(n) * size_t(d));
+    std::vector<double> norm(static_cast<size_t>(n)), anchor(size_t(d), 0.0);
+    for (int i = 0; i < n; ++i) {
+        float* r = &k[size_t(i) * size_t(d)];
+        u.k_row(i, r);
+        double s = 0;
+        for (int j = 0; j < d; ++j) s += double(r[j]) * double(r[j]);
+        // F.normalize: x / max(||x||, 1e-12)
+        norm[size_t(i)] = std::max(std::sqrt(s), 1e-12);
+        for (int j = 0; j < d; ++j) anchor[size_t(j)] += r[j] / norm[size_t(i)];
     }
-
-  private:
-    Budget budget_;
-    int bits_;
-};
+    double an = 0;
+    for (double& a : anchor) {
+        a /= double(n);
+        an += a * a;
+    }
+    an = std::sqrt(an);
+    for (int i = 0; i < n; ++i) {
+        const float* r = &k[size_t(i) * size_t(d)];
+        double dot = 0;
+        for (int j = 0; j < d; ++j) dot += double(r[j]) * anchor[size_t(j)];
+        // F.cosine_similarity: x.y / max(||x|| ||y||, 1e-8)
+        score[size_t(i)] = -float(dot / std::max(norm[size_t(i)] * an, 1e-8));
+    }
+}
 
 }  // namespace
 
@@ -68,7 +57,9 @@ PolicyEntry policy_keydiff() {
     e.info.params = {param_budget(), param_bits(), param_group()};
     e.info.paper_mode = Mode::prefill;
     e.info.needs_budget = e.info.takes_budget = true;
-    e.make = [](const Params& p) { return std::make_unique<KeyDiff>(p); };
+    e.make = [](const Params& p) {
+        return std::make_unique<detail::KeyScorePolicy>(p, keydiff_scores);
+    };
     return e;
 }
 

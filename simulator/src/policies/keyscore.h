@@ -55,4 +55,19 @@ class KeyScoreLayer final : public LayerPolicy {
     KeyScorer score_;
 };
 
+// A key-scoring policy: budget= and bits= parsed once, every layer scored by `f`.
+class KeyScorePolicy final : public Policy {
+  public:
+    KeyScorePolicy(const Params& p, KeyScorer f)
+        : budget_(p.budget()), bits_(p.integer("bits")), score_(std::move(f)) {}
+    std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
+        return std::make_unique<KeyScoreLayer>(budget_, bits_, c, score_);
+    }
+
+  private:
+    Budget budget_;
+    int bits_;
+    KeyScorer score_;
+};
+
 }  // namespace kvs::sim::detail

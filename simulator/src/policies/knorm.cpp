@@ -10,26 +10,15 @@ namespace kvs::sim {
 
 namespace {
 
-class Knorm final : public Policy {
-  public:
-    explicit Knorm(const Params& p) : budget_(p.budget()), bits_(p.integer("bits")) {}
-    std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
-        return std::make_unique<detail::KeyScoreLayer>(
-            budget_, bits_, c, [](const UnitStore& u, int n, std::vector<float>& score) {
-                std::vector<float> k(static_cast<size_t>(u.d()));
-                for (int i = 0; i < n; ++i) {
-                    u.k_row(i, k.data());
-                    double s = 0;
-                    for (float x : k) s += double(x) * double(x);
-                    score[size_t(i)] = -float(std::sqrt(s));
-                }
-            });
+void knorm_scores(const UnitStore& u, int n, std::vector<float>& score) {
+    std::vector<float> k(static_cast<size_t>(u.d()));
+    for (int i = 0; i < n; ++i) {
+        u.k_row(i, k.data());
+        double s = 0;
+        for (float x : k) s += double(x) * double(x);
+        score[size_t(i)] = -float(std::sqrt(s));
     }
-
-  private:
-    Budget budget_;
-    int bits_;
-};
+}
 
 }  // namespace
 
@@ -48,7 +37,9 @@ PolicyEntry policy_knorm() {
     e.info.params = {param_budget(), param_bits(), param_group()};
     e.info.paper_mode = Mode::prefill;
     e.info.needs_budget = e.info.takes_budget = true;
-    e.make = [](const Params& p) { return std::make_unique<Knorm>(p); };
+    e.make = [](const Params& p) {
+        return std::make_unique<detail::KeyScorePolicy>(p, knorm_scores);
+    };
     return e;
 }
 
