@@ -20,7 +20,7 @@ import time
 import h5py
 import numpy as np
 
-from studylib import KVS, ROOT, policy_args, run, write_window
+from studylib import KVS, ROOT, TEXTS, policy_args, run, write_window
 from studylib import commit as git_commit
 
 POLICIES = ["window", "h2o", "tova", "snapkv", "pyramidkv", "adakv", "agd", "agacc"]
@@ -64,9 +64,7 @@ def main():
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--prefill-len", type=int, default=512)
     ap.add_argument("--budgets", default="64,128,256")
-    ap.add_argument("--texts", nargs="*", default=[
-        os.path.join(ROOT, "..", "shared", "corpus", n) for n in
-        ("alice_in_wonderland.txt", "pride_and_prejudice.txt", "adventures_of_sherlock_holmes.txt")])
+    ap.add_argument("--texts", nargs="*", default=TEXTS)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "agreement"))
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "agreement.md"))
     ap.add_argument("--replot", action="store_true",

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from studylib import KVS, ROOT, commit, policy_args, write_window
+from studylib import KVS, ROOT, TEXTS, commit, policy_args, write_window
 from studylib import run as run_text
 
 PREFILL = ["snapkv", "pyramidkv", "dynamickv"]
@@ -49,9 +49,7 @@ def main():
     ap.add_argument("--lengths", default="1024,2048")
     ap.add_argument("--depths", default="0,0.25,0.5,0.75,1")
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--texts", nargs="*", default=[
-        os.path.join(ROOT, "..", "shared", "corpus", n) for n in
-        ("alice_in_wonderland.txt", "pride_and_prejudice.txt", "adventures_of_sherlock_holmes.txt")])
+    ap.add_argument("--texts", nargs="*", default=TEXTS)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "orderings"))
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "orderings.md"))
     ap.add_argument("--replot", action="store_true", help="rewrite the page from WORK/orderings.json")

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from studylib import KVS, ROOT, commit, policy_args, run, write_window
+from studylib import KVS, ROOT, TEXTS, commit, policy_args, run, write_window
 
 SNAP = ["snapkv", "pyramidkv", "adakv", "dynamickv", "composite"]  # take budget=
 BASELINES = ["snapkv", "pyramidkv", "adakv", "dynamickv"]
@@ -36,9 +36,11 @@ def kmeans_spec(b):
             f"pruning_interval={b * 2 // 5},lookback_window={b // 5}")
 
 
-def label(r, kmeans_budget):
+def label(r, kmeans_budgets):
+    """(policy, budget) of a run; a kmeans run's budget is the b of the kmeans_spec(b) it ran."""
     if r["policy"] == "kmeans":
-        return "kmeans", kmeans_budget[r["spec"]]
+        return "kmeans", next(b for b in kmeans_budgets
+                              if r["spec"].startswith(kmeans_spec(b) + ","))
     return r["policy"], (int(r["budget"]) if r.get("budget") else 0)
 
 
@@ -92,9 +94,7 @@ def main():
     ap.add_argument("--passkey-budgets", default="128,256")
     ap.add_argument("--passkey-lengths", default="1024")
     ap.add_argument("--passkey-depths", default="0.25,0.5,0.75")
-    ap.add_argument("--texts", nargs="*", default=[
-        os.path.join(ROOT, "..", "shared", "corpus", n) for n in
-        ("alice_in_wonderland.txt", "pride_and_prejudice.txt", "adventures_of_sherlock_holmes.txt")])
+    ap.add_argument("--texts", nargs="*", default=TEXTS)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "seeds"))
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "seeds.md"))
     ap.add_argument("--replot", action="store_true", help="rewrite the page from WORK/seeds.json")
@@ -107,7 +107,6 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     kb = [int(x) for x in a.kmeans_budgets.split(",")]
-    kmeans_budget = {}
     specs = policy_args(SNAP)
     kspecs = policy_args(kmeans_spec(b) for b in kb)
     if a.replot or a.seed003_only:
@@ -171,11 +170,9 @@ def main():
         saved["seed003"] = seed003(a) if a.seed003_lengths else []
         with open(os.path.join(a.work, "seeds.json"), "w") as f:
             json.dump(saved, f, indent=1)
-    for b in kb:
-        kmeans_budget[kmeans_spec(b) + ",kmeans_learning_rate=0,gqa=mean"] = b
     rows, texts = saved["rows"], sorted({r["text"] for r in saved["rows"]})
     for r in rows:
-        r["name"], r["b"] = label(r, kmeans_budget)
+        r["name"], r["b"] = label(r, kb)
     mib = 1 / (1 << 20)
 
     # Table 1: every policy and budget, means over the texts.
@@ -230,7 +227,7 @@ def main():
     # Table 3: passkey.
     t3 = ["| policy | budget | accuracy | items | KV MiB |", "|---|---|---|---|---|"]
     for e in saved["passkey"]:
-        name, b = label(e, kmeans_budget)
+        name, b = label(e, kb)
         t3.append(f"| {name} | {b or '-'} | {100 * e['accuracy']:.0f} % | {e['items']} | "
                   f"{e['bytes'] * mib:.2f} |")
 
