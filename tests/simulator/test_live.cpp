@@ -231,13 +231,11 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {
         for (const char* text : specs) {
+            const PolicySpec spec = parse_spec(text);
             // DynamicKV and composite plan from the whole prompt: live, prefill mode only (their
             // papers').
-            if (mode == Mode::stream &&
-                parse_spec(text).entry->make(parse_spec(text).params)->plans_from_rows())
-                continue;
+            if (mode == Mode::stream && spec.entry->make(spec.params)->plans_from_rows()) continue;
             INFO(text << " " << mode_name(mode));
-            const PolicySpec spec = parse_spec(text);
             LiveCache live(m.kv_shape(), spec,
                            live_opts(mode, int64_t(prompt.size()), cap, Precision::f16, true));
             const std::string trace = capture_on(&live, prompt, n_gen, 32, "parity.h5");
