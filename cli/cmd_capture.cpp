@@ -19,6 +19,7 @@
 #include "engine/progress.h"
 #include "engine/runner.h"
 #include "live_options.h"
+#include "output_lock.h"
 #include "simulator/replay.h"
 #include "simulator/results_io.h"
 
@@ -208,6 +209,7 @@ void run_capture_cmd(const CaptureArgs& a) {
         fmt::print(stderr, "model: {} | {} prompt + {} new tokens | {} layers, {}, {} -> {}\n",
                    lm.weights->describe(), req.prompt.size(), req.n_generate, layers.size(),
                    a.dtype, compression_name(gzip), a.out);
+    const OutputLock lock(a.out);
     StopSignals signals;
     TraceWriter w(a.out, meta);
     w.set_prompt_len(int64_t(req.prompt.size()));

@@ -5,10 +5,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "capture/prompts.h"
 #include "common.h"
@@ -16,6 +21,7 @@
 #include "engine/progress.h"
 #include "engine/runner.h"
 #include "live_options.h"
+#include "output_lock.h"
 #include "shard.h"
 #include "simulator/results_io.h"
 #include "sweep_specs.h"
@@ -30,7 +36,7 @@ struct EvalArgs {
     std::vector<std::string> policies;
     int ctx = 2048, max_windows = 0, seeds = 1, first_seed = 0, n_predict = 12;
     int64_t prefill_len = -1;
-    bool json = false, quiet = false;
+    bool json = false, quiet = false, resume = false;
     LiveArgs live;
 };
 
@@ -109,6 +115,87 @@ double p95(std::vector<float> v) {
     return v[k];
 }
 
+// --- progress: what an interrupted eval had finished ---------------------------------------
+// Beside the output (OUT.progress.json, OUT being -o or else --csv), rewritten atomically
+// (.partial, then renamed) after each finished window (ppl) or item (passkey / needle) but the
+// last, removed once the outputs are written. `--resume` takes the runs' sums from it and goes
+// on at the next unit; the sums are the same doubles, added in the same order, so the results
+// equal an uninterrupted eval's (wall times aside). The last unit is never checkpointed: the
+// live decisions written by -o are those of the last unit, recomputed on resume.
+
+uint64_t fnv1a(const std::string& s) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    return h;
+}
+
+// A run's sums as a progress file holds them (the policy identity is checked, not read back).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunStats, spec, nll, nll_full, kl, top1, scored, correct, items,
+                                   ttft, bytes_sum, bytes_peak, offload_sum, offload_peak,
+                                   byte_samples, tokens, seconds)
+
+void write_progress(const std::string& path, const nlohmann::json& key, int64_t units_done,
+                    const std::vector<RunStats>& stats) {
+    nlohmann::json j;
+    j["format"] = "kvscope-eval-progress";
+    j["version"] = 1;
+    j["key"] = key;
+    j["units_done"] = units_done;
+    j["runs"] = stats;
+    const std::string tmp = path + ".partial";
+    {
+        std::ofstream o(tmp);
+        o << j.dump() << "\n";
+        if (!o.flush()) fail("cannot write the eval progress file '{}'", path);
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+        fail("cannot write the eval progress file '{}': {}", path, std::strerror(errno));
+}
+
+// The units an earlier eval finished (their sums go into `stats`), or 0.
+int64_t read_progress(const std::string& path, const nlohmann::json& key,
+                      std::vector<RunStats>& stats) {
+    std::ifstream f(path);
+    if (!f) fail("cannot read the eval progress file '{}'", path);
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(f);
+        if (j.at("format") != "kvscope-eval-progress" || j.at("version") != 1)
+            fail("'{}' is not an eval progress file (format / version)", path);
+    } catch (const nlohmann::json::exception& e) {
+        fail("'{}' is not an eval progress file: {}", path, e.what());
+    }
+    try {
+        const nlohmann::json& k = j.at("key");
+        for (auto it = key.begin(); it != key.end(); ++it)
+            if (!k.contains(it.key()) || k.at(it.key()) != it.value())
+                fail(
+                    "'{}' was written by a different eval (its {} differs): remove it, or run "
+                    "without --resume",
+                    path, it.key());
+        const nlohmann::json& runs = j.at("runs");
+        if (!runs.is_array() || runs.size() != stats.size())
+            fail("'{}': {} runs, this eval has {}", path, runs.size(), stats.size());
+        for (size_t r = 0; r < stats.size(); ++r) {
+            if (runs[r].at("spec") != stats[r].spec)
+                fail("'{}': run {} is '{}', this eval's is '{}'", path, r,
+                     runs[r].at("spec").get<std::string>(), stats[r].spec);
+            const std::string policy = stats[r].policy, budget = stats[r].budget,
+                              mode = stats[r].mode;
+            runs[r].get_to(stats[r]);
+            stats[r].policy = policy;
+            stats[r].budget = budget;
+            stats[r].mode = mode;
+        }
+        const int64_t done = j.at("units_done").get<int64_t>();
+        if (done < 0 || done >= k.at("units").get<int64_t>())
+            fail("'{}': units_done {} out of range", path, done);
+        return done;
+    } catch (const nlohmann::json::exception& e) {
+        fail("'{}' is not an eval progress file: {}", path, e.what());
+    }
+}
+
 void run_eval(const EvalArgs& a) {
     if (a.task != "ppl" && a.task != "passkey" && a.task != "needle")
         fail("--task '{}': expected ppl, passkey or needle", a.task);
@@ -125,6 +212,12 @@ void run_eval(const EvalArgs& a) {
     if (specs.empty()) fail("shard {}/{} has no runs", shard.index, shard.count);
     if (!a.csv.empty()) sim::check_output_path(a.csv);
     if (!a.out.empty()) sim::check_output_path(a.out);
+    // One eval per output (the progress file beside it is this process's alone).
+    const OutputLock lock(a.out.empty() ? a.csv : a.out);
+    if (a.resume && a.out.empty() && a.csv.empty())
+        fail("--resume needs -o or --csv (the progress file is kept beside the output)");
+    const std::string progress =
+        a.out.empty() && a.csv.empty() ? "" : (a.out.empty() ? a.csv : a.out) + ".progress.json";
     const std::string text = a.task == "ppl" ? read_text_file(a.text_file) : "";
     const std::string haystack = a.task == "needle" ? read_text_file(a.haystack) : "";
 
@@ -134,10 +227,49 @@ void run_eval(const EvalArgs& a) {
     const int V = m.config().n_vocab;
     const int n_ctx = m.config().n_ctx_train > 0 ? m.config().n_ctx_train : 1 << 20;
     std::vector<RunStats> stats(specs.size());
-    // The last window / item of each run: its live decisions go to --out.
-    std::vector<std::unique_ptr<sim::LiveCache>> last(specs.size());
-    std::vector<int64_t> last_n(specs.size(), 0);
+    // The live decisions of each run's last window / item (for --out; only the last is kept:
+    // a LiveCache holds the whole compressed cache).
+    std::vector<std::optional<sim::RunResult>> last(specs.size());
     std::vector<std::string> last_source(specs.size());
+    const auto keep_last = [&](size_t r, const sim::LiveCache& c, int64_t n, std::string source) {
+        if (a.out.empty()) return;
+        last[r] = sim::live_run_result(c, n);
+        last_source[r] = std::move(source);
+    };
+    // What a progress file must match to be resumed (units: windows or items).
+    nlohmann::json key;
+    key["task"] = a.task;
+    key["mode"] = sim::mode_name(mode);
+    key["kv_dtype"] = a.live.kv_dtype;
+    key["model"] = a.model;
+    key["specs"] = nlohmann::json::array();
+    for (const auto& s : specs) key["specs"].push_back(s.canonical);
+    key["shard"] = a.shard;
+    key["text_fnv1a"] = fmt::format("{:016x}", fnv1a(text));
+    key["haystack_fnv1a"] = fmt::format("{:016x}", fnv1a(haystack));
+    key["ctx"] = a.ctx;
+    key["max_windows"] = a.max_windows;
+    key["prefill_len"] = a.prefill_len;
+    key["lengths"] = a.lengths;
+    key["depths"] = a.depths;
+    key["seeds"] = a.seeds;
+    key["first_seed"] = a.first_seed;
+    key["n_predict"] = a.n_predict;
+    // Units finished before (--resume) and a checkpoint after each later one but the last.
+    int64_t start = 0;
+    const auto begin_units = [&](int64_t n_units) {
+        key["units"] = n_units;
+        std::error_code ec;
+        if (a.resume && std::filesystem::exists(progress, ec)) {
+            start = read_progress(progress, key, stats);
+            if (!a.quiet)
+                fmt::print(stderr, "eval: resuming: {} of {} {} finished in {}\n", start, n_units,
+                           a.task == "ppl" ? "windows" : "items", progress);
+        }
+    };
+    const auto unit_done = [&](int64_t u, int64_t n_units) {
+        if (!progress.empty() && u + 1 < n_units) write_progress(progress, key, u + 1, stats);
+    };
     for (size_t i = 0; i < specs.size(); ++i) {
         stats[i].policy = specs[i].entry->info.name;
         stats[i].spec = specs[i].canonical;
@@ -160,11 +292,12 @@ void run_eval(const EvalArgs& a) {
             fail("--prefill-len {} must be in [1, {}) for --ctx {}", P, a.ctx - 1, a.ctx);
         // Scored: the predictions made from positions [P, ctx - 1) (in prefill mode those after
         // the compression; in stream mode every one).
+        begin_units(n_win);
         Progress bar("eval", int64_t(n_win) * int64_t(specs.size() + 1) * a.ctx, a.quiet, "tok");
-        int64_t done = 0;
+        int64_t done = start * int64_t(specs.size() + 1) * a.ctx;
         std::vector<float> ref, logits;
         std::vector<double> lf, lc;
-        for (int w = 0; w < n_win; ++w) {
+        for (int w = int(start); w < n_win; ++w) {
             const int32_t* win = ids.data() + size_t(w) * size_t(a.ctx);
             {
                 DenseKvCache dense(m.kv_shape(), a.ctx);
@@ -197,10 +330,10 @@ void run_eval(const EvalArgs& a) {
                     ++st.scored;
                 }
                 add_bytes(st, *cache);
-                last[r] = std::move(cache);
-                last_n[r] = a.ctx;
-                last_source[r] = fmt::format("{} (window {})", a.text_file, w);
+                if (w + 1 == n_win)
+                    keep_last(r, *cache, a.ctx, fmt::format("{} (window {})", a.text_file, w));
             }
+            unit_done(w, n_win);
         }
         bar.finish();
     } else {
@@ -208,15 +341,19 @@ void run_eval(const EvalArgs& a) {
         const std::vector<double> depths = parse_list(a.depths, "depths");
         if (a.seeds < 1) fail("--seeds {} must be >= 1", a.seeds);
         const int64_t n_items = int64_t(lengths.size() * depths.size()) * a.seeds;
-        Progress bar("eval", n_items * int64_t(specs.size()), a.quiet, "item");
-        int64_t done = 0;
-        std::vector<float> logits;
-        for (double len : lengths) {
+        for (double len : lengths)
             if (len < 64 || len + a.n_predict > n_ctx)
                 fail("--lengths {}: must be in [64, {}]", len, n_ctx - a.n_predict);
+        for (double depth : depths)
+            if (depth < 0 || depth > 1) fail("--depths {}: must be in [0, 1]", depth);
+        begin_units(n_items);
+        Progress bar("eval", n_items * int64_t(specs.size()), a.quiet, "item");
+        int64_t done = start * int64_t(specs.size()), item = -1;
+        std::vector<float> logits;
+        for (double len : lengths) {
             for (double depth : depths) {
-                if (depth < 0 || depth > 1) fail("--depths {}: must be in [0, 1]", depth);
                 for (int seed = a.first_seed; seed < a.first_seed + a.seeds; ++seed) {
+                    if (++item < start) continue;
                     capture::TaskParams tp;
                     tp.kind = a.task;
                     tp.ctx = int(len);
@@ -248,12 +385,13 @@ void run_eval(const EvalArgs& a) {
                         st.correct += capture::answer_found(tok.decode(out), pr.task.answer);
                         ++st.items;
                         add_bytes(st, *cache);
-                        last[r] = std::move(cache);
-                        last_n[r] = P + int64_t(out.size());
-                        last_source[r] =
-                            fmt::format("{}:length={},depth={},seed={}", a.task, len, depth, seed);
+                        if (item + 1 == n_items)
+                            keep_last(r, *cache, P + int64_t(out.size()),
+                                      fmt::format("{}:length={},depth={},seed={}", a.task, len,
+                                                  depth, seed));
                         bar.update(++done);
                     }
+                    unit_done(item, n_items);
                 }
             }
         }
@@ -310,7 +448,7 @@ void run_eval(const EvalArgs& a) {
     if (!a.out.empty()) {
         std::vector<sim::RunResult> runs;
         for (size_t r = 0; r < specs.size(); ++r) {
-            sim::RunResult rr = sim::live_run_result(*last[r], last_n[r]);
+            sim::RunResult rr = std::move(*last[r]);
             rr.trace_path = last_source[r];
             rr.trace_model = m.config().name;
             rr.trace_task = a.task == "ppl" ? "text" : a.task;
@@ -345,6 +483,10 @@ void run_eval(const EvalArgs& a) {
             if (!o.flush()) fail("cannot write '{}'", a.csv);
         }
         std::rename(tmp.c_str(), a.csv.c_str());
+    }
+    if (!progress.empty()) {
+        std::error_code ec;
+        std::filesystem::remove(progress, ec);
     }
     if (a.json) {
         fmt::print("{}\n", rows.dump());
@@ -420,6 +562,10 @@ void register_eval(CLI::App& app) {
                   "live decisions of its last window / item, for the viewer and kvscope figures");
     c->add_flag("--json", a->json, "JSON array on stdout instead of the table");
     c->add_flag("-q,--quiet", a->quiet, "No progress bar");
+    c->add_flag("--resume", a->resume,
+                "Go on where an interrupted eval with the same outputs and options stopped (its "
+                "finished windows / items are kept in OUT.progress.json, OUT = -o or --csv); "
+                "the results equal an uninterrupted eval's");
     c->callback([a] { run_eval(*a); });
 }
 

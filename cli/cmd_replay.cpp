@@ -12,6 +12,7 @@
 #include "common.h"
 #include "engine/error.h"
 #include "kernels/quant_pack.h"
+#include "output_lock.h"
 #include "shard.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
@@ -132,6 +133,8 @@ std::string run_key(const std::string& trace, const std::string& spec, sim::Mode
 void run_sweep(SweepArgs& a) {
     check_out(a.c.out);
     check_out(a.c.csv);
+    // Before the progress file is read: a second sweep to the same output stops here.
+    const OutputLock lock(a.c.out);
     const std::vector<PolicySpec> specs = expand_specs(a.c.policies, a.budgets, a.c.quiet);
     const Shard shard = parse_shard(a.shard);
     const sim::Mode mode = parse_mode(a.c.mode);
@@ -265,6 +268,7 @@ void register_replay(CLI::App& app) {
     rc->callback([ra, rt] {
         check_out(ra->out);
         check_out(ra->csv);
+        const OutputLock lock(ra->out);
         const auto specs = parse_specs(ra->policies, ra->quiet);
         auto runs = sim::replay_trace(*rt, specs, options_of(*ra, 32, *rt));
         write_outputs(runs, *ra);
@@ -300,6 +304,7 @@ void register_replay(CLI::App& app) {
     mg->add_flag("-q,--quiet", *mq, "Do not print the table");
     mg->callback([mo, mc, mi, mq] {
         check_out(*mo);
+        const OutputLock lock(*mo);
         check_out(*mc);
         std::vector<sim::RunResult> all;
         for (const auto& p : *mi)

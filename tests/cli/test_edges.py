@@ -12,6 +12,11 @@ Usage: test_edges.py KVSCOPE MODEL FIXTURES  (exit 77 = skipped: no model / no h
 - Determinism: capture, replay and eval give bit-identical results across two runs and across
   OMP_NUM_THREADS=1 / 2 (replay also --threads 1 / 2): every dataset and every attribute but the
   wall times and dates.
+- Interruptions: sweep (SIGKILL) and eval (ppl: SIGKILL, passkey: SIGTERM) killed after their
+  first checkpoint resume with --resume to the results of an uninterrupted run; a progress file
+  of another eval or a corrupt one is refused; two commands writing the same output: the second
+  stops with one line (a stale lock file of a killed one does not block); merge interrupted by
+  SIGINT leaves nothing under the merged name and its inputs unchanged.
 """
 import json
 import os
@@ -307,6 +312,114 @@ else:
     else:
         bad(f"sweep --resume: {n_prog} finished runs; stderr: {p.stderr[-600:]}")
     same_files("sweep --resume vs an uninterrupted sweep", ref, out)
+
+
+# ---- an interrupted eval resumes -----------------------------------------------------------------
+def interrupted_eval(name, args, sig, unit):
+    """eval ARGS killed by `sig` once its first checkpoint is on disk, then --resume: the results
+    equal an uninterrupted eval's and the progress file is gone."""
+    ref = path(f"{name}_ref.h5")
+    run(args + ["-q", "--out", ref])
+    out = path(f"{name}.h5")
+    prog = out + ".progress.json"
+    proc = subprocess.Popen([KVS, args[0], "--model", MODEL] + args[1:] + ["-q", "--out", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not os.path.exists(prog):
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    proc.wait()
+    if os.path.exists(out) or not os.path.exists(prog) or proc.returncode != -sig:
+        bad(f"{name}: could not interrupt it after its first {unit} (exit {proc.returncode}, "
+            f"out exists: {os.path.exists(out)})")
+        return
+    with open(prog) as f:
+        progress = json.load(f)
+    n_done = progress["units_done"]
+    p = run(args + ["--out", out, "--resume"])
+    if f"resuming: {n_done} of" in p.stderr and not os.path.exists(prog):
+        ok(f"{name}: killed ({signal.Signals(sig).name}) after {n_done} {unit}(s), --resume went "
+           "on from there, progress file removed")
+    else:
+        bad(f"{name} --resume after {n_done} {unit}(s): stderr {p.stderr[-600:]}")
+    same_files(f"{name} --resume vs an uninterrupted eval", ref, out)
+    return progress
+
+
+EVAL_PPL = ["eval", "--task", "ppl", "--text-file", text, "--ctx", "40", "--max-windows", "3",
+            "--policy", "h2o:budget=12", "--policy", "window:budget=12"]
+progress = interrupted_eval("eval ppl", EVAL_PPL, signal.SIGKILL, "window")
+interrupted_eval("eval passkey", ["eval", "--task", "passkey", "--lengths", "64,96", "--depths", "0,1",
+                                  "-n", "4", "--policy", "h2o:budget=24", "--policy", "snapkv:budget=24,window=4"],
+                 signal.SIGTERM, "item")
+# A progress file of another eval (the same one's, its model changed) is refused, not mixed in.
+other = path("other.h5")
+if progress:
+    progress["key"]["model"] = "other.gguf"
+    with open(other + ".progress.json", "w") as f:
+        json.dump(progress, f)
+    expect_error("eval --resume with another eval's progress file",
+                 EVAL_PPL + ["-q", "--out", other, "--resume"],
+                 "was written by a different eval (its model differs)")
+with open(other + ".progress.json", "w") as f:
+    f.write("{not json")
+expect_error("eval --resume with a corrupt progress file", EVAL_PPL + ["-q", "--out", other, "--resume"],
+             "is not an eval progress file")
+expect_error("eval --resume without an output", EVAL_PPL + ["-q", "--resume"], "--resume needs -o or --csv")
+
+# ---- one writer per output ---------------------------------------------------------------------------
+# A sweep is stopped (SIGSTOP) while it holds its output's lock; a second sweep to the same output
+# stops at once with one line; the first, resumed, finishes with the same results as if alone.
+locked = path("locked.h5")
+proc = subprocess.Popen([KVS] + SWEEP + ["-q", "--out", locked], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+while proc.poll() is None and not os.path.exists(locked + ".lock"):
+    time.sleep(0.001)
+proc.send_signal(signal.SIGSTOP)
+expect_error("a second sweep to the same output", SWEEP + ["-q", "--out", locked],
+             "is being written by another kvscope (pid")
+expect_error("an eval to the same output", EVAL_PPL + ["-q", "--out", locked],
+             "is being written by another kvscope (pid")
+proc.send_signal(signal.SIGCONT)
+proc.wait()
+if proc.returncode == 0 and not os.path.exists(locked + ".lock"):
+    ok("the first sweep finished and removed its lock file")
+else:
+    bad(f"the first sweep: exit {proc.returncode}, lock file left: {os.path.exists(locked + '.lock')}")
+same_files("the locked sweep vs an undisturbed one", ref, locked)
+# A killed holder leaves its lock file but not the lock: the next command writes the output.
+proc = subprocess.Popen([KVS] + SWEEP + ["-q", "--out", locked], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+while proc.poll() is None and not os.path.exists(locked + ".lock"):
+    time.sleep(0.001)
+proc.send_signal(signal.SIGKILL)
+proc.wait()
+os.remove(locked)
+run(SWEEP + ["-q", "--out", locked])
+if os.path.exists(locked) and not os.path.exists(locked + ".lock"):
+    ok("after a killed sweep's stale lock file, the next sweep wrote the output")
+else:
+    bad("a stale lock file blocked the next sweep")
+
+# ---- merge interrupted ---------------------------------------------------------------------------------
+# SIGINT while merge holds its lock (stopped there): it dies, the inputs are untouched and no
+# file is left under the merged name.
+merged = path("merged.h5")
+before = {fn: h5_contents(fn) for fn in (ref, locked)}
+proc = subprocess.Popen([KVS, "merge", "-q", "-o", merged, ref, locked], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+while proc.poll() is None and not os.path.exists(merged + ".lock"):
+    time.sleep(0.0005)
+proc.send_signal(signal.SIGSTOP)
+proc.send_signal(signal.SIGINT)
+proc.send_signal(signal.SIGCONT)
+proc.wait()
+if proc.returncode == -signal.SIGINT and not os.path.exists(merged) and all(
+        h5_contents(fn) == c for fn, c in before.items()):
+    ok("merge interrupted (SIGINT): nothing under the merged name, inputs unchanged")
+elif proc.returncode == 0:
+    ok("merge finished before the SIGINT could reach it: not exercised this time")
+else:
+    bad(f"merge interrupted: exit {proc.returncode}, merged exists {os.path.exists(merged)}")
 
 shutil.rmtree(TMP, ignore_errors=True)
 if cli_check.finish():
