@@ -207,7 +207,9 @@ TEST_CASE("out-of-range parameters are one-line errors naming the parameter", "[
                       Catch::Contains("'alpha' must be in [0, 1]"));
     CHECK_THROWS_WITH(make("snapkv:budget=20"), Catch::Contains("budget 20 is below the window") &&
                                                     Catch::Contains("window + 1 = 33"));
-    CHECK_THROWS_WITH(make("dynamickv:budget=20"), Catch::Contains("ws + 1 = 33"));
+    CHECK_THROWS_WITH(make("dynamickv:budget=16"), Catch::Contains("ws + 1 = 17"));
+    CHECK_THROWS_WITH(parse_spec("dynamickv:budget=64,alloc=global"),
+                      Catch::Contains("'alloc' must be one of official, capped"));
     CHECK_THROWS_WITH(make("h2o:budget=8,recent=8"),
                       Catch::Contains("budget must be >= recent + 1 = 9"));
     CHECK_THROWS_WITH(parse_spec("snapkv:budget=64,pool=mean"),
@@ -223,7 +225,7 @@ TEST_CASE("dynamickv is not snapkv in stream mode: layer shares differ after the
     // the shares are planned at 96 and differ between the two layers from then on.
     const std::string path = std::string(KVS_FIXTURES) + "/ref_trace.h5";
     const RunResult d = run(path, "dynamickv:budget=48", Mode::stream);
-    const RunResult s = run(path, "snapkv:budget=48", Mode::stream);
+    const RunResult s = run(path, "snapkv:budget=48,window=16,kernel=7", Mode::stream);
     CHECK(d.evicted_at != s.evicted_at);
     const size_t U = d.n_units(), H = size_t(d.n_kv);
     bool layers_differ = false;
