@@ -4,7 +4,8 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KVS = os.path.join(ROOT, "build", "release", "cli", "kvscope")
+# KVS_BIN: another build (a copy, so that rebuilding during a long study does not change it).
+KVS = os.environ.get("KVS_BIN") or os.path.join(ROOT, "build", "release", "cli", "kvscope")
 # The three corpus texts the studies run on (../shared/corpus, public domain).
 TEXTS = [os.path.join(ROOT, "..", "shared", "corpus", n) for n in
          ("alice_in_wonderland.txt", "pride_and_prejudice.txt", "adventures_of_sherlock_holmes.txt")]

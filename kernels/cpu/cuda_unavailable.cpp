@@ -38,6 +38,9 @@ Status quant_pack_cuda(const float*, int, int, int, int, Axis, uint8_t*, void*) 
 Status quant_unpack_cuda(const uint8_t*, int, int, int, int, Axis, float*, void*) {
     return Status::cuda_unavailable;
 }
+Status zscore_pack_cuda(const float*, int, int, int, int, float, uint8_t*, void*) {
+    return Status::cuda_unavailable;
+}
 Status block_pack_cuda(BlockFormat, const float*, int, int, uint8_t*, void*) {
     return Status::cuda_unavailable;
 }

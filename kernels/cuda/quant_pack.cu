@@ -1,5 +1,6 @@
-// CUDA quant_pack (format: kernels/include/kernels/quant_pack.h). First version, written for
-// clarity and exact agreement with kernels/cpu/quant_pack.cpp rather than peak bandwidth:
+// CUDA quant_pack and zscore_pack (format: kernels/include/kernels/quant_pack.h). First version,
+// written for clarity and exact agreement with kernels/cpu/quant_pack.cpp rather than peak
+// bandwidth:
 //   quant_params_kernel: one thread per group: min / max, then (scale, zero) as one 32-bit store;
 //   quant_codes_kernel:  one thread per payload byte: it gathers the 8/b codes of that byte, so no
 //                        two threads write the same byte whatever the group size;
@@ -111,6 +112,42 @@ __global__ void quant_unpack_kernel(const uint8_t* __restrict__ packed, Shape s,
     }
 }
 
+// zscore_pack (seed 001's mean / std codes, per-token groups): one thread per group for the
+// (scale, zero) pair, then one thread per payload byte, as above.
+__global__ void zscore_params_kernel(const float* __restrict__ x, Shape s, float os,
+                                     uint32_t* __restrict__ params) {
+    for (size_t gi = blockIdx.x * size_t(blockDim.x) + threadIdx.x; gi < s.n_groups;
+         gi += size_t(gridDim.x) * blockDim.x) {
+        const int t = int(gi / s.groups_per_tok), c0 = int(gi % s.groups_per_tok) * s.group;
+        double mu, sigma;
+        detail::zscore_group_stats(x + size_t(t) * s.d + c0, min(s.group, s.d - c0), &mu, &sigma);
+        uint16_t scale, zero;
+        detail::zscore_group_params(mu, sigma, s.bits, os, &scale, &zero);
+        params[gi] = uint32_t(scale) | (uint32_t(zero) << 16);
+    }
+}
+
+__global__ void zscore_codes_kernel(const float* __restrict__ x, Shape s,
+                                    const uint32_t* __restrict__ params,
+                                    uint8_t* __restrict__ payload) {
+    const size_t total = size_t(s.n_tok) * s.row_bytes;
+    const int per_byte = 8 / s.bits;
+    for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total;
+         idx += size_t(gridDim.x) * blockDim.x) {
+        const int t = int(idx / s.row_bytes);
+        const int c0 = int(idx % s.row_bytes) * per_byte;
+        uint32_t byte = 0;
+        for (int k = 0; k < per_byte && c0 + k < s.d; ++k) {
+            const int c = c0 + k;
+            const uint32_t p = params[group_of(s, t, c)];
+            const uint32_t q = detail::zscore_code(
+                x[size_t(t) * s.d + c], fp16_to_fp32(p & 0xffffu), fp16_to_fp32(p >> 16), s.bits);
+            byte |= q << (k * s.bits);
+        }
+        payload[idx] = uint8_t(byte);
+    }
+}
+
 bool make_shape(int n_tok, int d, int bits, int group, Axis axis, Shape* s) {
     if (!bits_supported(bits) || group < 1 || n_tok < 0 || d < 1) return false;
     s->n_tok = n_tok, s->d = d, s->bits = bits, s->group = group, s->axis = int(axis);
@@ -155,6 +192,22 @@ Status quant_unpack_cuda(const uint8_t* packed, int n_tok, int d, int bits, int 
     const size_t n = size_t(n_tok) * size_t(d);
     quant_unpack_kernel<<<cuda::grid_for(n), cuda::kThreads, 0, cuda::as_stream(stream)>>>(
         packed, s, x_out);
+    return cuda::launch_status();
+}
+
+Status zscore_pack_cuda(const float* x, int n_tok, int d, int bits, int group, float os,
+                        uint8_t* out, void* stream) {
+    if (bits == 16) return quant_pack_cuda(x, n_tok, d, bits, group, Axis::per_token, out, stream);
+    Shape s;
+    if (!make_shape(n_tok, d, bits, group, Axis::per_token, &s) || !(os > 0) || !isfinite(os))
+        return Status::invalid_argument;
+    if (n_tok == 0) return Status::ok;
+    if (!x || !out || !aligned4(out)) return Status::invalid_argument;
+    const cudaStream_t st = cuda::as_stream(stream);
+    uint32_t* params = reinterpret_cast<uint32_t*>(out);
+    zscore_params_kernel<<<cuda::grid_for(s.n_groups), cuda::kThreads, 0, st>>>(x, s, os, params);
+    zscore_codes_kernel<<<cuda::grid_for(size_t(n_tok) * s.row_bytes), cuda::kThreads, 0, st>>>(
+        x, s, params, out + 4 * s.n_groups);
     return cuda::launch_status();
 }
 

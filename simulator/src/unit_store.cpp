@@ -78,6 +78,22 @@ uint32_t UnitStore::put(int kv, const void* p, size_t n) {
     return uint32_t(off);
 }
 
+void UnitStore::set_quantizer(Quantizer q, float s) {
+    if (q == Quantizer::zscore && !(s > 0))
+        fail("internal error: the z-score quantizer needs an outlier scale s > 0 (got {})", s);
+    quantizer_ = q;
+    zscore_s_ = s;
+}
+
+void UnitStore::pack_row(const float* src, int n, int bits) {
+    scratch_.resize(kk::quant_packed_bytes(1, n, bits, group_, kk::Axis::per_token));
+    const kk::Status s =
+        quantizer_ == Quantizer::zscore
+            ? kk::zscore_pack_cpu(src, 1, n, bits, group_, zscore_s_, scratch_.data())
+            : kk::quant_pack_cpu(src, 1, n, bits, group_, kk::Axis::per_token, scratch_.data());
+    KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
+}
+
 void UnitStore::store_row(size_t i, int kv, const float* src, int bits) {
     std::vector<uint32_t>& off = kv == 0 ? koff_ : voff_;
     std::vector<uint8_t>& fmt = kv == 0 ? kfmt_ : vfmt_;
@@ -96,12 +112,8 @@ void UnitStore::store_row(size_t i, int kv, const float* src, int bits) {
             fmt[i] = uint8_t(kk::RowFormat::f16);
         }
     } else {
-        const size_t nb = kk::quant_packed_bytes(1, d_, bits, group_, kk::Axis::per_token);
-        scratch_.resize(nb);
-        const kk::Status s =
-            kk::quant_pack_cpu(src, 1, d_, bits, group_, kk::Axis::per_token, scratch_.data());
-        KVS_ASSERT(s == kk::Status::ok || s == kk::Status::non_finite_input);
-        off[i] = put(kv, scratch_.data(), nb);
+        pack_row(src, d_, bits);
+        off[i] = put(kv, scratch_.data(), scratch_.size());
         fmt[i] = uint8_t(pt_format(bits));
     }
     if (kv == 0) kaux_[i] = 0;
@@ -378,10 +390,8 @@ void UnitStore::prune(int i, double p, int bits) {
                         prec_ == Precision::f32 ? kept[size_t(j)] : fp16_round(kept[size_t(j)]);
                 payload = full_row_bytes() / d_ * nnz;
             } else {
-                const size_t nb = kk::quant_packed_bytes(1, nnz, bits, group_, kk::Axis::per_token);
-                scratch_.resize(nb);
-                kk::quant_pack_cpu(kept.data(), 1, nnz, bits, group_, kk::Axis::per_token,
-                                   scratch_.data());
+                pack_row(kept.data(), nnz, bits);
+                const size_t nb = scratch_.size();
                 kk::quant_unpack_cpu(scratch_.data(), 1, nnz, bits, group_, kk::Axis::per_token,
                                      deq.data());
                 payload = int64_t(nb);

@@ -59,7 +59,7 @@ struct Dev {
     }
 };
 
-enum class Op { quant_pack, block_pack, mixed_attend };
+enum class Op { quant_pack, block_pack, mixed_attend, zscore_pack };
 struct Case {
     Op op;
     int n_tok, d, bits, group;
@@ -67,9 +67,10 @@ struct Case {
     BlockFormat fmt;
     std::string name() const {
         std::ostringstream s;
-        const char* ops[] = {"quant_pack", "block_pack", "mixed_attend"};
+        const char* ops[] = {"quant_pack", "block_pack", "mixed_attend", "zscore_pack"};
         s << ops[int(op)] << " n_tok=" << n_tok << " d=" << d;
         if (op == Op::quant_pack) s << " bits=" << bits << " g=" << group << " axis=" << int(axis);
+        if (op == Op::zscore_pack) s << " bits=" << bits << " g=" << group;
         if (op == Op::block_pack) s << (fmt == BlockFormat::q8_0 ? " q8_0" : " q4_0");
         if (op == Op::mixed_attend) s << " g=" << group;
         return s.str();
@@ -85,6 +86,8 @@ std::vector<Case> cases() {
                     for (Axis a : {Axis::per_token, Axis::per_channel}) {
                         cs.push_back({Op::quant_pack, n_tok, d, bits, g, a, BlockFormat::q8_0});
                     }
+                    cs.push_back(
+                        {Op::zscore_pack, n_tok, d, bits, g, Axis::per_token, BlockFormat::q8_0});
                 }
             }
             for (BlockFormat f : {BlockFormat::q8_0, BlockFormat::q4_0}) {
@@ -123,6 +126,18 @@ void run_quant_pack(const Case& c, Rng& rng) {
     REQUIRE(quant_unpack_cuda(dp.as<uint8_t>(), c.n_tok, c.d, c.bits, c.group, c.axis,
                               dy.as<float>(), nullptr) == Status::ok);
     check_values(y, dy.get<float>(), 0.0);
+}
+
+void run_zscore_pack(const Case& c, Rng& rng) {
+    auto x = kvs_test::kv_like(rng, c.n_tok, c.d);
+    x[0] = std::numeric_limits<float>::quiet_NaN();  // the non-finite policy too
+    const size_t n = quant_packed_bytes(c.n_tok, c.d, c.bits, c.group, Axis::per_token);
+    std::vector<uint8_t> cpu(n);
+    zscore_pack_cpu(x.data(), c.n_tok, c.d, c.bits, c.group, 2.5f, cpu.data());
+    Dev dx(x), dout(n);
+    REQUIRE(zscore_pack_cuda(dx.as<float>(), c.n_tok, c.d, c.bits, c.group, 2.5f,
+                             dout.as<uint8_t>(), nullptr) == Status::ok);
+    check_bytes(cpu, dout.get<uint8_t>());
 }
 
 void run_block_pack(const Case& c, Rng& rng) {
@@ -209,6 +224,9 @@ TEST_CASE("CUDA kernels equal the CPU reference (every op, odd shapes)", "[cuda]
                 break;
             case Op::mixed_attend:
                 run_mixed_attend(c, rng);
+                break;
+            case Op::zscore_pack:
+                run_zscore_pack(c, rng);
                 break;
         }
     }

@@ -9,6 +9,8 @@
 
 #include "attn_trace.h"
 #include "engine/error.h"
+#include "engine/ggml_types.h"
+#include "kernels/quant_pack.h"
 #include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
@@ -485,6 +487,49 @@ TEST_CASE("sparse storage of pruned rows is counted in real bytes", "[cpu]") {
     CHECK(u.offload_bytes() == 0);
     u.k_row(0, row.data());
     CHECK(row[5] == k[5]);
+}
+
+TEST_CASE("the z-score quantizer stores the same bytes as min/max groups, its own codes", "[cpu]") {
+    // Entry rows in fp16 (the store's full precision), lowered to 4 bits by each quantizer: the
+    // bytes are the per-token format's (2 groups x 4 B + 32 code bytes per row), the decoded rows
+    // are what each kernel gives for the fp16 rows, and they differ.
+    std::vector<float> k(64), v(64);
+    for (int i = 0; i < 64; ++i)
+        k[size_t(i)] = std::sin(0.37f * float(i)) * 2.0f, v[size_t(i)] = float(i % 9) * 0.25f;
+    UnitStore a(64, 32), z(64, 32);
+    z.set_quantizer(UnitStore::Quantizer::zscore, 2.5f);
+    for (UnitStore* u : {&a, &z}) {
+        u->append(0, k.data(), v.data());
+        u->set_bits(0, 4);
+    }
+    CHECK(a.bytes() == 2 * (2 * 4 + 32));
+    CHECK(z.bytes() == a.bytes());
+    std::vector<float> k16(64), ra(64), rz(64), want(64);
+    a.k_row(0, ra.data());
+    z.k_row(0, rz.data());
+    for (int i = 0; i < 64; ++i)
+        k16[size_t(i)] = kvs::fp16_to_fp32(kvs::fp32_to_fp16(k[size_t(i)]));
+    std::vector<uint8_t> buf(
+        kvs::kernels::quant_packed_bytes(1, 64, 4, 32, kvs::kernels::Axis::per_token));
+    REQUIRE(kvs::kernels::zscore_pack_cpu(k16.data(), 1, 64, 4, 32, 2.5f, buf.data()) ==
+            kvs::kernels::Status::ok);
+    kvs::kernels::quant_unpack_cpu(buf.data(), 1, 64, 4, 32, kvs::kernels::Axis::per_token,
+                                   want.data());
+    CHECK(rz == want);
+    CHECK(ra != rz);
+    // Pruning codes the kept values by the store's quantizer too (the same bytes again).
+    UnitStore pa(64, 32), pz(64, 32);
+    pz.set_quantizer(UnitStore::Quantizer::zscore, 2.5f);
+    for (UnitStore* u : {&pa, &pz}) {
+        u->append(0, k.data(), v.data());
+        u->prune(0, 0.5, 4);
+    }
+    CHECK(pz.bytes() == pa.bytes());
+    pa.k_row(0, ra.data());
+    pz.k_row(0, rz.data());
+    CHECK(ra != rz);
+    CHECK_THROWS_WITH(pz.set_quantizer(UnitStore::Quantizer::zscore, 0.0f),
+                      Catch::Contains("outlier scale"));
 }
 
 TEST_CASE("an fp32 store keeps rows exactly and counts 4 bytes per element", "[cpu]") {

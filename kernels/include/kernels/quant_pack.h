@@ -75,6 +75,25 @@ Status quant_pack_cpu(const float* x, int n_tok, int d, int bits, int group, Axi
 Status quant_unpack_cpu(const uint8_t* packed, int n_tok, int d, int bits, int group, Axis axis,
                         float* x_out);
 
+// ## z-score codes (seed 001's mean / std quantizer, zscore_pack_cpu)
+// The same bytes as quant_pack with Axis::per_token (so quant_unpack_cpu, dequant_rows and the
+// attention kernels decode them unchanged and the byte count is quant_packed_bytes), filled by
+// the seed's rule x' = round((x - mu) / sigma * h / s) * s * sigma / h + mu, h = 2^(b-1) - 1,
+// with mu, sigma the mean and (population) standard deviation of the group's finite elements
+// and s the outlier scale: the codes -h .. +h are stored as q = code + h in [0, 2h] (the top
+// code 2^b - 1 is unused), with
+//   scale = fp16_round_up(s * sigma / h),  zero = fp16_round_nearest(mu - h * scale_f)
+//   q     = clamp(roundf((x - zero_f) / scale_f), 0, 2h),   x' = fmaf(q, scale_f, zero_f)
+// so values within s * sigma of the mean are kept to scale_f / 2 (plus the fp16 rounding of
+// zero), and values further out are clipped to mu +- h * scale_f (larger s: fewer clipped,
+// coarser steps). sigma = 0 or NaN input: q = h (the mean). bits == 16: quant_pack's fp16.
+// Returns invalid_argument for bits not in {2, 4, 8, 16}, group < 1, d < 1, s not > 0.
+Status zscore_pack_cpu(const float* x, int n_tok, int d, int bits, int group, float s,
+                       uint8_t* out);
+// CUDA version (device pointers, `out` 4-byte aligned): byte for byte the CPU's.
+Status zscore_pack_cuda(const float* x, int n_tok, int d, int bits, int group, float s,
+                        uint8_t* out, void* stream);
+
 // CUDA versions: device pointers; `packed`/`out` must be 4-byte aligned (cudaMalloc is). Byte for
 // byte the same output as the CPU versions. The non_finite_input status is not reported (it
 // would need a device-to-host copy): the bytes follow the same policy and the call returns ok.

@@ -85,6 +85,12 @@ class UnitStore {
     // Re-stores held entry i per token at `bits` in {2,4,8} or at full precision (bits >= 16),
     // snapping to a supported width. No-op if equal.
     void set_bits(int i, int bits);
+    // How set_bits() and prune() fill per-token codes from now on: min / max groups
+    // (kernels::quant_pack, the default) or seed 001's mean / std rule with outlier scale s
+    // (kernels::zscore_pack_cpu). Both write the same bytes per row (the same format, decoded the
+    // same way); only the codes differ.
+    enum class Quantizer : uint8_t { minmax, zscore };
+    void set_quantizer(Quantizer q, float s = 0);
     // llama.cpp block format for entry i (q8_0 or q4_0).
     void set_block_format(int i, Store fmt);
     // Zeroes the fraction `p` (0..1) smallest-magnitude elements of entry i's K and V rows and
@@ -157,8 +163,13 @@ class UnitStore {
     void maybe_compact();
     void compact();
     int64_t full_row_bytes() const { return int64_t(d_) * (prec_ == Precision::f32 ? 4 : 2); }
+    // Per-token codes of src [n] (one row) at `bits` into scratch_ (quant_packed_bytes(1, n, ...)
+    // bytes), by the store's quantizer.
+    void pack_row(const float* src, int n, int bits);
     int d_, group_;
     Precision prec_;
+    Quantizer quantizer_ = Quantizer::minmax;
+    float zscore_s_ = 0;
     int view_ = -1;
     bool offload_ = false;
     std::vector<int32_t> pos_;

@@ -24,6 +24,8 @@ struct AgaccParams {
     double alpha = 0.2, pos_beta = 0.5, tau_h = 2.0, tau_l = 0.5, tau_e = 0.05, p_max = 0.5;
     int b_min = 2, b_max = 8, block = 16, k = 16, nr = 128, nw = 32, recent = 32;
     GqaReduce gqa = GqaReduce::mean;
+    UnitStore::Quantizer quantizer = UnitStore::Quantizer::zscore;
+    double s = 2.5;  // the z-score quantizer's outlier scale
 };
 
 class AgaccLayer final : public LayerPolicy {
@@ -40,6 +42,7 @@ class AgaccLayer final : public LayerPolicy {
         if (due) last_ = t;
         for (size_t g = 0; g < units.size(); ++g) {
             UnitStore& u = units[g];
+            u.set_quantizer(p_.quantizer, float(p_.s));
             if (reeval) {
                 // Re-evaluation: the importance is recalculated from the most recent nw
                 // attention rows (their mean over the queries that saw the token).
@@ -154,6 +157,9 @@ class Agacc final : public Policy {
         p_.nw = p.integer("nw");
         p_.recent = p.integer("recent");
         p_.gqa = p.gqa();
+        p_.quantizer = p.str("quantizer") == "minmax" ? UnitStore::Quantizer::minmax
+                                                      : UnitStore::Quantizer::zscore;
+        p_.s = p.real("s");
         if (!(p_.tau_e <= p_.tau_l && p_.tau_l <= p_.tau_h))
             fail("policy 'agacc': needs tau_e <= tau_l <= tau_h (got {}, {}, {})", p_.tau_e,
                  p_.tau_l, p_.tau_h);
@@ -183,8 +189,12 @@ PolicyEntry policy_agacc() {
         "i)^pos_beta (dividing by P(x) = (1+x)^-pos_beta). Thresholds are relative: r_i = Î_i / "
         "mean(Î) over the held tokens outside the newest `recent`, then the max over each "
         "block of `block` positions. Every k steps: r > tau_h: fp16; tau_l < r <= tau_h: b_min + "
-        "floor((r - r_min)(b_max - b_min)/(r_max - r_min)) bits (snapped to 2/4/8/16; the "
-        "seed's mean/std quantizer is replaced by the packed min/max format); tau_e <= r <= "
+        "floor((r - r_min)(b_max - b_min)/(r_max - r_min)) bits (snapped to 2/4/8/16), coded by "
+        "the seed's mean/std rule round((x - mu)/sigma * h/s) * s*sigma/h + mu (h = 2^(b-1) - "
+        "1; mu, sigma per group of `group` channels of a token; values beyond s*sigma clipped), "
+        "stored in the per-token packed format with its real bytes (fp16 step and offset per "
+        "group + b-bit codes: the same bytes as min/max groups; quantizer=minmax uses those); "
+        "tau_e <= r <= "
         "tau_l: b_min bits and the p_max*(1 - r/tau_l) smallest-magnitude elements of each K/V "
         "row zeroed, stored sparse (values packed + a bitmask or 1-byte indices, whichever is "
         "smaller) when that is smaller than dense; r < tau_e: evicted (no marker tokens are "
@@ -196,8 +206,9 @@ PolicyEntry policy_agacc() {
         "of the lowest r whenever the cache is over budget. Prefill mode: the prompt's queries "
         "build I before the first update at P. Paper mode: stream. Not reproduced: the seed's "
         "average over all layers and heads and the next N_q queries (here per (layer, KV head) "
-        "and the current query), its mean/std quantizer with outlier scale s (needs a stored "
-        "format), its span-marker tokens (need trained embeddings).";
+        "and the current query), its span-marker tokens (need trained embeddings). The seed gives "
+        "no value of s: 2.5 is near the mean-squared-error optimum of a 15-level uniform "
+        "quantizer of Gaussian data (1.2 for 3 levels at 2 bits, 3 for 255 at 8).";
     e.info.params = {
         param_budget("optional: tokens held per (layer, KV head), a count or a fraction"),
         param_real("alpha", "0.2", 0, 1, "EMA weight of the current attention"),
@@ -216,6 +227,11 @@ PolicyEntry policy_agacc() {
         param_int("nw", "32", 1, 1e9, "re-evaluation window: the most recent attention rows"),
         param_int("recent", "32", 0, 1e9,
                   "newest tokens kept fp16, never evicted (at most half the budget)"),
+        param_choice("quantizer", "zscore", {"zscore", "minmax"},
+                     "codes of the lowered widths: zscore (the seed's mean/std rule) or minmax "
+                     "(min/max groups, kvscope's earlier rule); the same bytes"),
+        param_real("s", "2.5", 0.01, 1e3,
+                   "zscore: outlier scale (values beyond s standard deviations are clipped)"),
         param_gqa(),
         param_group()};
     e.info.takes_budget = true;

@@ -202,8 +202,8 @@ PolicyEntry policy_dynamickv() {
                                                               "window: last queries scored, newest "
                                                               "tokens always kept"));
     e.info.params.push_back(param_int("m", "4", 1, 1e6, "re-divide budgets every m layers"));
-    e.info.params.push_back(param_real(
-        "r_max", "5", 1, 1e6, "a layer keeps at most r_max x the average scored budget"));
+    e.info.params.push_back(param_real("r_max", "5", 1, 1e6,
+                                       "a layer keeps at most r_max x the average scored budget"));
     e.info.params.push_back(param_choice(
         "alloc", "official", {"official", "capped"},
         "official: DynamicKV's code (global top-k counts rescaled to the model's budget); "

@@ -47,6 +47,47 @@ KVS_HD inline uint32_t quant_code(float x, float scale_f, float zero_f, int bits
     return uint32_t(t);
 }
 
+// z-score codes (zscore_pack, quant_pack.h): a group's (scale, zero) from its mean and standard
+// deviation (of the finite, range-clamped elements, in double), and an element's code in [0, 2h].
+// Mean and (population) standard deviation of the finite, range-clamped elements of x[0, n), in
+// double, in element order; false when any element is not finite.
+KVS_HD inline bool zscore_group_stats(const float* x, int n, double* mu, double* sigma) {
+    double sum = 0, sq = 0;
+    int m = 0;
+    bool finite = true;
+    for (int i = 0; i < n; ++i) {
+        if (!is_finite_f32(x[i])) {
+            finite = false;
+            continue;
+        }
+        sum += double(clamp_fp16_range(x[i]));
+        ++m;
+    }
+    *mu = m > 0 ? sum / m : 0.0;
+    for (int i = 0; i < n; ++i)
+        if (is_finite_f32(x[i])) {
+            const double e = double(clamp_fp16_range(x[i])) - *mu;
+            sq += e * e;
+        }
+    *sigma = m > 0 ? sqrt(sq / m) : 0.0;
+    return finite;
+}
+KVS_HD inline void zscore_group_params(double mu, double sigma, int bits, float s, uint16_t* scale,
+                                       uint16_t* zero) {
+    const double half = double((1 << (bits - 1)) - 1);
+    *scale = fp16_round_up(float(double(s) * sigma / half));
+    const float scale_f = fp16_to_fp32(*scale);
+    *zero = fp32_to_fp16_rne(clamp_fp16_range(float(mu - half * double(scale_f))));
+}
+KVS_HD inline uint32_t zscore_code(float x, float scale_f, float zero_f, int bits) {
+    const uint32_t half = (1u << (bits - 1)) - 1u;
+    if (x != x || scale_f == 0.0f) return half;  // NaN, or sigma = 0: the mean
+    const float r = roundf((clamp_fp16_range(x) - zero_f) / scale_f);
+    if (!(r > 0.0f)) return 0u;
+    if (r >= float(2 * half)) return 2 * half;
+    return uint32_t(r);
+}
+
 KVS_HD inline float quant_decode(uint32_t q, float scale_f, float zero_f) {
     return fmaf(float(q), scale_f, zero_f);
 }
