@@ -32,6 +32,7 @@ LiveCache::LiveCache(const KvShape& shape, const PolicySpec& spec, const LiveOpt
         fail("live cache: prefill mode needs a prompt length in [1, {}) (got {})", opt.capacity,
              opt.prefill_len);
     policy_ = spec.entry->make(spec.params);
+    if (const std::string why = policy_->live_refusal(); !why.empty()) fail("{}", why);
     auto git = spec.params.values.find("group");
     if (git != spec.params.values.end()) group_ = std::stoi(git->second);
     first_update_ = opt.mode == Mode::prefill ? opt.prefill_len : 0;

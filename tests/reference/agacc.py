@@ -6,10 +6,16 @@ its first update (prefill mode, step P, before any lossy entry changes the atten
   the mean, kvscope's choice), block max over blocks of `block` positions (2.5);
   tiers (2.4) among the tokens outside the newest `recent`: r < tau_e evicted; r > tau_h fp16;
   tau_l < r <= tau_h: b_min + floor((r - r_min)(b_max - b_min)/(r_max - r_min)) bits (2.4.1),
-  min/max over the tokens left, snapped to 2/4/8/16; r <= tau_l: b_min bits and pruning (2.4.2)."""
+  min/max over the tokens left, snapped to 2/4/8/16; r <= tau_l: b_min bits and pruning (2.4.2).
+scope="global" (AGACCGlobal): S_i is the seed's cross-layer score (2.2) with N_q = 1, query t's
+attention to token i averaged over every layer of the trace and every query head, computed here
+from the trace's q and k in float64 (the same for every KV head)."""
 import math
 
-from common import Policy
+import h5py
+import numpy as np
+
+from common import Policy, Trace
 from agd import snap_bits
 
 
@@ -63,3 +69,22 @@ class AGACC(Policy):
         m = probs.mean(axis=0)
         for p, x in zip(held, m):
             self.I[g][p] = self.a * x + (1 - self.a) * self.I[g].get(p, 0.0)
+
+
+class AGACCGlobal(AGACC):
+    def __init__(self, path, n_kv, **kw):
+        super().__init__(n_kv, **kw)
+        with h5py.File(path, "r") as f:
+            layers = [int(x) for x in f.attrs["layers"]]
+        trs = [Trace(path, l) for l in layers]
+        T = trs[0].T
+        self.G = [np.zeros(t + 1) for t in range(T)]
+        n = len(trs) * trs[0].n_head
+        for tr in trs:
+            for t in range(T):
+                for g in range(tr.n_kv):
+                    self.G[t] += tr.probs(t, g, list(range(t + 1))).sum(axis=0) / n
+
+    def observe(self, t, g, held, probs):
+        for p in held:
+            self.I[g][p] = self.a * self.G[t][p] + (1 - self.a) * self.I[g].get(p, 0.0)

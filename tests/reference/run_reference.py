@@ -26,7 +26,7 @@ except ImportError as e:  # CTest reports 77 as skipped
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from adakv import AdaKV  # noqa: E402
-from agacc import AGACC  # noqa: E402
+from agacc import AGACC, AGACCGlobal  # noqa: E402
 from agd import AGD  # noqa: E402
 from common import Trace, run  # noqa: E402
 from composite import Composite  # noqa: E402
@@ -72,6 +72,7 @@ CASES = [
     ("keydiff:budget=64", "prefill", lambda tr: KeyDiff(64, tr, "prefill"), "all", False),
     ("keydiff:budget=0.3", "stream", lambda tr: KeyDiff(0.3, tr, "stream"), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
+    ("agacc:scope=global", "prefill", lambda tr: AGACCGlobal(tr.path, tr.n_kv), "P", True),
     ("agd:budget=48,b_min=16", "stream", lambda tr: AGD(48, tr.n_kv, b_min=16), "all", False),
     ("agd:budget=64,k=8", "prefill", lambda tr: AGD(64, tr.n_kv, k=8), "P", True),
     ("agd", "prefill", lambda tr: AGD(None, tr.n_kv), "P", True),

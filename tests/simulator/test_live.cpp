@@ -292,6 +292,8 @@ TEST_CASE("live: policies and options that cannot run live are refused in one li
                       Catch::Contains("prefill mode only"));
     CHECK_THROWS_WITH(LiveCache(shape, parse_spec("composite:budget=64"), o),
                       Catch::Contains("prefill mode only"));
+    CHECK_THROWS_WITH(LiveCache(shape, parse_spec("agacc:scope=global"), o),
+                      Catch::Contains("runs in replay only"));
     o.mode = Mode::prefill;
     o.prefill_len = 40;
     CHECK_THROWS_WITH(LiveCache(shape, parse_spec("h2o:budget=8"), o),

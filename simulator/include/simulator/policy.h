@@ -157,6 +157,9 @@ class Policy {
     // live driver plans in prefill mode once the prompt has been through every layer (at the
     // first compressed step, before any decision), and refuses stream mode.
     virtual bool plans_from_rows() const { return false; }
+    // Non-empty: why this policy (with these parameters) cannot run live, one line (the live
+    // driver refuses it when it is created).
+    virtual std::string live_refusal() const { return ""; }
 };
 
 struct PolicyInfo {

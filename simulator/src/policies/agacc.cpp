@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "engine/error.h"
+#include "kernels/attend.h"
 #include "kernels/quant_pack.h"
 
 namespace kvs::sim {
@@ -25,12 +26,55 @@ struct AgaccParams {
     int b_min = 2, b_max = 8, block = 16, k = 16, nr = 128, nw = 32, recent = 32;
     GqaReduce gqa = GqaReduce::mean;
     UnitStore::Quantizer quantizer = UnitStore::Quantizer::zscore;
-    double s = 2.5;  // the z-score quantizer's outlier scale
+    double s = 1.0;       // the z-score quantizer's outlier scale
+    bool global = false;  // scope=global: the seed's cross-layer score (replay only)
 };
+
+// scope=global: the seed's S_i (2.2) with N_q = 1: for every step t, query t's attention to each
+// token i <= t averaged over every layer of the trace and every query head, from the trace's full
+// attention (what the uncompressed model computed). Row t holds t + 1 values at t (t + 1) / 2:
+// T (T + 1) / 2 floats in all (8.4 MB at 2,048 tokens, 134 MB at 8,192).
+struct GlobalRows {
+    std::vector<float> v;
+    const float* row(int64_t t) const { return v.data() + size_t(t) * size_t(t + 1) / 2; }
+};
+
+std::shared_ptr<const GlobalRows> global_rows(const PlanContext& c) {
+    auto g = std::make_shared<GlobalRows>();
+    const int64_t T = c.n_tokens;
+    const int d = c.d;
+    g->v.assign(size_t(T) * size_t(T + 1) / 2, 0.0f);
+    const float w = 1.0f / float(c.layers.size() * size_t(c.n_head));
+    constexpr int64_t kBlock = 128;  // queries per attention call
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    for (int64_t j = 0; j < T; ++j) pos[size_t(j)] = int32_t(j);
+    std::vector<float> probs(size_t(kBlock) * size_t(T)), lse(static_cast<size_t>(kBlock));
+    for (int layer : c.layers) {
+        for (int h = 0; h < c.n_head; ++h) {
+            const std::vector<float> q = c.read(PlanField::q, layer, h, 0, T);
+            const std::vector<float> k = c.read(PlanField::k, layer, c.kv_of_q[size_t(h)], 0, T);
+            for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+                const int64_t t1 = std::min(T, t0 + kBlock), nq = t1 - t0;
+                KVS_ASSERT(kernels::attend_cpu(q.data() + size_t(t0) * size_t(d), pos.data() + t0,
+                                               int(nq), k.data(), nullptr, pos.data(), nullptr,
+                                               int(t1), d, c.attn_scale, nullptr, lse.data(),
+                                               probs.data()) == kernels::Status::ok);
+                for (int64_t i = 0; i < nq; ++i) {
+                    const int64_t t = t0 + i;
+                    float* dst = g->v.data() + size_t(t) * size_t(t + 1) / 2;
+                    const float* src = probs.data() + size_t(i) * size_t(t1);
+                    for (int64_t j = 0; j <= t; ++j) dst[j] += w * src[j];
+                }
+            }
+        }
+    }
+    return g;
+}
 
 class AgaccLayer final : public LayerPolicy {
   public:
-    AgaccLayer(const AgaccParams& p, int64_t n_tokens, int n_kv) : p_(p) {
+    AgaccLayer(const AgaccParams& p, int64_t n_tokens, int n_kv, const GlobalRows* global)
+        : p_(p), global_(global) {
         for (int g = 0; g < n_kv; ++g) win_.emplace_back(n_tokens, p.nw);
     }
     bool offloads() const override { return true; }
@@ -97,9 +141,15 @@ class AgaccLayer final : public LayerPolicy {
             }
         }
     }
-    void observe(int64_t, int g, const float* probs, int n_q, UnitStore& u) override {
+    void observe(int64_t t, int g, const float* probs, int n_q, UnitStore& u) override {
         row_.resize(size_t(u.size()));
-        reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
+        if (global_) {
+            // The cross-layer score of each held token (the same in every unit).
+            const float* r = global_->row(t);
+            for (int i = 0; i < u.size(); ++i) row_[size_t(i)] = r[u.pos(i)];
+        } else {
+            reduce_gqa(probs, n_q, u.size(), p_.gqa, row_.data());
+        }
         win_[size_t(g)].add(u, row_.data());
         auto& s = u.scores();
         const float a = float(p_.alpha);
@@ -134,6 +184,7 @@ class AgaccLayer final : public LayerPolicy {
         return r;
     }
     AgaccParams p_;
+    const GlobalRows* global_;
     int64_t last_ = -1;
     std::vector<detail::ObservationWindow> win_;
     std::vector<float> row_;
@@ -160,6 +211,7 @@ class Agacc final : public Policy {
         p_.quantizer = p.str("quantizer") == "minmax" ? UnitStore::Quantizer::minmax
                                                       : UnitStore::Quantizer::zscore;
         p_.s = p.real("s");
+        p_.global = p.str("scope") == "global";
         if (!(p_.tau_e <= p_.tau_l && p_.tau_l <= p_.tau_h))
             fail("policy 'agacc': needs tau_e <= tau_l <= tau_h (got {}, {}, {})", p_.tau_e,
                  p_.tau_l, p_.tau_h);
@@ -167,7 +219,20 @@ class Agacc final : public Policy {
             fail("policy 'agacc': b_min={} is larger than b_max={}", p_.b_min, p_.b_max);
     }
     std::unique_ptr<LayerPolicy> make_layer(const LayerContext& c) const override {
-        return std::make_unique<AgaccLayer>(p_, c.n_tokens, c.n_kv);
+        return std::make_unique<AgaccLayer>(p_, c.n_tokens, c.n_kv,
+                                            static_cast<const GlobalRows*>(c.plan));
+    }
+    bool plans_from_rows() const override { return p_.global; }
+    std::shared_ptr<const void> plan(const PlanContext& c) const override {
+        if (!p_.global) return nullptr;
+        KVS_ASSERT(c.read && c.reader);  // live refuses scope=global (live_refusal)
+        return global_rows(c);
+    }
+    std::string live_refusal() const override {
+        if (!p_.global) return "";
+        return "agacc scope=global (the seed's cross-layer score) runs in replay only: every "
+               "decision needs each layer's attention to the token, which a live run has only "
+               "after its last layer (live: scope=unit)";
     }
 
   private:
@@ -204,11 +269,15 @@ PolicyEntry policy_agacc() {
         "replaces I_i by the mean attention of the last nw queries (seed 001, 2.6), k and nr "
         "are independent periods (old kvscope: lcm(k, nr), no nw). budget= adds eviction "
         "of the lowest r whenever the cache is over budget. Prefill mode: the prompt's queries "
-        "build I before the first update at P. Paper mode: stream. Not reproduced: the seed's "
-        "average over all layers and heads and the next N_q queries (here per (layer, KV head) "
-        "and the current query), its span-marker tokens (need trained embeddings). The seed gives "
-        "no value of s: 2.5 is near the mean-squared-error optimum of a 15-level uniform "
-        "quantizer of Gaussian data (1.2 for 3 levels at 2 bits, 3 for 255 at 8).";
+        "build I before the first update at P. Paper mode: stream. scope=global is the seed's S_i "
+        "(2.2): the current query's attention averaged over all layers and heads, taken from the "
+        "trace's full attention (a plan pass; replay only, refused live); the default scope=unit "
+        "uses each (layer, KV head)'s own attention over what it holds, which runs in both "
+        "drivers. N_q = 1 (the EMA over steps does the averaging over queries). Not reproduced: "
+        "its span-marker tokens (need trained embeddings). The seed gives "
+        "no value of s: 1 is near the mean-squared-error optimum of the 3 levels of 2 bits for "
+        "Gaussian data (1.2), the tier most lowered tokens land in at b_min=2; larger s clip "
+        "fewer outliers with coarser steps (docs/policies.md has the measured effect).";
     e.info.params = {
         param_budget("optional: tokens held per (layer, KV head), a count or a fraction"),
         param_real("alpha", "0.2", 0, 1, "EMA weight of the current attention"),
@@ -230,8 +299,12 @@ PolicyEntry policy_agacc() {
         param_choice("quantizer", "zscore", {"zscore", "minmax"},
                      "codes of the lowered widths: zscore (the seed's mean/std rule) or minmax "
                      "(min/max groups, kvscope's earlier rule); the same bytes"),
-        param_real("s", "2.5", 0.01, 1e3,
+        param_real("s", "1", 0.01, 1e3,
                    "zscore: outlier scale (values beyond s standard deviations are clipped)"),
+        param_choice("scope", "unit", {"unit", "global"},
+                     "unit: S_i from the (layer, KV head)'s own attention over what it holds; "
+                     "global: the seed's score, the mean over every layer and query head of the "
+                     "trace's full attention (replay only)"),
         param_gqa(),
         param_group()};
     e.info.takes_budget = true;
