@@ -100,6 +100,10 @@ def main():
         sgn = 1 if better == "max" else -1
         top = [sgn * v[p] for p in PREFILL]
         ok = min(top) >= sgn * v[MID] >= sgn * v[LOW]
+        if ok and len({v[p] for p in names}) == 1:
+            return "tie (all equal: no ordering shown)"
+        if ok and min(top) == sgn * v[MID] == sgn * v[LOW]:
+            return "weakly (h2o and window equal the weakest of the three)"
         return "yes" if ok else "no"
 
     pk = saved["passkey"]
@@ -153,8 +157,9 @@ def main():
         "## Retrieval: the passkey grid",
         "",
         f"`kvscope eval --task passkey --lengths {a.lengths} --depths {a.depths} --seeds "
-        f"{a.seeds}` ({items} prompts per cell; greedy answer, exact match of the hidden "
-        "number). Budget = entries per (layer, KV head).",
+        f"{a.seeds}` ({items} prompts per cell, so one prompt is {100 / max(1, items):.0f} "
+        "points; greedy answer, exact match of the hidden number). Budget = entries per "
+        "(layer, KV head).",
         "",
     ] + t1 + [
         "",
