@@ -193,7 +193,7 @@ void run_capture_cmd(const CaptureArgs& a) {
     if (!a.live.policy.empty()) {
         live = make_live_cache(m, sim::parse_spec(a.live.policy), a.live,
                                int64_t(req.prompt.size()) + req.n_generate,
-                               int64_t(req.prompt.size()), true);
+                               int64_t(req.prompt.size()), true, req.prompt);
         req.cache = live.get();
         if (decisions.empty()) {
             decisions = a.out;

@@ -307,7 +307,8 @@ void run_eval(const EvalArgs& a) {
             }
             for (size_t r = 0; r < specs.size(); ++r) {
                 RunStats& st = stats[r];
-                auto cache = make_live_cache(m, specs[r], a.live, a.ctx, P, true);
+                auto cache = make_live_cache(m, specs[r], a.live, a.ctx, P, true,
+                                             std::vector<int32_t>(win, win + a.ctx));
                 const auto t0 = std::chrono::steady_clock::now();
                 prefill(m, win, a.ctx, 0, *cache, 256, LogitsFor::All, logits, nullptr, &bar, done);
                 st.seconds +=
@@ -364,7 +365,8 @@ void run_eval(const EvalArgs& a) {
                     const int P = int(pr.ids.size());
                     for (size_t r = 0; r < specs.size(); ++r) {
                         RunStats& st = stats[r];
-                        auto cache = make_live_cache(m, specs[r], a.live, P + a.n_predict, P, true);
+                        auto cache =
+                            make_live_cache(m, specs[r], a.live, P + a.n_predict, P, true, pr.ids);
                         const auto t0 = std::chrono::steady_clock::now();
                         prefill(m, pr.ids.data(), P, 0, *cache, 256, LogitsFor::Last, logits);
                         st.ttft +=

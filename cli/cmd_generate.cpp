@@ -45,7 +45,7 @@ void run_generate(const GenerateArgs& a) {
         cache_ptr = std::make_unique<DenseKvCache>(m.kv_shape(), capacity);
     } else {
         cache_ptr = make_live_cache(m, sim::parse_spec(a.live.policy), a.live, capacity,
-                                    int64_t(ids.size()), false);
+                                    int64_t(ids.size()), false, ids);
     }
     KvCache& cache = *cache_ptr;
     if (!a.quiet)

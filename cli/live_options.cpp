@@ -33,8 +33,10 @@ sim::Precision parse_kv_dtype(const std::string& s) {
 
 std::unique_ptr<sim::LiveCache> make_live_cache(const Model& m, const sim::PolicySpec& spec,
                                                 const LiveArgs& a, int64_t capacity,
-                                                int64_t prompt_len, bool record) {
+                                                int64_t prompt_len, bool record,
+                                                std::vector<int32_t> tokens) {
     sim::LiveOptions o;
+    o.tokens = std::move(tokens);
     o.mode = parse_mode(a.mode);
     o.precision = parse_kv_dtype(a.kv_dtype);
     o.capacity = capacity;

@@ -23,10 +23,12 @@ sim::Mode parse_mode(const std::string& s);
 sim::Precision parse_kv_dtype(const std::string& s);
 
 // The compressed cache for spec `spec` over positions [0, capacity); prompt_len is P in prefill
-// mode. Throws kvs::Error (one line) for a spec that cannot run live, a budget above the
+// mode; `tokens`: the token ids known up front (policies that plan from token identity). Throws
+// kvs::Error (one line) for a spec that cannot run live, a budget above the
 // context, a prompt that leaves nothing to compress.
 std::unique_ptr<sim::LiveCache> make_live_cache(const Model& m, const sim::PolicySpec& spec,
                                                 const LiveArgs& a, int64_t capacity,
-                                                int64_t prompt_len, bool record);
+                                                int64_t prompt_len, bool record,
+                                                std::vector<int32_t> tokens = {});
 
 }  // namespace kvs::cli

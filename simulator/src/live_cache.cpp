@@ -53,6 +53,7 @@ PlanContext LiveCache::plan_context() const {
     pc.n_tokens = opt_.capacity;
     pc.prefill_len = opt_.mode == Mode::prefill ? opt_.prefill_len : 0;
     pc.mode = opt_.mode;
+    pc.tokens = opt_.tokens;
     pc.attn_scale = 1.0f / std::sqrt(float(shape_.head_dim));
     for (int l = 0; l < shape_.n_layer; ++l) pc.layers.push_back(l);
     return pc;
@@ -66,8 +67,8 @@ void LiveCache::reset() {
     planned_ = false;
     if (deferred_plan_ && opt_.mode != Mode::prefill)
         fail(
-            "{} plans its per-layer budgets from the whole prompt: live, it runs in prefill mode "
-            "only (--mode prefill)",
+            "{} plans from the whole prompt (per-layer budgets, retrieval heads): live, it runs in "
+            "prefill mode only (--mode prefill)",
             spec_.entry->info.name);
     const PlanContext pc = plan_context();
     std::shared_ptr<const void> plan = deferred_plan_ ? nullptr : policy_->plan(pc);
@@ -90,6 +91,7 @@ void LiveCache::reset() {
         }
         layers_.push_back(std::move(L));
     }
+    if (deferred_plan_ && policy_->plan_reads_all_queries()) save_from_ = 0;
     if (deferred_plan_)
         for (auto& L : layers_)
             L->q_saved.assign(size_t(shape_.n_head) * size_t(first_update_ - save_from_) *

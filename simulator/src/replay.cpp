@@ -389,6 +389,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
     std::vector<RunState> runs(specs.size());
     PlanContext pc;
     pc.reader = &reader;
+    pc.tokens = reader.token_ids();
     pc.read = [&reader](PlanField f, int layer, int head, int64_t t0, int64_t t1) {
         return reader.read(f == PlanField::k ? capture::Field::K : capture::Field::Q, layer, head,
                            t0, t1);

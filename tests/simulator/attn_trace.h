@@ -25,6 +25,10 @@ struct AttnTraceOptions {
     int64_t prompt_len = -1;  // -1: T (a text trace)
     bool complete = true;
     uint64_t seed = 1;
+    int id_period = 997;       // token ids: t % id_period
+    int induction_layer = -1;  // a layer whose KV head `induction_kv` is an induction head:
+    int induction_kv = -1;     // query t attends to the tokens j with ids[j - 1] == ids[t]
+                               // (needs d >= id_period)
 };
 
 class Lcg {
@@ -60,7 +64,7 @@ inline void write_attn_trace(const std::string& path, const AttnTraceOptions& o)
     Lcg rng(o.seed);
     std::vector<int32_t> ids(static_cast<size_t>(T)), pos(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
-        ids[size_t(t)] = int32_t(t % 997);
+        ids[size_t(t)] = int32_t(t % o.id_period);
         pos[size_t(t)] = int32_t(t);
     }
     for (int l = 0; l < o.n_layer; ++l) {
@@ -79,6 +83,21 @@ inline void write_attn_trace(const std::string& path, const AttnTraceOptions& o)
                 if (o.hot_kv >= 0 && h / (H / Hkv) != o.hot_kv) continue;
                 for (size_t i = size_t(h) * T * d; i < size_t(h + 1) * T * d; ++i)
                     q[i] = 1.5f + 0.3f * q[i];
+            }
+        }
+        if (l == o.induction_layer) {
+            // Key j: one-hot of ids[j - 1] (the token before it); query t: one-hot of ids[t]. A
+            // match scores 4 * 4 * scale above the rest.
+            const int P = o.id_period;
+            for (int64_t j = 0; j < T; ++j)
+                for (int i = 0; i < d; ++i)
+                    k[(size_t(o.induction_kv) * T + size_t(j)) * d + i] =
+                        j >= 1 && i == int((j - 1) % P) ? 4.0f : 0.0f;
+            for (int h = 0; h < H; ++h) {
+                if (h / (H / Hkv) != o.induction_kv) continue;
+                for (int64_t t = 0; t < T; ++t)
+                    for (int i = 0; i < d; ++i)
+                        q[(size_t(h) * T + size_t(t)) * d + i] = i == int(t % P) ? 4.0f : 0.0f;
             }
         }
         for (int h = 0; h < H; ++h) {

@@ -225,6 +225,7 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "quant:format=q8_0,residual=0",
                            "dynamickv:budget=24,ws=8",
                            "composite:budget=24,window=8",
+                           "razor:budget=24,induction=0.3,echo=0.05",
                            "knorm:budget=24",
                            "keydiff:budget=24",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
@@ -236,8 +237,9 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
             // papers').
             if (mode == Mode::stream && spec.entry->make(spec.params)->plans_from_rows()) continue;
             INFO(text << " " << mode_name(mode));
-            LiveCache live(m.kv_shape(), spec,
-                           live_opts(mode, int64_t(prompt.size()), cap, Precision::f16, true));
+            LiveOptions lo = live_opts(mode, int64_t(prompt.size()), cap, Precision::f16, true);
+            lo.tokens = prompt;  // razor finds its retrieval heads from the token ids
+            LiveCache live(m.kv_shape(), spec, lo);
             const std::string trace = capture_on(&live, prompt, n_gen, 32, "parity.h5");
             ReplayOptions ro;
             ro.mode = mode;

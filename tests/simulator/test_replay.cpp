@@ -421,7 +421,7 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK(parse_budget("0.2").tokens(11) == 11);
     CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
-    CHECK(policy_registry().size() == 15);
+    CHECK(policy_registry().size() == 16);
 }
 
 TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {

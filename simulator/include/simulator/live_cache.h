@@ -37,6 +37,7 @@ struct LiveOptions {
     int64_t capacity = 0;     // positions [0, capacity) may be appended (the context length)
     Precision precision = Precision::f16;
     bool record = false;
+    std::vector<int32_t> tokens;  // the token ids known up front (the prompt), for plans
 };
 
 // What a live run did (record = true). Shapes as in results_schema.h with L = every layer.

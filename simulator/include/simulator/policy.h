@@ -136,6 +136,9 @@ struct PlanContext {
     std::vector<int32_t> kv_of_q;
     int64_t n_tokens = 0, prefill_len = 0;
     Mode mode = Mode::stream;
+    // The run's token ids as far as known (replay: the trace's; live: LiveOptions::tokens, the
+    // prompt's). Policies that look at token identity (razor's echo / induction heads) read them.
+    std::vector<int32_t> tokens;
     float attn_scale = 0;
 };
 
@@ -157,6 +160,9 @@ class Policy {
     // live driver plans in prefill mode once the prompt has been through every layer (at the
     // first compressed step, before any decision), and refuses stream mode.
     virtual bool plans_from_rows() const { return false; }
+    // True when plan() reads the queries of every prompt position (razor's head scores), not
+    // only those its layers observe: the live driver then keeps them all until it plans.
+    virtual bool plan_reads_all_queries() const { return false; }
     // Non-empty: why this policy (with these parameters) cannot run live, one line (the live
     // driver refuses it when it is created).
     virtual std::string live_refusal() const { return ""; }
