@@ -295,7 +295,7 @@ void run_eval(const EvalArgs& a) {
         begin_units(n_win);
         Progress bar("eval", int64_t(n_win) * int64_t(specs.size() + 1) * a.ctx, a.quiet, "tok");
         int64_t done = start * int64_t(specs.size() + 1) * a.ctx;
-        std::vector<float> ref, logits;
+        std::vector<float> ref;
         std::vector<double> lf, lc;
         for (int w = int(start); w < n_win; ++w) {
             const int32_t* win = ids.data() + size_t(w) * size_t(a.ctx);
@@ -309,27 +309,40 @@ void run_eval(const EvalArgs& a) {
                 RunStats& st = stats[r];
                 auto cache = make_live_cache(m, specs[r], a.live, a.ctx, P, true,
                                              std::vector<int32_t>(win, win + a.ctx));
+                // Each chunk's rows are scored as they come (the run's ctx x n_vocab logits are
+                // never kept whole); the sums run over t in the same order as before. The scoring
+                // time is not counted in the run's seconds.
+                double scoring = 0;
                 const auto t0 = std::chrono::steady_clock::now();
-                prefill(m, win, a.ctx, 0, *cache, 256, LogitsFor::All, logits, nullptr, &bar, done);
+                prefill_each(
+                    m, win, a.ctx, 0, *cache, 256,
+                    [&](int first, int count, const float* rows) {
+                        const auto s0 = std::chrono::steady_clock::now();
+                        for (int t = std::max(first, P); t < first + count && t + 1 < a.ctx; ++t) {
+                            const float* rf = ref.data() + size_t(t) * size_t(V);
+                            const float* rc = rows + size_t(t - first) * size_t(V);
+                            log_softmax(rf, V, lf);
+                            log_softmax(rc, V, lc);
+                            double kl = 0;
+                            for (int j = 0; j < V; ++j)
+                                kl += std::exp(lf[size_t(j)]) * (lf[size_t(j)] - lc[size_t(j)]);
+                            const int32_t next = win[t + 1];
+                            st.nll -= lc[size_t(next)];
+                            st.nll_full -= lf[size_t(next)];
+                            st.kl.push_back(float(std::max(0.0, kl)));
+                            st.top1 += argmax(rf, V) == argmax(rc, V);
+                            ++st.scored;
+                        }
+                        scoring +=
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - s0)
+                                .count();
+                    },
+                    nullptr, &bar, done);
                 st.seconds +=
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
+                    scoring;
                 done += a.ctx;
                 st.tokens += a.ctx;
-                for (int t = P; t + 1 < a.ctx; ++t) {
-                    const float* rf = ref.data() + size_t(t) * size_t(V);
-                    const float* rc = logits.data() + size_t(t) * size_t(V);
-                    log_softmax(rf, V, lf);
-                    log_softmax(rc, V, lc);
-                    double kl = 0;
-                    for (int j = 0; j < V; ++j)
-                        kl += std::exp(lf[size_t(j)]) * (lf[size_t(j)] - lc[size_t(j)]);
-                    const int32_t next = win[t + 1];
-                    st.nll -= lc[size_t(next)];
-                    st.nll_full -= lf[size_t(next)];
-                    st.kl.push_back(float(std::max(0.0, kl)));
-                    st.top1 += argmax(rf, V) == argmax(rc, V);
-                    ++st.scored;
-                }
                 add_bytes(st, *cache);
                 if (w + 1 == n_win)
                     keep_last(r, *cache, a.ctx, fmt::format("{} (window {})", a.text_file, w));

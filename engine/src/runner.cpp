@@ -27,14 +27,16 @@ LoadedModel load_model(const std::string& path) {
     return lm;
 }
 
-void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
-             LogitsFor which, std::vector<float>& logits, ForwardObserver* obs, Progress* progress,
-             int64_t progress_base) {
+namespace {
+
+// The chunk loop of prefill / prefill_each: `sink(i, nt, part)` after each chunk's forward.
+template <class Sink>
+void run_chunks(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
+                LogitsFor which, ForwardObserver* obs, Progress* progress, int64_t progress_base,
+                Sink&& sink) {
     KVS_ASSERT(chunk > 0);
-    const int n_vocab = m.config().n_vocab;
     std::vector<int32_t> pos(static_cast<size_t>(chunk));
     std::vector<float> part;
-    if (which == LogitsFor::All) logits.assign(size_t(n) * n_vocab, 0.0f);
     for (int i = 0; i < n;) {
         const int nt = std::min({chunk, n - i, std::max(1, cache.max_chunk(pos0 + i))});
         for (int t = 0; t < nt; ++t) pos[size_t(t)] = pos0 + i + t;
@@ -43,13 +45,35 @@ void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& ca
                             : (which == LogitsFor::Last && last) ? LogitsFor::Last
                                                                  : LogitsFor::None;
         m.forward(tokens + i, pos.data(), nt, cache, w, part, obs);
-        if (which == LogitsFor::All)
-            std::copy(part.begin(), part.end(), logits.begin() + size_t(i) * n_vocab);
-        else if (w == LogitsFor::Last)
-            logits = part;
+        sink(i, nt, w, part);
         if (progress) progress->update(progress_base + i + nt);
         i += nt;
     }
+}
+
+}  // namespace
+
+void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
+             LogitsFor which, std::vector<float>& logits, ForwardObserver* obs, Progress* progress,
+             int64_t progress_base) {
+    const int n_vocab = m.config().n_vocab;
+    if (which == LogitsFor::All) logits.assign(size_t(n) * n_vocab, 0.0f);
+    run_chunks(m, tokens, n, pos0, cache, chunk, which, obs, progress, progress_base,
+               [&](int i, int, LogitsFor w, const std::vector<float>& part) {
+                   if (which == LogitsFor::All)
+                       std::copy(part.begin(), part.end(), logits.begin() + size_t(i) * n_vocab);
+                   else if (w == LogitsFor::Last)
+                       logits = part;
+               });
+}
+
+void prefill_each(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
+                  const LogitRowsFn& on_rows, ForwardObserver* obs, Progress* progress,
+                  int64_t progress_base) {
+    run_chunks(m, tokens, n, pos0, cache, chunk, LogitsFor::All, obs, progress, progress_base,
+               [&](int i, int nt, LogitsFor, const std::vector<float>& part) {
+                   on_rows(i, nt, part.data());
+               });
 }
 
 double log_prob(const float* logits, int n_vocab, int32_t target) {

@@ -1,5 +1,6 @@
 // Running a model: loading (weights + tokenizer), chunked prefill, perplexity.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,14 @@ LoadedModel load_model(const std::string& path);
 void prefill(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
              LogitsFor which, std::vector<float>& logits, ForwardObserver* obs = nullptr,
              Progress* progress = nullptr, int64_t progress_base = 0);
+
+// The same, handing each chunk's logits (rows first .. first + count - 1, [count, n_vocab]) to
+// `on_rows` as they come instead of keeping all n rows (n x n_vocab floats: 1.6 GB at 8192
+// tokens of a 49152-token vocabulary).
+using LogitRowsFn = std::function<void(int first, int count, const float* rows)>;
+void prefill_each(const Model& m, const int32_t* tokens, int n, int pos0, KvCache& cache, int chunk,
+                  const LogitRowsFn& on_rows, ForwardObserver* obs = nullptr,
+                  Progress* progress = nullptr, int64_t progress_base = 0);
 
 // log p(tokens[i+1] | tokens[0..i]) for each i of a row of logits: log-softmax at `target`.
 double log_prob(const float* logits, int n_vocab, int32_t target);
