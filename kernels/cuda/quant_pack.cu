@@ -2,8 +2,10 @@
 // written for clarity and exact agreement with kernels/cpu/quant_pack.cpp rather than peak
 // bandwidth:
 //   quant_params_kernel: one thread per group: min / max, then (scale, zero) as one 32-bit store;
-//   quant_codes_kernel:  one thread per payload byte: it gathers the 8/b codes of that byte, so no
-//                        two threads write the same byte whatever the group size;
+//   codes_kernel:        one thread per payload byte: it gathers the 8/b codes of that byte, so no
+//                        two threads write the same byte whatever the group size (template
+//                        flag: quant_pack or zscore_pack codes; zscore_params_kernel: mean /
+//                        std per group);
 //   quant_fp16_kernel:   b == 16, one thread per element;
 //   quant_unpack_kernel: one thread per element.
 // Per-channel groups make adjacent threads read adjacent channels (coalesced); per-token groups
@@ -64,9 +66,10 @@ __global__ void quant_params_kernel(const float* __restrict__ x, Shape s,
     }
 }
 
-__global__ void quant_codes_kernel(const float* __restrict__ x, Shape s,
-                                   const uint32_t* __restrict__ params,
-                                   uint8_t* __restrict__ payload) {
+// Zscore = true: zscore_pack's codes (seed 001's mean / std rule), else quant_pack's.
+template <bool Zscore>
+__global__ void codes_kernel(const float* __restrict__ x, Shape s,
+                             const uint32_t* __restrict__ params, uint8_t* __restrict__ payload) {
     const size_t total = size_t(s.n_tok) * s.row_bytes;
     const int per_byte = 8 / s.bits;
     for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total;
@@ -77,8 +80,10 @@ __global__ void quant_codes_kernel(const float* __restrict__ x, Shape s,
         for (int k = 0; k < per_byte && c0 + k < s.d; ++k) {
             const int c = c0 + k;
             const uint32_t p = params[group_of(s, t, c)];
-            const uint32_t q = detail::quant_code(x[size_t(t) * s.d + c], fp16_to_fp32(p & 0xffffu),
-                                                  fp16_to_fp32(p >> 16), s.bits);
+            const float xv = x[size_t(t) * s.d + c];
+            const float scale = fp16_to_fp32(p & 0xffffu), zero = fp16_to_fp32(p >> 16);
+            const uint32_t q = Zscore ? detail::zscore_code(xv, scale, zero, s.bits)
+                                      : detail::quant_code(xv, scale, zero, s.bits);
             byte |= q << (k * s.bits);
         }
         payload[idx] = uint8_t(byte);
@@ -127,27 +132,6 @@ __global__ void zscore_params_kernel(const float* __restrict__ x, Shape s, float
     }
 }
 
-__global__ void zscore_codes_kernel(const float* __restrict__ x, Shape s,
-                                    const uint32_t* __restrict__ params,
-                                    uint8_t* __restrict__ payload) {
-    const size_t total = size_t(s.n_tok) * s.row_bytes;
-    const int per_byte = 8 / s.bits;
-    for (size_t idx = blockIdx.x * size_t(blockDim.x) + threadIdx.x; idx < total;
-         idx += size_t(gridDim.x) * blockDim.x) {
-        const int t = int(idx / s.row_bytes);
-        const int c0 = int(idx % s.row_bytes) * per_byte;
-        uint32_t byte = 0;
-        for (int k = 0; k < per_byte && c0 + k < s.d; ++k) {
-            const int c = c0 + k;
-            const uint32_t p = params[group_of(s, t, c)];
-            const uint32_t q = detail::zscore_code(
-                x[size_t(t) * s.d + c], fp16_to_fp32(p & 0xffffu), fp16_to_fp32(p >> 16), s.bits);
-            byte |= q << (k * s.bits);
-        }
-        payload[idx] = uint8_t(byte);
-    }
-}
-
 bool make_shape(int n_tok, int d, int bits, int group, Axis axis, Shape* s) {
     if (!bits_supported(bits) || group < 1 || n_tok < 0 || d < 1) return false;
     s->n_tok = n_tok, s->d = d, s->bits = bits, s->group = group, s->axis = int(axis);
@@ -178,7 +162,7 @@ Status quant_pack_cuda(const float* x, int n_tok, int d, int bits, int group, Ax
     }
     uint32_t* params = reinterpret_cast<uint32_t*>(out);
     quant_params_kernel<<<cuda::grid_for(s.n_groups), nt, 0, st>>>(x, s, params);
-    quant_codes_kernel<<<cuda::grid_for(size_t(n_tok) * s.row_bytes), nt, 0, st>>>(
+    codes_kernel<false><<<cuda::grid_for(size_t(n_tok) * s.row_bytes), nt, 0, st>>>(
         x, s, params, out + 4 * s.n_groups);
     return cuda::launch_status();
 }
@@ -206,7 +190,7 @@ Status zscore_pack_cuda(const float* x, int n_tok, int d, int bits, int group, f
     const cudaStream_t st = cuda::as_stream(stream);
     uint32_t* params = reinterpret_cast<uint32_t*>(out);
     zscore_params_kernel<<<cuda::grid_for(s.n_groups), cuda::kThreads, 0, st>>>(x, s, os, params);
-    zscore_codes_kernel<<<cuda::grid_for(size_t(n_tok) * s.row_bytes), cuda::kThreads, 0, st>>>(
+    codes_kernel<true><<<cuda::grid_for(size_t(n_tok) * s.row_bytes), cuda::kThreads, 0, st>>>(
         x, s, params, out + 4 * s.n_groups);
     return cuda::launch_status();
 }

@@ -13,7 +13,6 @@
 
 #include "common.h"
 #include "engine/error.h"
-#include "kernels/attend.h"
 #include "kernels/quant_pack.h"
 
 namespace kvs::sim {
@@ -42,32 +41,14 @@ struct GlobalRows {
 std::shared_ptr<const GlobalRows> global_rows(const PlanContext& c) {
     auto g = std::make_shared<GlobalRows>();
     const int64_t T = c.n_tokens;
-    const int d = c.d;
     g->v.assign(size_t(T) * size_t(T + 1) / 2, 0.0f);
     const float w = 1.0f / float(c.layers.size() * size_t(c.n_head));
-    constexpr int64_t kBlock = 128;  // queries per attention call
-    std::vector<int32_t> pos(static_cast<size_t>(T));
-    for (int64_t j = 0; j < T; ++j) pos[size_t(j)] = int32_t(j);
-    std::vector<float> probs(size_t(kBlock) * size_t(T)), lse(static_cast<size_t>(kBlock));
-    for (int layer : c.layers) {
-        for (int h = 0; h < c.n_head; ++h) {
-            const std::vector<float> q = c.read(PlanField::q, layer, h, 0, T);
-            const std::vector<float> k = c.read(PlanField::k, layer, c.kv_of_q[size_t(h)], 0, T);
-            for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-                const int64_t t1 = std::min(T, t0 + kBlock), nq = t1 - t0;
-                KVS_ASSERT(kernels::attend_cpu(q.data() + size_t(t0) * size_t(d), pos.data() + t0,
-                                               int(nq), k.data(), nullptr, pos.data(), nullptr,
-                                               int(t1), d, c.attn_scale, nullptr, lse.data(),
-                                               probs.data()) == kernels::Status::ok);
-                for (int64_t i = 0; i < nq; ++i) {
-                    const int64_t t = t0 + i;
-                    float* dst = g->v.data() + size_t(t) * size_t(t + 1) / 2;
-                    const float* src = probs.data() + size_t(i) * size_t(t1);
-                    for (int64_t j = 0; j <= t; ++j) dst[j] += w * src[j];
-                }
-            }
-        }
-    }
+    for (int layer : c.layers)
+        for (int h = 0; h < c.n_head; ++h)
+            detail::plan_attention_rows(c, layer, h, T, [&](int64_t t, const float* p) {
+                float* dst = g->v.data() + size_t(t) * size_t(t + 1) / 2;
+                for (int64_t j = 0; j <= t; ++j) dst[j] += w * p[j];
+            });
     return g;
 }
 

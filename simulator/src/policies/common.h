@@ -5,13 +5,39 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <vector>
 
+#include "engine/error.h"
+#include "kernels/attend.h"
 #include "simulator/policy.h"
 
 namespace kvs::sim::detail {
+
+// Full causal attention of query head h of model layer `layer` over the trace's rows [0, T), for
+// a plan pass (agacc scope=global, razor): row(t, p) gets query t's probabilities over keys
+// 0 .. t (by the one attention routine, in blocks of 128 queries).
+inline void plan_attention_rows(const PlanContext& c, int layer, int h, int64_t T,
+                                const std::function<void(int64_t t, const float* p)>& row) {
+    const int d = c.d;
+    constexpr int64_t kBlock = 128;
+    const std::vector<float> q = c.read(PlanField::q, layer, h, 0, T);
+    const std::vector<float> k = c.read(PlanField::k, layer, c.kv_of_q[size_t(h)], 0, T);
+    std::vector<int32_t> pos(static_cast<size_t>(T));
+    for (int64_t j = 0; j < T; ++j) pos[size_t(j)] = int32_t(j);
+    std::vector<float> probs(size_t(std::min(kBlock, T)) * size_t(T)),
+        lse(static_cast<size_t>(kBlock));
+    for (int64_t b0 = 0; b0 < T; b0 += kBlock) {
+        const int64_t b1 = std::min(T, b0 + kBlock), nq = b1 - b0;
+        KVS_ASSERT(kernels::attend_cpu(q.data() + size_t(b0) * size_t(d), pos.data() + b0, int(nq),
+                                       k.data(), nullptr, pos.data(), nullptr, int(b1), d,
+                                       c.attn_scale, nullptr, lse.data(),
+                                       probs.data()) == kernels::Status::ok);
+        for (int64_t i = 0; i < nq; ++i) row(b0 + i, probs.data() + size_t(i) * size_t(b1));
+    }
+}
 
 constexpr float kProtected = std::numeric_limits<float>::infinity();
 

@@ -35,7 +35,6 @@
 
 #include "common.h"
 #include "engine/error.h"
-#include "kernels/attend.h"
 
 namespace kvs::sim {
 
@@ -60,41 +59,24 @@ struct RazorPlan {
 // tokens after them (induction).
 void head_scores(const PlanContext& c, int64_t t0, RazorPlan& plan) {
     const std::vector<int32_t>& ids = c.tokens;
-    const int d = c.d;
     const size_t U = c.layers.size() * size_t(c.n_kv);
     plan.echo_s.assign(U, 0.0f);
     plan.induc_s.assign(U, 0.0f);
-    std::vector<int32_t> pos(static_cast<size_t>(t0));
-    for (int64_t j = 0; j < t0; ++j) pos[size_t(j)] = int32_t(j);
-    constexpr int64_t kBlock = 128;
-    std::vector<float> probs(size_t(kBlock) * size_t(t0)), lse(static_cast<size_t>(kBlock));
     for (size_t s = 0; s < c.layers.size(); ++s) {
         for (int h = 0; h < c.n_head; ++h) {
             const int g = c.kv_of_q[size_t(h)];
-            const std::vector<float> q = c.read(PlanField::q, c.layers[s], h, 0, t0);
-            const std::vector<float> k = c.read(PlanField::k, c.layers[s], g, 0, t0);
             double echo = 0, induc = 0;
             int64_t n_echo = 0, n_induc = 0;
-            for (int64_t b0 = 0; b0 < t0; b0 += kBlock) {
-                const int64_t b1 = std::min(t0, b0 + kBlock), nq = b1 - b0;
-                KVS_ASSERT(kernels::attend_cpu(q.data() + size_t(b0) * size_t(d), pos.data() + b0,
-                                               int(nq), k.data(), nullptr, pos.data(), nullptr,
-                                               int(b1), d, c.attn_scale, nullptr, lse.data(),
-                                               probs.data()) == kernels::Status::ok);
-                for (int64_t i = 0; i < nq; ++i) {
-                    const int64_t t = b0 + i;
-                    const float* p = probs.data() + size_t(i) * size_t(b1);
-                    double e = 0, in = 0;
-                    bool has_e = false, has_in = false;
-                    for (int64_t j = 0; j < t; ++j) {
-                        if (ids[size_t(j)] == ids[size_t(t)]) e += p[j], has_e = true;
-                        if (j >= 1 && ids[size_t(j - 1)] == ids[size_t(t)])
-                            in += p[j], has_in = true;
-                    }
-                    if (has_e) echo += e, ++n_echo;
-                    if (has_in) induc += in, ++n_induc;
+            detail::plan_attention_rows(c, c.layers[s], h, t0, [&](int64_t t, const float* p) {
+                double e = 0, in = 0;
+                bool has_e = false, has_in = false;
+                for (int64_t j = 0; j < t; ++j) {
+                    if (ids[size_t(j)] == ids[size_t(t)]) e += p[j], has_e = true;
+                    if (j >= 1 && ids[size_t(j - 1)] == ids[size_t(t)]) in += p[j], has_in = true;
                 }
-            }
+                if (has_e) echo += e, ++n_echo;
+                if (has_in) induc += in, ++n_induc;
+            });
             const size_t u = s * size_t(c.n_kv) + size_t(g);
             plan.echo_s[u] = std::max(plan.echo_s[u], float(n_echo ? echo / n_echo : 0.0));
             plan.induc_s[u] = std::max(plan.induc_s[u], float(n_induc ? induc / n_induc : 0.0));
