@@ -37,6 +37,7 @@ from kmeans import KMeans, run_merging  # noqa: E402
 from knorm import Knorm  # noqa: E402
 from pyramidkv import PyramidKV  # noqa: E402
 from quant import KIVI  # noqa: E402
+from razor import Razor  # noqa: E402
 from snapkv import SnapKV  # noqa: E402
 from tova import TOVA  # noqa: E402
 from window import Window  # noqa: E402
@@ -73,6 +74,10 @@ CASES = [
     ("keydiff:budget=0.3", "stream", lambda tr: KeyDiff(0.3, tr, "stream"), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
     ("agacc:scope=global", "prefill", lambda tr: AGACCGlobal(tr.path, tr.n_kv), "P", True),
+    ("razor:budget=48", "prefill", lambda tr: Razor(48, tr, 192), "all", False),
+    ("razor:budget=32,sinks=2,induction=0.34,echo=0.17,compensate=0", "prefill",
+     lambda tr: Razor(32, tr, 192, sinks=2, induction=0.34, echo=0.17, compensate=False), "all",
+     False),
     ("agd:budget=48,b_min=16", "stream", lambda tr: AGD(48, tr.n_kv, b_min=16), "all", False),
     ("agd:budget=64,k=8", "prefill", lambda tr: AGD(64, tr.n_kv, k=8), "P", True),
     ("agd", "prefill", lambda tr: AGD(None, tr.n_kv), "P", True),
