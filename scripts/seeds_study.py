@@ -60,7 +60,9 @@ def bytes_at(curve, kl):
 
 
 SEED003_STREAM = ["kmeans", "h2o:budget=1280", "tova:budget=1280", "window:budget=1280"]
-SEED003_PREFILL = ["kmeans", "dynamickv:budget=1280", "snapkv:budget=1280"]
+# razor: RazorAttention, one of seed 003's baselines (its README); budget = the entries of a
+# non-retrieval unit (the retrieval ones keep everything: compare by the bytes column).
+SEED003_PREFILL = ["kmeans", "dynamickv:budget=1280", "snapkv:budget=1280", "razor:budget=1280"]
 
 
 def seed003(a):
