@@ -10,11 +10,15 @@
 
 #include "common.h"
 #include "engine/error.h"
+#include "simulator/results_io.h"
 
 namespace kvs::cli {
 
 OutputLock::OutputLock(const std::string& path) {
     if (path.empty()) return;
+    // A missing directory, a directory under the name, a read-only or full file system: the
+    // same one line every command gives (results_io.h).
+    sim::check_output_path(path);
     lock_path_ = path + ".lock";
     // The file can be removed by its holder between our open and our flock: then we hold a lock
     // on a file nobody else sees. Retry until the locked file is the one at the path.

@@ -232,7 +232,7 @@ for args, pattern in (
         (["-p", "hi", "--dtype", "bf16"], "--dtype 'bf16'"),
         (["--task", "needle"], "needs --haystack"),
         (["--task", "passkey", "--ctx", "10"], "too short"),
-        (["-p", "hi", "-o", os.path.join(TMP, "no", "dir.h5")], "cannot create the file")):
+        (["-p", "hi", "-o", os.path.join(TMP, "no", "dir.h5")], "does not exist")):
     full = ["capture", "-m", MODEL, "-q", *args] + ([] if "-o" in args else ["-o", bad_out])
     p = run(*full, expect_ok=False)
     lines = p.stderr.strip().splitlines()
