@@ -16,6 +16,17 @@
 
 namespace kvs::sim::detail {
 
+// The first step a plan of the whole prompt can look at: P in prefill mode; in stream mode the
+// first step whose cache (t + 1 tokens) exceeds the budget. -1 when there is none.
+inline int64_t first_plan_step(const PlanContext& c, const Budget& b) {
+    int64_t t0 = c.prefill_len;
+    if (c.mode == Mode::stream) {
+        t0 = 1;
+        while (t0 < c.n_tokens && b.tokens(t0 + 1) >= t0 + 1) ++t0;
+    }
+    return t0 < c.n_tokens ? t0 : -1;
+}
+
 // Full causal attention of query head h of model layer `layer` over the trace's rows [0, T), for
 // a plan pass (agacc scope=global, razor): row(t, p) gets query t's probabilities over keys
 // 0 .. t (by the one attention routine, in blocks of 128 queries).

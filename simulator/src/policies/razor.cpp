@@ -194,12 +194,8 @@ class Razor final : public Policy {
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
         auto out = std::make_shared<RazorPlan>();
         // Prefill: at P; stream: the first step whose cache (t + 1 tokens) is over budget.
-        int64_t t0 = c.prefill_len;
-        if (c.mode == Mode::stream) {
-            t0 = 1;
-            while (t0 < c.n_tokens && p_.budget.tokens(t0 + 1) >= t0 + 1) ++t0;
-        }
-        if (t0 >= c.n_tokens || t0 < 2) return out;
+        const int64_t t0 = detail::first_plan_step(c, p_.budget);
+        if (t0 < 2) return out;
         if (int64_t(c.tokens.size()) < t0)
             fail(
                 "policy 'razor' finds retrieval heads from the token ids, which this run does "

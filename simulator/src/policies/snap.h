@@ -223,12 +223,8 @@ class SnapLayer final : public LayerPolicy {
 // so any allocation would come out uniform; at twice it the window ranks about twice the
 // budget). -1 when the cache never exceeds the budget (the plan is then uniform).
 inline int64_t plan_step(const PlanContext& c, const Budget& b) {
-    int64_t t0 = c.prefill_len;
-    if (c.mode == Mode::stream) {
-        t0 = 1;
-        while (t0 < c.n_tokens && b.tokens(t0 + 1) >= t0 + 1) ++t0;
-    }
-    if (t0 >= c.n_tokens) return -1;
+    const int64_t t0 = first_plan_step(c, b);
+    if (t0 < 0) return -1;
     return c.mode == Mode::stream ? std::min<int64_t>(c.n_tokens - 1, 2 * t0) : t0;
 }
 
