@@ -210,14 +210,14 @@ void run_eval(const EvalArgs& a) {
     for (size_t i = 0; i < all_specs.size(); ++i)
         if (shard.owns((long long)i)) specs.push_back(all_specs[i]);
     if (specs.empty()) fail("shard {}/{} has no runs", shard.index, shard.count);
-    if (!a.csv.empty()) sim::check_output_path(a.csv);
-    if (!a.out.empty()) sim::check_output_path(a.out);
-    // One eval per output (the progress file beside it is this process's alone).
-    const OutputLock lock(a.out.empty() ? a.csv : a.out);
-    if (a.resume && a.out.empty() && a.csv.empty())
+    // One eval per output (the progress file beside it is this process's alone); the lock checks
+    // the path, the other output is checked here.
+    const std::string& primary = a.out.empty() ? a.csv : a.out;
+    const OutputLock lock(primary);
+    if (!a.out.empty() && !a.csv.empty()) sim::check_output_path(a.csv);
+    if (a.resume && primary.empty())
         fail("--resume needs -o or --csv (the progress file is kept beside the output)");
-    const std::string progress =
-        a.out.empty() && a.csv.empty() ? "" : (a.out.empty() ? a.csv : a.out) + ".progress.json";
+    const std::string progress = primary.empty() ? "" : primary + ".progress.json";
     const std::string text = a.task == "ppl" ? read_text_file(a.text_file) : "";
     const std::string haystack = a.task == "needle" ? read_text_file(a.haystack) : "";
 

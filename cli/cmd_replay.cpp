@@ -131,10 +131,10 @@ std::string run_key(const std::string& trace, const std::string& spec, sim::Mode
 }
 
 void run_sweep(SweepArgs& a) {
-    check_out(a.c.out);
-    check_out(a.c.csv);
-    // Before the progress file is read: a second sweep to the same output stops here.
+    // Before the progress file is read: a second sweep to the same output stops here (the lock
+    // checks the path too).
     const OutputLock lock(a.c.out);
+    check_out(a.c.csv);
     const std::vector<PolicySpec> specs = expand_specs(a.c.policies, a.budgets, a.c.quiet);
     const Shard shard = parse_shard(a.shard);
     const sim::Mode mode = parse_mode(a.c.mode);
@@ -266,9 +266,8 @@ void register_replay(CLI::App& app) {
     add_common(rc, *ra, 32);
     rc->add_flag("--json", ra->json, "Print the summaries as JSON");
     rc->callback([ra, rt] {
-        check_out(ra->out);
+        const OutputLock lock(ra->out);  // checks the path too
         check_out(ra->csv);
-        const OutputLock lock(ra->out);
         const auto specs = parse_specs(ra->policies, ra->quiet);
         auto runs = sim::replay_trace(*rt, specs, options_of(*ra, 32, *rt));
         write_outputs(runs, *ra);
@@ -303,8 +302,7 @@ void register_replay(CLI::App& app) {
     mg->add_option("--csv", *mc, "Also write the summary CSV");
     mg->add_flag("-q,--quiet", *mq, "Do not print the table");
     mg->callback([mo, mc, mi, mq] {
-        check_out(*mo);
-        const OutputLock lock(*mo);
+        const OutputLock lock(*mo);  // checks the path too
         check_out(*mc);
         std::vector<sim::RunResult> all;
         for (const auto& p : *mi)
