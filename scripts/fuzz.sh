@@ -51,12 +51,16 @@ run_one() {
   [ -d "$SEEDS/$t" ] && cp -n "$SEEDS/$t"/* "$out/corpus/" 2>/dev/null || true
   # A fixture found earlier is part of the corpus too.
   [ -d "tests/fixtures/fuzz/$t" ] && cp -n "tests/fixtures/fuzz/$t"/* "$out/corpus/" 2>/dev/null || true
+  # The HDF5 targets reach a known overflow inside libhdf5 (docs/reliability.md) within
+  # seconds: they go on after a finding (each one is still written to artifacts/).
+  local extra=()
+  case $t in results|trace) extra=(-fork=1 -ignore_crashes=1) ;; esac
   local rc=0
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n 19 "build/fuzz/fuzz/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" \
       -rss_limit_mb=2048 -timeout=20 -max_len=65536 -print_final_stats=1 \
-      -artifact_prefix="$out/artifacts/" "$out/corpus" >"$out/fuzz.log" 2>&1 || rc=$?
+      -artifact_prefix="$out/artifacts/" "${extra[@]}" "$out/corpus" >"$out/fuzz.log" 2>&1 || rc=$?
   local execs speed cov ft found
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/fuzz.log" | grep -o '[0-9]*$' || echo "?")
   speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$out/fuzz.log" | grep -o '[0-9]*$' || echo "?")

@@ -83,6 +83,7 @@ void App::relabel() {
 
 App::~App() {
     if (replay_job) replay_job->cancel();
+    tile_job_.reset();  // cancels and joins before the heatmap it fills goes
 }
 
 void App::open_file(const std::string& path) {
@@ -127,6 +128,7 @@ bool App::busy() const {
     for (const auto& j : load_jobs_)
         if (!j->done()) return true;
     if (stale_ || heat_job_ || step_job_ || policies_job) return true;
+    if (tile_job_ && !tile_job_->done()) return true;
     return !pending_->traces.empty() || !pending_->results.empty();
 }
 
@@ -197,6 +199,20 @@ int App::n_kv_heads() const {
     return 0;
 }
 
+size_t Heat::bytes() const {
+    return tiled->bytes() + (folded ? folded->bytes() : 0);
+}
+
+void App::request_tiles(const Heat* h, TiledHeat* t, std::vector<TiledHeat::TileId> ids) {
+    if (tile_job_ && !tile_job_->done()) return;
+    tile_job_.reset();
+    tile_heat_.reset();
+    if (!h || !t || ids.empty() || !current_ || current_.get() != h) return;
+    tile_heat_ = current_;  // kept alive while the job runs (t is one of its heats)
+    tile_job_ = std::make_unique<Job>(
+        "tiles", [t, ids = std::move(ids)](Job& j) { t->compute(ids, &j.cancel_flag()); });
+}
+
 std::string App::heat_key() const {
     std::string k = std::string(quantity_name(quantity)) + "|" + std::to_string(layer) + "|" +
                     std::to_string(kv_head);
@@ -224,6 +240,18 @@ void App::start_heat_job(const std::string& key) {
     title += H < 0 ? ", all KV heads" : ", KV head " + std::to_string(H);
     const int ia = quantity_needs_results(q) && a ? run_a : -1;
     const int ib = ia >= 0 && b ? run_b : -1;
+    const size_t budget = heat_cache_bytes;
+    // The runs' files (kept alive by the heatmaps, which recompute their cells from them).
+    std::shared_ptr<const ResultsFile> fa, fb;
+    int xa = 0, xb = 0;
+    if (ia >= 0) {
+        fa = runs[size_t(ia)].file;
+        xa = runs[size_t(ia)].index;
+    }
+    if (ib >= 0) {
+        fb = runs[size_t(ib)].file;
+        xb = runs[size_t(ib)].index;
+    }
     heat_job_key_ = key;
     heat_job_ = std::make_unique<Job>("computing " + title, [=](Job& j) {
         auto h = std::make_shared<Heat>();
@@ -232,35 +260,27 @@ void App::start_heat_job(const std::string& key) {
         h->run_a = ia;
         h->run_b = ib;
         if (!quantity_needs_results(q)) {
-            h->m = attention_matrix(
-                *tr, L, H, [&](float f) { j.set_progress(0.95f * f); }, &j.cancel_flag());
-            if (j.cancelled()) return;
-            if (q == Quantity::AttentionCum) h->m = cumulative_rows(h->m);
-            h->row_steps.resize(size_t(h->m.rows));
+            h->tiled = attention_heat(
+                tr, L, H, q == Quantity::AttentionCum, budget,
+                [&](float f) { j.set_progress(0.99f * f); }, &j.cancel_flag());
+            if (j.cancelled() || !h->tiled) return;
+            h->row_steps.resize(size_t(h->tiled->rows()));
             for (size_t i = 0; i < h->row_steps.size(); ++i) h->row_steps[i] = int32_t(i);
         } else {
             j.set_progress(-1);
-            h->m = results_matrix(*a, q, L, H);
+            h->tiled = results_heat(fa, xa, b ? fb : nullptr, xb, q, L, H, false, budget);
+            if (!h->tiled) fail("run A has no steps");
             h->row_steps = a->steps;
             h->note = quantity_provenance(*a, q);
             if (b && quantity_provenance(*b, q) != h->note)
                 h->note = "A: " + h->note + "; B: " + quantity_provenance(*b, q);
-            if (b) {
-                h->m = difference(h->m, a->steps, results_matrix(*b, q, L, H), b->steps);
-                h->diverging = true;
-            } else if (a->has_merges) {
-                h->folded = folded_matrix(*a, L, H);
-                h->folded_pyr = std::make_unique<Pyramid>(&h->folded);
-            }
+            h->diverging = b != nullptr;
+            if (!b && a->has_merges)
+                h->folded = results_heat(fa, xa, nullptr, 0, q, L, H, true, budget / 4);
         }
-        h->range = finite_range(h->m.v.data(), h->m.v.size());
-        // Percentiles on a strided sample (a 4096 x 4096 matrix has 16 M cells).
-        std::vector<float> sample;
-        const size_t stride = std::max<size_t>(1, h->m.v.size() / 2000000);
-        for (size_t i = 0; i < h->m.v.size(); i += stride) sample.push_back(h->m.v[i]);
-        h->p_lo = finite_percentile(sample.data(), sample.size(), 2);
-        h->p_hi = finite_percentile(sample.data(), sample.size(), 99.9);
-        h->pyr = std::make_unique<Pyramid>(&h->m);
+        h->range = h->tiled->range();
+        h->p_lo = finite_percentile(h->tiled->sample().data(), h->tiled->sample().size(), 2);
+        h->p_hi = finite_percentile(h->tiled->sample().data(), h->tiled->sample().size(), 99.9);
         j.set_progress(1);
         *out = h;
     });
@@ -273,13 +293,14 @@ void App::collect_heat() {
         auto h = *heat_out_;
         cache_[h->key] = h;
         cache_order_.push_back(h->key);
-        // Keep a few matrices (a 4096-token one is ~64 MB plus its pyramid).
+        // Keep a few heatmaps (a 4096-token results matrix is ~64 MB plus its pyramid; an
+        // attention heatmap at most its tile budget plus ~22 MB).
         size_t bytes = 0;
-        for (auto& [k, v] : cache_) bytes += (v->m.v.size() + v->folded.v.size()) * 4 * 2;
+        for (auto& [k, v] : cache_) bytes += v->bytes();
         while (cache_order_.size() > 1 && bytes > (size_t(700) << 20)) {
             auto victim = cache_.find(cache_order_.front());
             if (victim != cache_.end()) {
-                bytes -= (victim->second->m.v.size() + victim->second->folded.v.size()) * 4 * 2;
+                bytes -= victim->second->bytes();
                 if (victim->second != current_) cache_.erase(victim);
             }
             cache_order_.erase(cache_order_.begin());
@@ -363,11 +384,22 @@ const std::vector<float>* App::step_attention() {
 }
 
 void App::reset_view() {
+    if (zoom_request && current_ && (*zoom_request)[1] <= double(current_->rows()) &&
+        (*zoom_request)[3] <= double(current_->cols())) {
+        // --zoom: the first view of the first heatmap that holds it.
+        vx0 = (*zoom_request)[0];
+        vx1 = (*zoom_request)[1];
+        vy0 = (*zoom_request)[2];
+        vy1 = (*zoom_request)[3];
+        zoom_request.reset();
+        view_init = true;
+        return;
+    }
     const int64_t T = n_tokens();
     vx0 = 0;
-    vx1 = double(std::max<int64_t>(1, current_ ? current_->m.rows : T));
+    vx1 = double(std::max<int64_t>(1, current_ ? current_->rows() : T));
     vy0 = 0;
-    vy1 = double(std::max<int64_t>(1, current_ ? current_->m.cols : T));
+    vy1 = double(std::max<int64_t>(1, current_ ? current_->cols() : T));
     view_init = true;
 }
 
@@ -425,9 +457,11 @@ void App::export_csv(const std::string& path) {
         switch (view) {
             case ViewKind::Timeline: {
                 if (!h) fail("nothing to export yet");
-                write_matrix_csv(path, h->m, int64_t(std::floor(vx0)), int64_t(std::ceil(vx1)),
-                                 int64_t(std::floor(vy0)), int64_t(std::ceil(vy1)), h->row_steps,
-                                 "step", "token", quantity_name(quantity));
+                write_matrix_csv(
+                    path, h->rows(), h->cols(), [h](int64_t r) { return h->row(r); },
+                    int64_t(std::floor(vx0)), int64_t(std::ceil(vx1)), int64_t(std::floor(vy0)),
+                    int64_t(std::ceil(vy1)), h->row_steps, "step", "token",
+                    quantity_name(quantity));
                 break;
             }
             case ViewKind::Tokens: {
@@ -440,8 +474,10 @@ void App::export_csv(const std::string& path) {
                 auto it =
                     std::lower_bound(h->row_steps.begin(), h->row_steps.end(), int32_t(cur_step()));
                 const int64_t r = it - h->row_steps.begin();
-                for (int64_t j = 0; j < h->m.cols; ++j) {
-                    const float v = r < h->m.rows ? h->m.at(r, j) : kNaN;
+                const std::vector<float> rv =
+                    r < h->rows() ? h->row(r) : std::vector<float>(size_t(h->cols()), kNaN);
+                for (int64_t j = 0; j < h->cols(); ++j) {
+                    const float v = rv[size_t(j)];
                     w.row({std::to_string(j),
                            trace ? std::to_string(trace->positions[size_t(j)]) : std::to_string(j),
                            trace ? trace->text[size_t(j)] : "", csv_number(v),

@@ -4,8 +4,10 @@
 #pragma once
 #include <imgui.h>
 
+#include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "viewdata/results.h"
 #include "viewdata/series.h"
 #include "viewdata/settings.h"
+#include "viewdata/tiled_heat.h"
 #include "viewdata/trace_data.h"
 
 namespace kvs::view {
@@ -31,8 +34,14 @@ bool view_from_name(const std::string& s, ViewKind* out);
 // A [steps, tokens] matrix ready to draw: the data, its pyramid, what its rows mean.
 struct Heat {
     std::string key;  // what it was computed from
-    Matrix m;
-    std::unique_ptr<Pyramid> pyr;
+    // The cells, kept as a TiledHeat (attention_heat() or results_heat()): memory bounded by
+    // the tile budget whatever the trace's length.
+    std::unique_ptr<TiledHeat> tiled;
+    int64_t rows() const { return tiled->rows(); }
+    int64_t cols() const { return tiled->cols(); }
+    float at(int64_t r, int64_t c) const { return tiled->at(r, c); }
+    std::vector<float> row(int64_t r) const { return tiled->row(r); }
+    size_t bytes() const;            // what the cache accounts for it
     std::vector<int32_t> row_steps;  // row r = step row_steps[r]
     Range range;                     // finite range
     float p_lo = 0, p_hi = 1;        // percentiles used by the automatic colour scale
@@ -42,8 +51,7 @@ struct Heat {
     std::string note;                // how exact it is ("carried forward from 16 checkpoints")
     // Run A's folded tokens (folded_matrix(): a run with merged entries, not A - B), drawn over
     // the heatmap in kFoldedRgb; empty (no pyramid) otherwise.
-    Matrix folded;
-    std::unique_ptr<Pyramid> folded_pyr;
+    std::unique_ptr<TiledHeat> folded;
 };
 
 // One run of an open results file.
@@ -92,6 +100,14 @@ class App {
 
     std::shared_ptr<TraceData> trace;
     std::vector<RunEntry> runs;
+    // Full-resolution tiles an attention heatmap keeps (--heat-cache-mb); the viewer's memory
+    // for a heatmap is this plus a fixed coarse pyramid, whatever the trace's length.
+    size_t heat_cache_bytes = size_t(256) << 20;
+    // --zoom S0,S1,T0,T1: applied by reset_view() to the first heatmap large enough for it.
+    std::optional<std::array<double, 4>> zoom_request;
+    // Starts computing the tiles that t (h's cells or folded overlay) lacks for the view (no-op
+    // while a tile job runs).
+    void request_tiles(const Heat* h, TiledHeat* t, std::vector<TiledHeat::TileId> ids);
     std::vector<std::string> messages;  // errors shown in the window
 
     // --- derived data ----------------------------------------------------------------------------
@@ -177,6 +193,8 @@ class App {
     std::shared_ptr<Pending> pending_;
     bool stale_ = false;  // this frame drew something out of date
     std::unique_ptr<Job> heat_job_;
+    std::unique_ptr<Job> tile_job_;  // full-resolution tiles of a TiledHeat for the view
+    std::shared_ptr<Heat> tile_heat_;
     std::string heat_job_key_;
     std::shared_ptr<std::shared_ptr<Heat>> heat_out_;
     std::string failed_key_;

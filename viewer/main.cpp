@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
         "compare policies and run new ones. Files: kvscope traces and results files, "
         "in any order."};
     std::vector<std::string> files;
-    std::string screenshot, view_name, size, quantity, colormap, reduce, csv_out;
-    int layer = -2, head = -2, frames = 3, bench = 0, run_a = -1, run_b = -1;
+    std::string screenshot, view_name, size, quantity, colormap, reduce, csv_out, zoom;
+    int layer = -2, head = -2, frames = 3, bench = 0, run_a = -1, run_b = -1, heat_cache_mb = 256;
     int64_t step = -2;
     float scale = 1;
     bool no_settings = false;
@@ -100,6 +100,12 @@ int main(int argc, char** argv) {
         ->expected(1)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     cli.add_flag("--no-settings", no_settings, "neither read nor write the settings file");
+    cli.add_option("--zoom", zoom,
+                   "timeline region S0,S1,T0,T1: decode steps [S0, S1) by tokens [T0, T1)");
+    cli.add_option("--heat-cache-mb", heat_cache_mb,
+                   "full-resolution tiles an attention heatmap keeps, in MiB (default 256; "
+                   "evicted tiles are recomputed when shown)")
+        ->check(CLI::Range(0, 1 << 20));
     CLI11_PARSE(cli, argc, argv);
 
     const bool headless = !screenshot.empty() || bench > 0;
@@ -125,6 +131,7 @@ int main(int argc, char** argv) {
             ImGui::LoadIniSettingsFromDisk(ini.c_str());
         }
         App app(settings, spath);
+        app.heat_cache_bytes = size_t(heat_cache_mb) << 20;
         if (!warn.empty()) app.messages.push_back(warn);
         bool quantity_set = false;
         if (!quantity.empty()) {
@@ -149,6 +156,20 @@ int main(int argc, char** argv) {
         if (layer != -2) app.layer = layer;
         if (head != -2) app.kv_head = head;
         if (step != -2) app.step = step;
+        if (!zoom.empty()) {
+            double z[4];
+            char tail = 0;
+            if (std::sscanf(zoom.c_str(), "%lf,%lf,%lf,%lf%c", &z[0], &z[1], &z[2], &z[3], &tail) !=
+                    4 ||
+                !(z[0] >= 0 && z[1] > z[0] && z[2] >= 0 && z[3] > z[2])) {
+                std::fprintf(stderr,
+                             "kvscope-view: --zoom '%s': expected S0,S1,T0,T1 with S0 < S1 and "
+                             "T0 < T1, all >= 0\n",
+                             zoom.c_str());
+                return 2;
+            }
+            app.zoom_request = std::array<double, 4>{z[0], z[1], z[2], z[3]};
+        }
         for (const auto& f : files) app.open_file(f);
         if (!headless)
             glfwSwapInterval(1);

@@ -49,8 +49,8 @@ void draw_timeline(App& app) {
         }
         return;
     }
-    const Matrix& m = h->m;
-    if (!app.view_init || app.vx1 > double(m.rows) + 1e-9 || app.vy1 > double(m.cols) + 1e-9)
+    const int64_t m_rows = h->rows(), m_cols = h->cols();
+    if (!app.view_init || app.vx1 > double(m_rows) + 1e-9 || app.vy1 > double(m_cols) + 1e-9)
         app.reset_view();
     {
         std::string title = h->title;
@@ -98,7 +98,7 @@ void draw_timeline(App& app) {
     ImGuiIO& io = ImGui::GetIO();
     const double W = b.x - a.x, H = b.y - a.y;
     double &x0 = app.vx0, &x1 = app.vx1, &y0 = app.vy0, &y1 = app.vy1;
-    const double rows = double(m.rows), cols = double(m.cols);
+    const double rows = double(m_rows), cols = double(m_cols);
     auto clamp_view = [&](double& lo, double& hi, double len) {
         double w = std::clamp(hi - lo, std::min(4.0, len), len);
         lo = std::clamp(lo, 0.0, len - w);
@@ -129,9 +129,9 @@ void draw_timeline(App& app) {
     clamp_view(y0, y1, cols);
     if (hovered && ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left)) app.reset_view();
     const int64_t mouse_r =
-        std::clamp<int64_t>(int64_t(x0 + (io.MousePos.x - a.x) / W * (x1 - x0)), 0, m.rows - 1);
+        std::clamp<int64_t>(int64_t(x0 + (io.MousePos.x - a.x) / W * (x1 - x0)), 0, m_rows - 1);
     const int64_t mouse_c =
-        std::clamp<int64_t>(int64_t(y0 + (io.MousePos.y - a.y) / H * (y1 - y0)), 0, m.cols - 1);
+        std::clamp<int64_t>(int64_t(y0 + (io.MousePos.y - a.y) / H * (y1 - y0)), 0, m_cols - 1);
     if (hovered && ImGui::IsMouseReleased(ImGuiMouseButton_Left) &&
         ImGui::GetMouseDragDelta(ImGuiMouseButton_Left, 0).x == 0 &&
         ImGui::GetMouseDragDelta(ImGuiMouseButton_Left, 0).y == 0)
@@ -145,9 +145,12 @@ void draw_timeline(App& app) {
     const ColorScale cs = app.color_scale(*h);
     const ColorMap cm = app.color_map(*h);
     char key[512];
-    std::snprintf(key, sizeof key, "%s|%p|%lld|%lld|%d|%d|%g|%g|%d", h->key.c_str(),
-                  static_cast<const void*>(h), (long long)m.rows, (long long)m.cols,
-                  int(app.reduce), int(cm), double(cs.lo), double(cs.hi), int(cs.log));
+    // A tiled heatmap's texture is redrawn as its missing tiles arrive.
+    std::snprintf(
+        key, sizeof key, "%s|%p|%lld|%lld|%d|%d|%g|%g|%d|%lld", h->key.c_str(),
+        static_cast<const void*>(h), (long long)m_rows, (long long)m_cols, int(app.reduce), int(cm),
+        double(cs.lo), double(cs.hi), int(cs.log),
+        (long long)(h->tiled->tiles_computed() + (h->folded ? h->folded->tiles_computed() : 0)));
     const double now[6] = {x0, x1, y0, y1, double(px_x), double(px_y)};
     const bool rest = std::equal(now, now + 6, st.last);
     // Panning (the same widths and plot size as the last frame) gets the wider region; a zoom
@@ -159,24 +162,33 @@ void draw_timeline(App& app) {
     std::copy(now, now + 6, st.last);
     bool rebuild = st.key != key;
     if (rest)
-        rebuild = rebuild || !axis_region_is_exact(st.rx, x0, x1, m.rows, px_x) ||
-                  !axis_region_is_exact(st.ry, y0, y1, m.cols, px_y);
+        rebuild = rebuild || !axis_region_is_exact(st.rx, x0, x1, m_rows, px_x) ||
+                  !axis_region_is_exact(st.ry, y0, y1, m_cols, px_y);
     else
-        rebuild = rebuild || !axis_region_covers(st.rx, x0, x1, m.rows, px_x) ||
-                  !axis_region_covers(st.ry, y0, y1, m.cols, px_y);
+        rebuild = rebuild || !axis_region_covers(st.rx, x0, x1, m_rows, px_x) ||
+                  !axis_region_covers(st.ry, y0, y1, m_cols, px_y);
     if (rebuild) {
         const auto t0 = std::chrono::steady_clock::now();
         const double margin = pan ? kMargin : 0.0;
-        st.rx = axis_region(x0, x1, m.rows, px_x, margin, kMaxTexels);
-        st.ry = axis_region(y0, y1, m.cols, px_y, margin, kMaxTexels);
+        st.rx = axis_region(x0, x1, m_rows, px_x, margin, kMaxTexels);
+        st.ry = axis_region(y0, y1, m_cols, px_y, margin, kMaxTexels);
         const AxisRegion &ax = st.rx, &ay = st.ry;
+        bool complete = true;
         const std::vector<float> red =
-            h->pyr->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, app.reduce);
+            h->tiled->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, app.reduce, &complete);
+        // Missing full-resolution tiles: drawn from the coarse level meanwhile.
+        if (!complete)
+            app.request_tiles(h, h->tiled.get(),
+                              h->tiled->missing(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n));
         colorize_transposed(red.data(), ax.n, ay.n, cm, cs, IM_COL32(38, 38, 44, 255), &st.rgba);
-        if (h->folded_pyr) {
+        if (h->folded) {
             // Folded tokens (run A merges entries): their own colour over the quantity's.
+            bool fcomplete = true;
             const std::vector<float> fr =
-                h->folded_pyr->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, Reduce::Mean);
+                h->folded->reduce(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n, Reduce::Mean, &fcomplete);
+            if (!fcomplete && complete)
+                app.request_tiles(h, h->folded.get(),
+                                  h->folded->missing(ax.r0, ax.r1, ay.r0, ay.r1, ax.n, ay.n));
             overlay_transposed(fr.data(), ax.n, ay.n, kFoldedRgb, &st.rgba);
         }
         st.tex.upload(ax.n, ay.n, st.rgba.data());
@@ -198,14 +210,14 @@ void draw_timeline(App& app) {
     const ImU32 folded_col = IM_COL32(kFoldedRgb.r, kFoldedRgb.g, kFoldedRgb.b, 255);
     dl->PushClipRect(a, b, true);
     // Folded cells large enough to see get a hatch line too (the colour alone at other zooms).
-    if (h->folded_pyr && W / (x1 - x0) >= 8 && H / (y1 - y0) >= 8) {
+    if (h->folded && W / (x1 - x0) >= 8 && H / (y1 - y0) >= 8) {
         const int64_t r0 = int64_t(std::floor(x0)),
-                      r1 = std::min<int64_t>(m.rows, int64_t(std::ceil(x1)));
+                      r1 = std::min<int64_t>(m_rows, int64_t(std::ceil(x1)));
         const int64_t c0 = int64_t(std::floor(y0)),
-                      c1 = std::min<int64_t>(m.cols, int64_t(std::ceil(y1)));
+                      c1 = std::min<int64_t>(m_cols, int64_t(std::ceil(y1)));
         for (int64_t r = r0; r < r1; ++r)
             for (int64_t c = c0; c < c1; ++c)
-                if (h->folded.at(r, c) > 0)
+                if (h->folded->at(r, c) > 0)
                     dl->AddLine(ImVec2(X(double(r)), Y(double(c + 1))),
                                 ImVec2(X(double(r + 1)), Y(double(c))), IM_COL32(60, 0, 40, 200),
                                 1.0f);
@@ -276,7 +288,7 @@ void draw_timeline(App& app) {
             dl->AddText(ImVec2(a.x - ls.x - 12, Y(t + 0.5) - ls.y / 2), text, l.c_str());
         }
     }
-    if (h->folded_pyr) {
+    if (h->folded) {
         // Legend of the folded colour, above the plot's right end.
         const char* fl = "folded into a merged entry";
         const float fw = ImGui::CalcTextSize(fl).x;
@@ -311,7 +323,7 @@ void draw_timeline(App& app) {
             if (app.trace->is_answer(j))
                 ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "part of the answer");
         }
-        ImGui::Text("%s: %s", quantity_name(app.quantity), fmt_value(m.at(r, j)).c_str());
+        ImGui::Text("%s: %s", quantity_name(app.quantity), fmt_value(h->at(r, j)).c_str());
         if (const RunData* run = app.run(app.run_a)) {
             const auto units = select_units(*run, app.layer, app.kv_head);
             if (!units.empty() && j < run->T) {

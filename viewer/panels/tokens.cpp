@@ -26,7 +26,8 @@ void draw_tokens(App& app) {
     const RunData* run = app.run(app.run_a);
     const std::vector<Unit> units =
         run ? select_units(*run, app.layer, app.kv_head) : std::vector<Unit>{};
-    const int64_t T = app.trace ? app.trace->n_tokens() : h->m.cols;
+    const int64_t T = app.trace ? app.trace->n_tokens() : h->cols();
+    const std::vector<float> row_v = have_row && r < h->rows() ? h->row(r) : std::vector<float>{};
     // Merged entries (run A merges): per token, the units where it is folded into an entry, and
     // where its own entry stands for several tokens (with one unit selected: how many).
     const bool merges = run && run->has_merges && !units.empty();
@@ -100,7 +101,7 @@ void draw_tokens(App& app) {
         }
         const ImVec2 a(x_min + x, y_start + y), b(x_min + x + w, y_start + y + fh + 4);
         if (b.y >= clip_y0 && a.y <= clip_y1) {
-            const float v = have_row && j < h->m.cols ? h->m.at(r, j) : kNaN;
+            const float v = j < int64_t(row_v.size()) ? row_v[size_t(j)] : kNaN;
             const bool future = j > step;
             double held = 1;
             if (!units.empty() && j < run->T) {
@@ -151,7 +152,7 @@ void draw_tokens(App& app) {
     if (hover >= 0) {
         ImGui::BeginTooltip();
         ImGui::Text("token %lld \"%s\"", (long long)hover, app.token_text(hover).c_str());
-        const float v = have_row && hover < h->m.cols ? h->m.at(r, hover) : kNaN;
+        const float v = hover < int64_t(row_v.size()) ? row_v[size_t(hover)] : kNaN;
         ImGui::Text("%s at step %lld: %s", quantity_name(app.quantity), (long long)step,
                     fmt_value(v).c_str());
         if (run && hover < run->T && !units.empty()) {

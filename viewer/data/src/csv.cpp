@@ -57,19 +57,30 @@ void write_matrix_csv(const std::string& path, const Matrix& m, int64_t r0, int6
                       int64_t c1, const std::vector<int32_t>& row_labels,
                       const std::string& row_name, const std::string& col_name,
                       const std::string& value_name) {
+    write_matrix_csv(
+        path, m.rows, m.cols,
+        [&m](int64_t r) { return std::vector<float>(m.row(r), m.row(r) + m.cols); }, r0, r1, c0, c1,
+        row_labels, row_name, col_name, value_name);
+}
+
+void write_matrix_csv(const std::string& path, int64_t rows, int64_t cols,
+                      const std::function<std::vector<float>(int64_t)>& row, int64_t r0, int64_t r1,
+                      int64_t c0, int64_t c1, const std::vector<int32_t>& row_labels,
+                      const std::string& row_name, const std::string& col_name,
+                      const std::string& value_name) {
     CsvWriter w(path);
     w.row({row_name, col_name, value_name});
     r0 = std::max<int64_t>(r0, 0);
     c0 = std::max<int64_t>(c0, 0);
-    r1 = std::min(r1, m.rows);
-    c1 = std::min(c1, m.cols);
+    r1 = std::min(r1, rows);
+    c1 = std::min(c1, cols);
     for (int64_t r = r0; r < r1; ++r) {
         const std::string rl =
             std::to_string(r < int64_t(row_labels.size()) ? int64_t(row_labels[size_t(r)]) : r);
+        const std::vector<float> v = row(r);
         for (int64_t c = c0; c < c1; ++c) {
-            const float v = m.at(r, c);
-            if (std::isnan(v)) continue;
-            w.row({rl, std::to_string(c), csv_number(v)});
+            if (std::isnan(v[size_t(c)])) continue;
+            w.row({rl, std::to_string(c), csv_number(v[size_t(c)])});
         }
     }
     w.close();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <memory>
 
 namespace kvs::view {
 
@@ -88,12 +89,14 @@ namespace {
 
 // Bits from bit_events, exact at every step: per unit, replay its events in step order over a
 // width per token (16 before the first event), add the width of each held token to the cell;
-// then the mean over the units.
-Matrix bits_from_events(const RunData& r, const std::vector<Unit>& units) {
-    Matrix m(r.S, r.T, kNaN);
-    for (int64_t s = 0; s < r.S; ++s) {
+// then the mean over the units. Cells [s0, s1) x [j0, j1) of the [S, T] matrix into out.
+void bits_from_events(const RunData& r, const std::vector<Unit>& units, int64_t s0, int64_t s1,
+                      int64_t j0, int64_t j1, float* out) {
+    const int64_t nc = j1 - j0;
+    for (int64_t s = s0; s < s1; ++s) {
+        float* o = out + (s - s0) * nc;
         const int64_t jmax = std::min<int64_t>(r.steps[size_t(s)], r.T - 1);
-        std::fill(m.row(s), m.row(s) + jmax + 1, 0.0f);
+        for (int64_t j = j0; j < j1; ++j) o[j - j0] = j <= jmax ? 0.0f : kNaN;
     }
     // Each selected unit's events (token, step, bits), in step order.
     std::vector<int> slot(static_cast<size_t>(r.L * r.H), -1);
@@ -112,21 +115,20 @@ Matrix bits_from_events(const RunData& r, const std::vector<Unit>& units) {
         std::fill(w.begin(), w.end(), uint8_t(16));
         const int32_t* evicted = r.evicted_at.data() + r.lht(u.l, u.h, 0);
         size_t e = 0;
-        for (int64_t s = 0; s < r.S; ++s) {
+        for (int64_t s = s0; s < s1; ++s) {
             const int64_t t = r.steps[size_t(s)];
             for (; e + 2 < uev.size() && uev[e + 1] <= t; e += 3)
                 w[size_t(uev[e])] = uint8_t(uev[e + 2]);
-            float* o = m.row(s);
-            const int64_t jmax = std::min<int64_t>(t, r.T - 1);
-            for (int64_t j = 0; j <= jmax; ++j) {
+            float* o = out + (s - s0) * nc;
+            const int64_t jmax = std::min<int64_t>(t, j1 - 1);
+            for (int64_t j = j0; j <= jmax; ++j) {
                 const int32_t ej = evicted[j];
-                if (ej < 0 || t < ej) o[j] += float(w[size_t(j)]);
+                if (ej < 0 || t < ej) o[j - j0] += float(w[size_t(j)]);
             }
         }
     }
     const float inv = 1.0f / float(units.size());
-    for (float& v : m.v) v *= inv;  // NaN stays NaN
-    return m;
+    for (int64_t i = 0; i < (s1 - s0) * nc; ++i) out[i] *= inv;  // NaN stays NaN
 }
 
 }  // namespace
@@ -148,17 +150,19 @@ int token_bits(const RunData& r, int l, int h, int64_t j, int64_t t, bool* exact
     return r.ckpt_bits[r.clht(c, l, h, j)];
 }
 
-Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
-    const std::vector<Unit> units = select_units(r, layer, kv_head);
-    Matrix m(r.S, r.T, kNaN);
-    if (units.empty() || quantity_needs_results(q) == false) return m;
-    if (q == Quantity::Bits && r.has_bit_events) return bits_from_events(r, units);
+void results_block(const RunData& r, Quantity q, const std::vector<Unit>& units, int64_t s0,
+                   int64_t s1, int64_t j0, int64_t j1, float* out) {
+    const int64_t nc = j1 - j0;
+    std::fill(out, out + (s1 - s0) * nc, kNaN);
+    if (units.empty() || quantity_needs_results(q) == false) return;
+    if (q == Quantity::Bits && r.has_bit_events)
+        return bits_from_events(r, units, s0, s1, j0, j1, out);
     // One width for every held token: bits are exact at every step, like held.
     const int ubits = q == Quantity::Bits ? uniform_bits(r) : 0;
     const bool exact = q == Quantity::Held || ubits > 0;
-    for (int64_t s = 0; s < r.S; ++s) {
+    for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = r.steps[size_t(s)];
-        float* o = m.row(s);
+        float* o = out + (s - s0) * nc;
         // The last checkpoint at or before this step.
         int64_t c = -1;
         if (!exact) {
@@ -167,8 +171,8 @@ Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
             if (c < 0) continue;
         }
         const int64_t tc = c >= 0 ? r.ckpt_steps[size_t(c)] : t;
-        const int64_t jmax = std::min<int64_t>(exact ? t : tc, r.T - 1);
-        for (int64_t j = 0; j <= jmax; ++j) {
+        const int64_t jmax = std::min<int64_t>(exact ? t : tc, j1 - 1);
+        for (int64_t j = j0; j <= jmax; ++j) {
             double acc = 0;
             int n = 0;
             for (const Unit& u : units) {
@@ -190,33 +194,43 @@ Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
                     }
                 }
             }
-            o[j] = n > 0 ? float(acc / n) : kNaN;
+            o[j - j0] = n > 0 ? float(acc / n) : kNaN;
         }
     }
+}
+
+Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head) {
+    Matrix m(r.S, r.T, kNaN);
+    results_block(r, q, select_units(r, layer, kv_head), 0, r.S, 0, r.T, m.v.data());
     return m;
 }
 
-Matrix folded_matrix(const RunData& r, int layer, int kv_head) {
-    const std::vector<Unit> units = select_units(r, layer, kv_head);
-    Matrix m(r.S, r.T, kNaN);
-    for (int64_t s = 0; s < r.S; ++s) {
+void folded_block(const RunData& r, const std::vector<Unit>& units, int64_t s0, int64_t s1,
+                  int64_t j0, int64_t j1, float* out) {
+    const int64_t nc = j1 - j0;
+    for (int64_t s = s0; s < s1; ++s) {
         const int64_t jmax = std::min<int64_t>(r.steps[size_t(s)], r.T - 1);
-        std::fill(m.row(s), m.row(s) + jmax + 1, 0.0f);
+        for (int64_t j = j0; j < j1; ++j) out[(s - s0) * nc + j - j0] = j <= jmax ? 0.0f : kNaN;
     }
-    if (units.empty() || !r.has_merges) return m;
+    if (units.empty() || !r.has_merges) return;
     const float w = 1.0f / float(units.size());
     for (const Unit& u : units)
-        for (int64_t j = 0; j < r.T; ++j) {
+        for (int64_t j = j0; j < j1; ++j) {
             if (r.merged_at[r.lht(u.l, u.h, j)] < 0) continue;
             // Folded from its first fold (evicted_at) on, until its entry leaves: the steps
             // are few per token, token_state() decides each.
             const int32_t first = r.evicted_at[r.lht(u.l, u.h, j)];
             auto it = std::lower_bound(r.steps.begin(), r.steps.end(), first);
-            for (int64_t s = it - r.steps.begin(); s < r.S; ++s) {
+            for (int64_t s = std::max<int64_t>(s0, it - r.steps.begin()); s < s1; ++s) {
                 if (r.token_state(u.l, u.h, j, r.steps[size_t(s)]) != TokenState::Folded) break;
-                m.at(s, j) += w;
+                out[(s - s0) * nc + j - j0] += w;
             }
         }
+}
+
+Matrix folded_matrix(const RunData& r, int layer, int kv_head) {
+    Matrix m(r.S, r.T, kNaN);
+    folded_block(r, select_units(r, layer, kv_head), 0, r.S, 0, r.T, m.v.data());
     return m;
 }
 
@@ -233,6 +247,61 @@ Matrix difference(const Matrix& a, const std::vector<int32_t>& row_steps_a, cons
         for (int64_t j = 0; j < cols; ++j) d.at(r, j) = a.at(r, j) - b.at(rb, j);
     }
     return d;
+}
+
+std::unique_ptr<TiledHeat> results_heat(std::shared_ptr<const ResultsFile> fa, int ia,
+                                        std::shared_ptr<const ResultsFile> fb, int ib, Quantity q,
+                                        int layer, int kv_head, bool folded, size_t budget_bytes) {
+    const RunData& a = fa->runs.at(size_t(ia));
+    const RunData* b = fb ? &fb->runs.at(size_t(ib)) : nullptr;
+    const std::vector<Unit> ua = select_units(a, layer, kv_head);
+    const std::vector<Unit> ub = b ? select_units(*b, layer, kv_head) : std::vector<Unit>{};
+    const int64_t cols = b ? std::min(a.T, b->T) : a.T;
+    if (a.S <= 0 || cols <= 0) return nullptr;
+    TiledHeat::BlockFn fn;
+    if (folded) {
+        fn = [fa, &a, ua](int64_t s0, int64_t s1, int64_t j0, int64_t j1, float* out) {
+            folded_block(a, ua, s0, s1, j0, j1, out);
+        };
+    } else if (!b) {
+        fn = [fa, &a, ua, q](int64_t s0, int64_t s1, int64_t j0, int64_t j1, float* out) {
+            results_block(a, q, ua, s0, s1, j0, j1, out);
+        };
+    } else {
+        fn = [fa, fb, &a, b, ua, ub, q](int64_t s0, int64_t s1, int64_t j0, int64_t j1,
+                                        float* out) {
+            // A's rows, and B's rows at the same step values (one block over their span).
+            const int64_t nc = j1 - j0;
+            results_block(a, q, ua, s0, s1, j0, j1, out);
+            std::vector<int64_t> rb(size_t(s1 - s0), -1);
+            int64_t lo = b->S, hi = -1;
+            for (int64_t s = s0; s < s1; ++s) {
+                auto it = std::lower_bound(b->steps.begin(), b->steps.end(), a.steps[size_t(s)]);
+                if (it == b->steps.end() || *it != a.steps[size_t(s)]) continue;
+                rb[size_t(s - s0)] = it - b->steps.begin();
+                lo = std::min(lo, rb[size_t(s - s0)]);
+                hi = std::max(hi, rb[size_t(s - s0)]);
+            }
+            std::vector<float> bv(hi >= lo ? size_t((hi - lo + 1) * nc) : 0);
+            if (hi >= lo) results_block(*b, q, ub, lo, hi + 1, j0, j1, bv.data());
+            for (int64_t s = s0; s < s1; ++s) {
+                float* o = out + (s - s0) * nc;
+                const int64_t r = rb[size_t(s - s0)];
+                for (int64_t j = 0; j < nc; ++j)
+                    o[j] = r < 0 ? kNaN : o[j] - bv[size_t((r - lo) * nc + j)];
+            }
+        };
+    }
+    auto heat = std::make_unique<TiledHeat>(a.S, cols, budget_bytes, fn);
+    std::vector<float> band;
+    for (int64_t s0 = 0; s0 < a.S; s0 += heat->band_rows()) {
+        const int64_t n = std::min(heat->band_rows(), a.S - s0);
+        band.resize(size_t(n * cols));
+        fn(s0, s0 + n, 0, cols, band.data());
+        heat->add_band(s0, n, band.data());
+    }
+    heat->finish();
+    return heat;
 }
 
 float unit_metric(const RunData& r, Metric m, int64_t s, int l, int h) {

@@ -110,18 +110,32 @@ std::vector<float> reduce_brute(const Matrix& m, double r0, double r1, double c0
     return out;
 }
 
+void PooledLevel::reset(int64_t r, int64_t c) {
+    rows = r;
+    cols = c;
+    const size_t n = size_t(r * c);
+    mn.assign(n, INFINITY);
+    mx.assign(n, -INFINITY);
+    sum.assign(n, 0.0f);
+    cnt.assign(n, 0.0f);
+}
+
 Pyramid::Pyramid(const Matrix* m) : m_(m) {
-    int64_t rows = m->rows, cols = m->cols;
+    build_from(m->rows, m->cols);
+}
+
+Pyramid::Pyramid(PooledLevel base, int base_level) : first_(base_level) {
+    KVS_ASSERT(base_level >= 0);
+    const int64_t rows = base.rows, cols = base.cols;
+    lv_.push_back(std::move(base));
+    build_from(rows, cols);
+}
+
+void Pyramid::build_from(int64_t rows, int64_t cols) {
     while (rows > 1 || cols > 1) {
-        const Level* prev = lv_.empty() ? nullptr : &lv_.back();
-        Level L;
-        L.rows = (rows + 1) / 2;
-        L.cols = (cols + 1) / 2;
-        const size_t n = size_t(L.rows * L.cols);
-        L.mn.assign(n, INFINITY);
-        L.mx.assign(n, -INFINITY);
-        L.sum.assign(n, 0.0f);
-        L.cnt.assign(n, 0.0f);
+        const PooledLevel* prev = lv_.empty() ? nullptr : &lv_.back();
+        PooledLevel L;
+        L.reset((rows + 1) / 2, (cols + 1) / 2);
         for (int64_t r = 0; r < L.rows; ++r) {
             for (int64_t c = 0; c < L.cols; ++c) {
                 Acc a;
@@ -132,7 +146,7 @@ Pyramid::Pyramid(const Matrix* m) : m_(m) {
                         const int64_t sc = 2 * c + dc;
                         if (sc >= cols) break;
                         if (!prev) {
-                            a.add(m->at(sr, sc));
+                            a.add(m_->at(sr, sc));
                         } else {
                             const size_t j = size_t(sr * prev->cols + sc);
                             a.add(prev->mn[j], prev->mx[j], prev->sum[j], prev->cnt[j]);
@@ -154,18 +168,24 @@ Pyramid::Pyramid(const Matrix* m) : m_(m) {
     }
 }
 
+size_t Pyramid::bytes() const {
+    size_t n = 0;
+    for (const PooledLevel& L : lv_) n += L.bytes();
+    return n;
+}
+
 int64_t Pyramid::level_rows(int k) const {
-    return k == 0 ? m_->rows : lv_[size_t(k - 1)].rows;
+    return k == 0 && m_ ? m_->rows : lv_[size_t(k - first_)].rows;
 }
 int64_t Pyramid::level_cols(int k) const {
-    return k == 0 ? m_->cols : lv_[size_t(k - 1)].cols;
+    return k == 0 && m_ ? m_->cols : lv_[size_t(k - first_)].cols;
 }
 
 int Pyramid::level_for(double span_r, double span_c) const {
     const double s = std::min(span_r, span_c);
-    if (!(s >= 2)) return 0;
+    if (!(s >= 2)) return first_level();
     const int k = int(std::floor(std::log2(s)));
-    return std::clamp(k, 0, levels() - 1);
+    return std::clamp(k, first_level(), levels() - 1);
 }
 
 std::vector<float> Pyramid::reduce(double r0, double r1, double c0, double c1, int n_r, int n_c,
@@ -176,13 +196,13 @@ std::vector<float> Pyramid::reduce(double r0, double r1, double c0, double c1, i
 
 std::vector<float> Pyramid::reduce_at(int k, double r0, double r1, double c0, double c1, int n_r,
                                       int n_c, Reduce mode) const {
-    KVS_ASSERT(m_ && n_r > 0 && n_c > 0 && k >= 0 && k < levels());
+    KVS_ASSERT(n_r > 0 && n_c > 0 && k >= first_level() && k < levels());
     const double s = std::ldexp(1.0, -k);
     const int64_t rows = level_rows(k), cols = level_cols(k);
     const std::vector<Span> sr = spans(r0 * s, r1 * s, n_r, rows);
     const std::vector<Span> sc = spans(c0 * s, c1 * s, n_c, cols);
     std::vector<float> out(size_t(n_r) * size_t(n_c));
-    const Level* L = k == 0 ? nullptr : &lv_[size_t(k - 1)];
+    const PooledLevel* L = k == 0 && m_ ? nullptr : &lv_[size_t(k - first_)];
     if (!L) {
         // Level 0, the common case while zoomed in: plain loops per mode.
         for (int i = 0; i < n_r; ++i) {

@@ -7,9 +7,11 @@
 #pragma once
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "viewdata/matrix.h"
+#include "viewdata/tiled_heat.h"
 #include "viewdata/trace_data.h"
 
 namespace kvs::view {
@@ -22,6 +24,17 @@ using ProgressFn = std::function<void(float)>;
 // (j not visible to t). `layer` is a model layer index.
 Matrix attention_matrix(const TraceData& tr, int layer, int kv_head, const ProgressFn& progress,
                         const std::atomic<bool>* cancel = nullptr);
+
+// The same matrix (or its cumulative_rows() when `cumulative`) as a TiledHeat: memory bounded
+// by `budget_bytes` of full-resolution tiles plus a fixed coarse pyramid and O(T) side data (the
+// lse of every selected (layer, query head, row); for the cumulative, the column sums at <= 256
+// checkpoint rows), whatever T. Tiles evicted from the cache are recomputed from the trace:
+// the one routine over the tile's keys, rescaled by the row's lse over all keys, equal to the
+// first pass's cells to float rounding. nullptr when cancelled.
+std::unique_ptr<TiledHeat> attention_heat(std::shared_ptr<const TraceData> trace, int layer,
+                                          int kv_head, bool cumulative, size_t budget_bytes,
+                                          const ProgressFn& progress,
+                                          const std::atomic<bool>* cancel = nullptr);
 
 // The cumulative attention each token has received up to step t (H2O's accumulated score):
 // out(t, j) = sum_{t' <= t} p(t', j). Same shape and NaN pattern.

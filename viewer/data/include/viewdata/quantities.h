@@ -5,12 +5,14 @@
 // A selection is a model layer or all (-1) and a KV head or all (-1); "all" averages over the
 // selected units (layer, KV head), except bytes, which add up.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "viewdata/colormap.h"
 #include "viewdata/matrix.h"
 #include "viewdata/results.h"
+#include "viewdata/tiled_heat.h"
 
 namespace kvs::view {
 
@@ -38,12 +40,26 @@ std::vector<Unit> select_units(const RunData& r, int layer, int kv_head);
 //  forward (NaN before the first checkpoint and for tokens that arrived after it); 0 bits / NaN
 //  score where the token has been evicted by the step (from evicted_at, exact at every step).
 Matrix results_matrix(const RunData& r, Quantity q, int layer, int kv_head);
+// The cells [s0, s1) x [j0, j1) of results_matrix over `units`, row-major into out.
+void results_block(const RunData& r, Quantity q, const std::vector<Unit>& units, int64_t s0,
+                   int64_t s1, int64_t j0, int64_t j1, float* out);
 
 // [S, T] for a results run: the fraction of the selected units in which token j is folded into a
 // merged entry at step steps[s] (RunData::token_state() == Folded; 1 for one unit), 0 where it is
 // not, NaN for j > step. All 0 for a run without merges. The timeline draws it over the held,
 // bits and score quantities in the folded colour (kFoldedRgb).
 Matrix folded_matrix(const RunData& r, int layer, int kv_head);
+void folded_block(const RunData& r, const std::vector<Unit>& units, int64_t s0, int64_t s1,
+                  int64_t j0, int64_t j1, float* out);
+
+// The timeline's heatmap of a results quantity as a TiledHeat (memory bounded by
+// `budget_bytes` plus a fixed coarse pyramid, like attention_heat()): run ia of fa; with fb,
+// A - B (difference()'s cells: the steps both have, by step value); with `folded`, run A's
+// folded_matrix() instead of q. The cells are recomputed from the runs (which the heat keeps
+// alive) whenever an evicted tile is shown again.
+std::unique_ptr<TiledHeat> results_heat(std::shared_ptr<const ResultsFile> fa, int ia,
+                                        std::shared_ptr<const ResultsFile> fb, int ib, Quantity q,
+                                        int layer, int kv_head, bool folded, size_t budget_bytes);
 
 // The colour of folded tokens in the timeline and the token strip: a pink found in none of the
 // colour maps' ends (not viridis / cividis / magma's purple, blue, black or yellow).

@@ -37,11 +37,25 @@ Span part_span(double a0, double a1, int n, int i, int64_t len);
 std::vector<float> reduce_brute(const Matrix& m, double r0, double r1, double c0, double c1,
                                 int n_r, int n_c, Reduce mode);
 
+// One pooled level: per cell the min, max, sum and count of the finite source cells it covers
+// (count 0: none; then min = +inf, max = -inf, sum = 0).
+struct PooledLevel {
+    int64_t rows = 0, cols = 0;
+    std::vector<float> mn, mx, sum, cnt;
+    void reset(int64_t r, int64_t c);  // sized and empty
+    size_t bytes() const { return (mn.size() + mx.size() + sum.size() + cnt.size()) * 4; }
+};
+
 class Pyramid {
   public:
     Pyramid() = default;
     explicit Pyramid(const Matrix* m);  // keeps the pointer: m must outlive the pyramid
-    int levels() const { return int(lv_.size()) + 1; }
+    // Levels base_level, base_level + 1, ... only, from level base_level given pooled (a heatmap
+    // whose full-resolution cells are not kept: viewdata/tiled_heat.h). Levels below it do not
+    // exist: reduce() and reduce_at() use base_level for any finer view.
+    Pyramid(PooledLevel base, int base_level);
+    int levels() const { return first_ + int(lv_.size()); }
+    int first_level() const { return m_ ? 0 : first_; }
     // The level reduce() uses for `span_r` x `span_c` source cells per output cell.
     int level_for(double span_r, double span_c) const;
     int64_t level_rows(int k) const;
@@ -52,14 +66,13 @@ class Pyramid {
     // The same at a given level (tests compare it with reduce_brute on level-0 cells).
     std::vector<float> reduce_at(int k, double r0, double r1, double c0, double c1, int n_r,
                                  int n_c, Reduce mode) const;
+    size_t bytes() const;  // the pooled levels (not the matrix)
 
   private:
-    struct Level {
-        int64_t rows = 0, cols = 0;
-        std::vector<float> mn, mx, sum, cnt;
-    };
+    void build_from(int64_t rows, int64_t cols);  // pools lv_.back() (or m_) up to 1 x 1
     const Matrix* m_ = nullptr;
-    std::vector<Level> lv_;  // levels 1, 2, ...
+    int first_ = 1;                // the level of lv_[0]
+    std::vector<PooledLevel> lv_;  // levels first_, first_ + 1, ...
 };
 
 }  // namespace kvs::view
