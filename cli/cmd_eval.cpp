@@ -300,8 +300,19 @@ void run_eval(const EvalArgs& a) {
         for (int w = int(start); w < n_win; ++w) {
             const int32_t* win = ids.data() + size_t(w) * size_t(a.ctx);
             {
+                // The full model's rows of the scored positions [P, ctx - 1) alone (half of
+                // them in prefill mode): ref holds (ctx - 1 - P) x n_vocab floats.
                 DenseKvCache dense(m.kv_shape(), a.ctx);
-                prefill(m, win, a.ctx, 0, dense, 256, LogitsFor::All, ref);
+                ref.assign(size_t(a.ctx - 1 - P) * size_t(V), 0.0f);
+                prefill_each(
+                    m, win, a.ctx, 0, dense, 256,
+                    [&](int first, int count, const float* rows) {
+                        for (int t = std::max(first, P); t < first + count && t + 1 < a.ctx; ++t)
+                            std::copy(rows + size_t(t - first) * size_t(V),
+                                      rows + size_t(t - first + 1) * size_t(V),
+                                      ref.data() + size_t(t - P) * size_t(V));
+                    },
+                    nullptr, &bar, done);
                 done += a.ctx;
                 bar.update(done);
             }
@@ -319,7 +330,7 @@ void run_eval(const EvalArgs& a) {
                     [&](int first, int count, const float* rows) {
                         const auto s0 = std::chrono::steady_clock::now();
                         for (int t = std::max(first, P); t < first + count && t + 1 < a.ctx; ++t) {
-                            const float* rf = ref.data() + size_t(t) * size_t(V);
+                            const float* rf = ref.data() + size_t(t - P) * size_t(V);
                             const float* rc = rows + size_t(t - first) * size_t(V);
                             log_softmax(rf, V, lf);
                             log_softmax(rc, V, lc);
