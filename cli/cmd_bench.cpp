@@ -50,8 +50,8 @@ double peak_rss_mib() {
 
 // Capture overhead: for each prefill length, the same forward pass (chunks of 256) three ways,
 // interleaved, best of reps: logits of the last token only, logits of every token (what a
-// capture needs for log-probabilities and top-k), and a capture with default settings (all
-// layers, f16, gzip:1) to a temporary file.
+// capture needs for log-probabilities and top-k), and captures with default settings (all
+// layers, f16, gzip:1) to a temporary file, with --logits topk (the default), lse and none.
 void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<int32_t>& toks,
                    nlohmann::json& out) {
     const Model& m = *lm.model;
@@ -62,7 +62,9 @@ void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<
     std::vector<float> logits;
     for (int n : a.prefill) {
         DenseKvCache cache(m.kv_shape(), n);
-        double t_last = 1e30, t_all = 1e30, t_cap = 1e30, t_writer = 0;
+        double t_last = 1e30, t_all = 1e30, t_writer = 0;
+        double t_mode[3] = {1e30, 1e30, 1e30};  // capture --logits topk, lse, none
+        const double& t_cap = t_mode[0];
         uint64_t bytes = 0;
         for (int r = 0; r < a.reps; ++r) {
             double t0 = now_s();
@@ -78,28 +80,35 @@ void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<
                 m.forward(toks.data() + i, pos.data(), nt, cache, LogitsFor::All, logits);
             }
             t_all = std::min(t_all, now_s() - t0);
-            t0 = now_s();
-            capture::TraceMeta meta;
-            meta.model = m.config();
-            meta.text_width = capture::max_token_bytes(*lm.tokenizer);
-            capture::TraceWriter w(path, meta);
-            capture::CaptureRequest req;
-            req.prompt.assign(toks.begin(), toks.begin() + n);
-            req.chunk = chunk;
-            capture::run_capture(m, lm.tokenizer.get(), req, w);
-            w.finish(true);
-            const double dt = now_s() - t0;
-            if (dt < t_cap) {
-                t_cap = dt;
-                t_writer = w.seconds_writing();
+            for (int k = 0; k < 3; ++k) {  // --logits topk, lse, none
+                const auto mode = capture::LogitsMode(k);
+                t0 = now_s();
+                capture::TraceMeta meta;
+                meta.model = m.config();
+                meta.text_width = capture::max_token_bytes(*lm.tokenizer);
+                meta.logits = capture::logits_mode_name(mode);
+                capture::TraceWriter w(path, meta);
+                capture::CaptureRequest req;
+                req.prompt.assign(toks.begin(), toks.begin() + n);
+                req.chunk = chunk;
+                req.logits = mode;
+                capture::run_capture(m, lm.tokenizer.get(), req, w);
+                w.finish(true);
+                const double dt = now_s() - t0;
+                if (dt < t_mode[k]) {
+                    t_mode[k] = dt;
+                    if (k == 0) t_writer = w.seconds_writing();
+                }
+                if (k == 0) bytes = w.file_bytes();
             }
-            bytes = w.file_bytes();
         }
         std::filesystem::remove(path);
         const double kb = double(bytes) / 1e3 / n;
         out["capture"][std::to_string(n)] = {{"prefill_last_logits_s", t_last},
                                              {"prefill_all_logits_s", t_all},
                                              {"capture_s", t_cap},
+                                             {"capture_logits_lse_s", t_mode[1]},
+                                             {"capture_logits_none_s", t_mode[2]},
                                              {"capture_writer_s", t_writer},
                                              {"kb_per_token", kb}};
         if (!a.json)
@@ -108,6 +117,12 @@ void bench_capture(const BenchArgs& a, const LoadedModel& lm, const std::vector<
                 "(+{:.0f}%), with all logits {:.2f} s (+{:.0f}%); {:.1f} KB/token\n",
                 n, t_cap, t_writer, t_last, 100 * (t_cap / t_last - 1), t_all,
                 100 * (t_cap / t_all - 1), kb);
+        if (!a.json)
+            fmt::print(
+                "capture {:5d} tokens, --logits lse: {:.2f} s (+{:.0f}%), none: {:.2f} s "
+                "(+{:.0f}% over the prefill)\n",
+                n, t_mode[1], 100 * (t_mode[1] / t_last - 1), t_mode[2],
+                100 * (t_mode[2] / t_last - 1));
     }
 }
 
@@ -137,8 +152,8 @@ double read_bandwidth_gbs() {
 
 // Decode at --decode-ctx tokens of context with the dense fp32 cache and with each --policy's
 // compressed cache (prefill mode: the context is the prompt, compressed once, then decoded),
-// interleaved, best of reps: tokens/s, the cache's bytes (what attention reads per step) and the
-// floor (model file + cache bytes over the measured read bandwidth).
+// interleaved, best of reps: tokens/s, the cache's bytes (what attention reads per step) and
+// the floor (model file + cache bytes over the measured read bandwidth).
 void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
                            const std::vector<int32_t>& toks, nlohmann::json& out) {
     const Model& m = *lm.model;

@@ -60,7 +60,7 @@ class StopSignals {
 
 struct CaptureArgs {
     std::string model, text_file, prompt, task, haystack, out, layers = "all", dtype = "f16",
-                                                               compress = "gzip:1";
+                                                               compress = "gzip:1", logits = "topk";
     bool chat = false, quiet = false;
     int ctx = 512, generate = -1, chunk = 256;
     double depth = 0.5;
@@ -79,6 +79,9 @@ void run_capture_cmd(const CaptureArgs& a) {
     if (a.task == "needle" && a.haystack.empty()) fail("--task needle needs --haystack FILE");
     if (!a.haystack.empty() && a.task != "needle") fail("--haystack applies to --task needle");
     if (a.dtype != "f16" && a.dtype != "f32") fail("--dtype '{}': expected f16 or f32", a.dtype);
+    LogitsMode logits_mode = LogitsMode::topk;
+    if (!logits_mode_from_name(a.logits, &logits_mode))
+        fail("--logits '{}': expected topk, lse or none", a.logits);
     if (!a.live.policy.empty()) {  // bad options fail before the model loads
         sim::parse_spec(a.live.policy);
         parse_mode(a.live.mode);
@@ -97,6 +100,7 @@ void run_capture_cmd(const CaptureArgs& a) {
 
     CaptureRequest req;
     req.chunk = a.chunk;
+    req.logits = logits_mode;
     req.sampling = a.sp;
     req.sampling.seed = seed;
     TaskRecord task;
@@ -147,6 +151,7 @@ void run_capture_cmd(const CaptureArgs& a) {
         {"ctx", a.ctx},
         {"generate", req.n_generate},
         {"chunk", a.chunk},
+        {"logits", a.logits},
         {"layers", layers},
         {"dtype", a.dtype},
         {"compress", compression_name(gzip)},
@@ -187,6 +192,7 @@ void run_capture_cmd(const CaptureArgs& a) {
     meta.gzip_level = gzip;
     meta.layers = layers;
     meta.text_width = max_token_bytes(tok);
+    meta.logits = logits_mode_name(logits_mode);
 
     std::unique_ptr<sim::LiveCache> live;
     std::string decisions = a.decisions;
@@ -300,6 +306,11 @@ void register_capture(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--dtype", a->dtype, "Storage of q, k, v, o: f16 or f32")->capture_default_str();
     c->add_option("--compress", a->compress, "none, gzip or gzip:L (L = 1..9; with shuffle)")
+        ->capture_default_str();
+    c->add_option("--logits", a->logits,
+                  "Logits rows to record: topk (every token: log-prob, log-sum-exp, top-16), lse "
+                  "(no top-16), none (the prompt's rows without logits: as cheap as a plain "
+                  "prefill; replay and the viewer need none of them)")
         ->capture_default_str();
     c->add_option("--chunk", a->chunk, "Prompt tokens per forward call")
         ->check(CLI::Range(1, 1 << 16))

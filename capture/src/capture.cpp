@@ -11,7 +11,29 @@
 
 namespace kvs::capture {
 
-LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* next) {
+const char* logits_mode_name(LogitsMode m) {
+    return m == LogitsMode::topk ? "topk" : m == LogitsMode::lse ? "lse" : "none";
+}
+
+bool logits_mode_from_name(const std::string& s, LogitsMode* out) {
+    for (LogitsMode m : {LogitsMode::topk, LogitsMode::lse, LogitsMode::none})
+        if (s == logits_mode_name(m)) {
+            *out = m;
+            return true;
+        }
+    return false;
+}
+
+LogitRows no_logit_rows(int n) {
+    LogitRows r;
+    r.logprob.assign(size_t(n), std::nan(""));
+    r.lse.assign(size_t(n), std::nanf(""));
+    r.topk_ids.assign(size_t(n) * kTopK, -1);
+    r.topk_logits.assign(size_t(n) * kTopK, std::nanf(""));
+    return r;
+}
+
+LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* next, bool topk) {
     LogitRows r;
     r.logprob.resize(size_t(n));
     r.lse.resize(size_t(n));
@@ -39,6 +61,11 @@ LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* nex
         // Top-k by insertion into a sorted list (descending; ties keep the lower id first).
         int32_t* ids = &r.topk_ids[size_t(i) * kTopK];
         float* val = &r.topk_logits[size_t(i) * kTopK];
+        if (!topk) {  // --logits lse: no selection
+            std::fill(ids, ids + kTopK, -1);
+            std::fill(val, val + kTopK, std::nanf(""));
+            continue;
+        }
         int have = 0;
         for (int j = 0; j < n_vocab; ++j) {
             const float v = x[j];
@@ -83,9 +110,19 @@ CaptureResult run_capture(const Model& m, const Tokenizer* tok, const CaptureReq
     std::vector<std::string> text;
     auto stop = [&] { return should_stop && should_stop(); };
 
-    // Appends the rows of tokens ids[0..n) at positions pos0.. whose logits were just computed.
+    // Appends the rows of tokens ids[0..n) at positions pos0.. whose logits were just computed
+    // (--logits none: the last row's alone).
+    const bool all_rows = req.logits != LogitsMode::none;
     auto append = [&](const int32_t* ids, int n, int pos0, const int32_t* nxt) {
-        const LogitRows r = logit_rows(logits.data(), n, n_vocab, nxt);
+        LogitRows r;
+        if (all_rows || n == 1) {
+            r = logit_rows(logits.data(), n, n_vocab, nxt, req.logits != LogitsMode::lse);
+        } else {
+            r = no_logit_rows(n);
+            const LogitRows last = logit_rows(logits.data(), 1, n_vocab, nxt + n - 1, false);
+            r.logprob[size_t(n - 1)] = last.logprob[0];
+            r.lse[size_t(n - 1)] = last.lse[0];
+        }
         text.resize(size_t(n));
         for (int t = 0; t < n; ++t) {
             pos[size_t(t)] = pos0 + t;
@@ -115,10 +152,11 @@ CaptureResult run_capture(const Model& m, const Tokenizer* tok, const CaptureReq
         }
         const int nt = std::min({req.chunk, P - i, std::max(1, cache.max_chunk(i))});
         for (int t = 0; t < nt; ++t) pos[size_t(t)] = i + t;
-        m.forward(req.prompt.data() + i, pos.data(), nt, cache, LogitsFor::All, logits, &w);
+        m.forward(req.prompt.data() + i, pos.data(), nt, cache,
+                  all_rows ? LogitsFor::All : LogitsFor::Last, logits, &w);
         const bool last = i + nt == P;
-        if (last && req.n_generate > 0)
-            sampled = sampler.sample(logits.data() + size_t(nt - 1) * n_vocab, n_vocab);
+        const float* last_row = logits.data() + (all_rows ? size_t(nt - 1) * n_vocab : 0);
+        if (last && req.n_generate > 0) sampled = sampler.sample(last_row, n_vocab);
         for (int t = 0; t < nt; ++t)
             next[size_t(t)] = i + t + 1 < P ? req.prompt[size_t(i + t + 1)] : sampled;
         append(req.prompt.data() + i, nt, i, next.data());

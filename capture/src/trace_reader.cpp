@@ -191,6 +191,10 @@ void TraceReader::Impl::validate() {
     info.rope_scaling.low_freq_factor = float(flt("rope_scaling_low_freq_factor"));
     info.rope_scaling.high_freq_factor = float(flt("rope_scaling_high_freq_factor"));
     info.rope_scaling.original_context = int(num("rope_scaling_original_context"));
+    // Schema 2: which logits rows the trace holds (absent in schema 1: every row, with top-k).
+    info.logits = info.schema_version >= 2 ? str("logits") : "topk";
+    if (info.logits != "topk" && info.logits != "lse" && info.logits != "none")
+        fail("{}: logits '{}' is not one of topk, lse, none", where, info.logits);
     info.rope_pairing = str("rope_pairing");
     if (info.rope_pairing != "interleaved" && info.rope_pairing != "half")
         fail("{}: rope_pairing '{}' is neither 'interleaved' nor 'half'", where, info.rope_pairing);

@@ -203,6 +203,9 @@ struct TraceWriter::Impl {
         h5::write_attr(f, "rope_scaling_original_context", int64_t(c.rope_scaling.original_context),
                        p);
         h5::write_attr(f, "rope_pairing", rope_pairing_name(c.rope_pairing), p);
+        if (meta.logits != "topk" && meta.logits != "lse" && meta.logits != "none")
+            fail("trace logits '{}' is not one of topk, lse, none", meta.logits);
+        h5::write_attr(f, "logits", meta.logits, p);
         h5::write_attr(f, "attn_scale", 1.0 / std::sqrt(double(c.head_dim)), p);
         h5::write_attr(f, "dtype", dtype_name(meta.dtype), p);
         h5::write_attr(f, "compression", compression_name(meta.gzip_level), p);

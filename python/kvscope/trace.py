@@ -15,7 +15,7 @@ from ._common import (KvscopeError, attr_bool, attr_float, attr_int, attr_str, c
                       dataset, fail, open_h5)
 
 FORMAT = "kvscope-trace"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the `logits` attribute (rows may lack logits: NaN / -1)
 TOP_K = 16
 
 # The named dimensions of every dataset (also written as HDF5 dimension labels by kvscope).
@@ -68,6 +68,9 @@ class Trace:
                 fail(f"{w}: attribute '{name}' = {v} is outside [{lo}, {hi}]")
             return v
 
+        self.logits = attr_str(f, "logits", w) if self.schema_version >= 2 else "topk"
+        if self.logits not in ("topk", "lse", "none"):
+            fail(f"{w}: logits '{self.logits}' is not one of topk, lse, none")
         self.kvscope_version = attr_str(f, "kvscope_version", w)
         self.model_name = attr_str(f, "model_name", w)
         self.model_arch = attr_str(f, "model_arch", w)

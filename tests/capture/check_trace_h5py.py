@@ -79,7 +79,9 @@ def check_trace(path, kind):
     a = f.attrs
     for name, k in ROOT_ATTRS.items():
         check(name in a and attr_ok(a[name], k), f"{kind}: root attribute {name} ({k})")
-    check(s(a["format"]) == "kvscope-trace" and a["schema_version"] == 1, f"{kind}: format, version")
+    check(s(a["format"]) == "kvscope-trace" and a["schema_version"] in (1, 2), f"{kind}: format, version")
+    if a["schema_version"] >= 2:
+        check(s(a["logits"]) in ("topk", "lse", "none"), f"{kind}: logits")
     T, H, HK, D = int(a["n_tokens"]), int(a["n_head"]), int(a["n_head_kv"]), int(a["head_dim"])
     fdt = np.float16 if s(a["dtype"]) == "f16" else np.float32
     gz = s(a["compression"]) != "none"
@@ -203,8 +205,8 @@ def expect_reject(name, path, pattern):
 newer = os.path.join(TMP, "newer.h5")
 shutil.copy(pk, newer)
 with h5py.File(newer, "r+") as g:
-    g.attrs["schema_version"] = 2
-expect_reject("a newer schema_version", newer, "schema_version 2 is newer")
+    g.attrs["schema_version"] = 3
+expect_reject("a newer schema_version", newer, "schema_version 3 is newer")
 nods = os.path.join(TMP, "missing.h5")
 shutil.copy(pk, nods)
 with h5py.File(nods, "r+") as g:

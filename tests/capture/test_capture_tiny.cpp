@@ -120,6 +120,68 @@ TEST_CASE("capture (tiny model): q, k, v reproduce o and lse, logprobs match a p
     }
 }
 
+TEST_CASE("capture (tiny model): --logits lse and none keep q/k/v/o and drop rows as documented",
+          "[cpu]") {
+    test::TinySpec spec;
+    const auto m = tiny_model(spec, 47, "cap_logits.gguf");
+    const std::vector<int32_t> prompt = random_tokens(45, m->config().n_vocab, 5);
+    auto capture = [&](LogitsMode mode) {
+        const std::string path =
+            test::temp_path(std::string("cap_") + logits_mode_name(mode) + ".h5");
+        TraceMeta meta;
+        meta.model = m->config();
+        meta.dtype = StorageDtype::F32;
+        meta.logits = logits_mode_name(mode);
+        CaptureRequest req;
+        req.prompt = prompt;
+        req.n_generate = 5;
+        req.chunk = 10;
+        req.logits = mode;
+        TraceWriter w(path, meta);
+        w.set_prompt_len(45);
+        const CaptureResult res = run_capture(*m, nullptr, req, w);
+        w.finish(!res.interrupted);
+        return path;
+    };
+    const TraceReader all(capture(LogitsMode::topk));
+    CHECK(all.info().schema_version == kSchemaVersion);
+    CHECK(all.info().logits == "topk");
+    for (LogitsMode mode : {LogitsMode::lse, LogitsMode::none}) {
+        const TraceReader r(capture(mode));
+        INFO(logits_mode_name(mode));
+        CHECK(r.info().logits == logits_mode_name(mode));
+        REQUIRE(r.info().n_tokens == 50);
+        // The same generation and the same per-layer tensors, bit for bit.
+        CHECK(r.token_ids() == all.token_ids());
+        for (int l = 0; l < spec.n_layer; ++l)
+            for (Field f : {Field::Q, Field::K, Field::V, Field::O})
+                CHECK(r.read_heads(f, l, 0, 50) == all.read_heads(f, l, 0, 50));
+        const auto lp = r.logprob(), lp_all = all.logprob();
+        const auto lse = r.logits_lse(), lse_all = all.logits_lse();
+        const auto tki = r.topk_ids();
+        const auto tki_all = all.topk_ids();
+        int bad = 0;
+        for (int t = 0; t < 50; ++t) {
+            // none: prompt rows without logits but each chunk's last (9, 19, ..., 44).
+            const bool has = mode == LogitsMode::lse || t >= 44 || t % 10 == 9;
+            const bool has_topk = mode == LogitsMode::none && t >= 45;
+            // lse: the same rows, the same bits; none: a chunk's last row from the LM head run on
+            // it alone (another GEMM shape), equal to rounding.
+            const double tol = mode == LogitsMode::lse ? 0.0 : 1e-4;
+            if (has) {
+                bad += t + 1 < 50 && std::fabs(lp[size_t(t)] - lp_all[size_t(t)]) > tol;
+                bad += std::fabs(lse[size_t(t)] - lse_all[size_t(t)]) > tol;
+            } else {
+                bad += !std::isnan(lp[size_t(t)]) + !std::isnan(lse[size_t(t)]);
+            }
+            for (int q = 0; q < kTopK; ++q)
+                bad +=
+                    tki[size_t(t) * kTopK + q] != (has_topk ? tki_all[size_t(t) * kTopK + q] : -1);
+        }
+        CHECK(bad == 0);
+    }
+}
+
 TEST_CASE("capture (tiny model): a stop request ends after the forward call in flight", "[cpu]") {
     test::TinySpec spec;
     const auto m = tiny_model(spec, 9, "cap_stop.gguf");

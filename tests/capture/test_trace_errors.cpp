@@ -116,8 +116,11 @@ TEST_CASE("trace reader: bad files are one clear line, never a crash", "[cpu]") 
                    edited(good, "other.h5", [](hid_t f) { set_str_attr(f, "format", "netcdf"); }),
                    "format is 'netcdf'"});
     bad.push_back({"newer schema",
-                   edited(good, "newer.h5", [](hid_t f) { set_int_attr(f, "schema_version", 2); }),
-                   "schema_version 2 is newer than this kvscope reads (1)"});
+                   edited(good, "newer.h5", [](hid_t f) { set_int_attr(f, "schema_version", 3); }),
+                   "schema_version 3 is newer than this kvscope reads (2)"});
+    bad.push_back({"unknown logits",
+                   edited(good, "logits.h5", [](hid_t f) { set_str_attr(f, "logits", "all"); }),
+                   "logits 'all' is not one of topk, lse, none"});
     bad.push_back({"missing attribute",
                    edited(good, "noattr.h5", [](hid_t f) { H5Adelete(f, "n_head_kv"); }),
                    "missing attribute 'n_head_kv'"});

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "capture/trace_writer.h"
@@ -14,6 +15,18 @@
 
 namespace kvs::capture {
 
+// Which logits rows a capture records (--logits; trace attribute `logits`, trace_schema.h):
+//   topk  every token: logprob, logits_lse and the top-16 (the LM head runs on every prompt row)
+//   lse   every token: logprob and logits_lse; topk_ids -1, topk_logits NaN (the same LM head
+//         cost, no top-k selection)
+//   none  the prompt's rows have no logits (NaN, -1) but logprob and logits_lse of the last one
+//         of each forward chunk (the LM head runs on one row per chunk, as in a plain prefill);
+//         generated tokens keep all of theirs (decoding computes them anyway). Replay and the
+//         viewer need none of them; perplexity from a trace (exp(-mean logprob)) needs topk or lse.
+enum class LogitsMode { topk, lse, none };
+const char* logits_mode_name(LogitsMode m);  // "topk", "lse", "none"
+bool logits_mode_from_name(const std::string& s, LogitsMode* out);
+
 struct CaptureRequest {
     std::vector<int32_t> prompt;  // token ids, at positions 0..
     int n_generate = 0;           // tokens to sample after the prompt (all go into the trace)
@@ -22,6 +35,7 @@ struct CaptureRequest {
                                   // take fewer: KvCache::max_chunk)
     KvCache* cache = nullptr;     // the cache to run on (null: a dense fp32 cache); it must
                                   // hold prompt + n_generate positions
+    LogitsMode logits = LogitsMode::topk;  // must match TraceMeta::logits
 };
 
 struct CaptureResult {
@@ -40,7 +54,11 @@ struct LogitRows {
     std::vector<int32_t> topk_ids;   // [n, kTopK]
     std::vector<float> topk_logits;  // [n, kTopK]
 };
-LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* next);
+// topk = false: the top-k rows are left as "no logits" (ids -1, logits NaN).
+LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* next,
+                     bool topk = true);
+// n rows without logits: logprob and lse NaN, top-k ids -1, logits NaN.
+LogitRows no_logit_rows(int n);
 
 // The longest token text of a vocabulary, in bytes: TraceMeta::text_width for its traces.
 int max_token_bytes(const Tokenizer& tok);

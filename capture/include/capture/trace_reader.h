@@ -34,6 +34,7 @@ struct TraceInfo {
     double rope_theta = 0;
     RopeScaling rope_scaling;
     std::string rope_pairing;  // "interleaved" / "half"
+    std::string logits;        // which logits rows it holds: "topk", "lse", "none" (schema 2)
     double attn_scale = 0;
     StorageDtype dtype = StorageDtype::F16;
     std::string compression;

@@ -1,4 +1,4 @@
-// The kvscope trace format, schema version 1: the contract between capture and everything after
+// The kvscope trace format, schema version 2: the contract between capture and everything after
 // it (replay, viewer, figures). docs/trace-format.md holds the same text with examples; when the
 // two disagree, this header wins. Any writer (kvscope capture, or a PyTorch adapter on a GPU
 // machine) that follows it produces traces kvscope reads.
@@ -8,9 +8,17 @@
 //
 // Root attributes
 //   format            str     "kvscope-trace"
-//   schema_version    int     1. Readers reject a newer version; additions that old readers can
-//                             ignore (a new optional field) keep the version, anything else
-//                             bumps it.
+//   schema_version    int     2 (1: the same without `logits`; every row then has logits).
+//                             Readers reject a newer version and read every older one; additions
+//                             that old readers can ignore (a new optional field) keep the
+//                             version, anything else bumps it.
+//   logits            str     (schema >= 2) which rows of tokens/ hold the model's logits
+//                             (`kvscope capture --logits`): "topk" every row, all four fields;
+//                             "lse" every row's logprob and logits_lse, topk_ids -1 and
+//                             topk_logits NaN throughout; "none" only the last prompt row of each
+//                             forward chunk (logprob, logits_lse) and the generated rows (all four
+//                             fields), the others NaN / -1. q, k, v, o and lse are the same in
+//                             all three.
 //   kvscope_version   str     version of the writer ("0.1.0"; an adapter writes its own name)
 //   model_name        str     human-readable model name ("SmolLM2 135M Instruct")
 //   model_arch        str     architecture ("llama", "qwen2")
@@ -114,7 +122,7 @@
 namespace kvs::capture {
 
 inline constexpr const char* kFormatName = "kvscope-trace";
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 inline constexpr int kTopK = 16;
 
 // The per-layer tensors, in the order the forward pass publishes them.

@@ -42,6 +42,7 @@ struct TraceMeta {
     int text_width = 0;       // bytes of tokens/text entries: at least the longest token; 0 = 64
     int chunk_tokens = 0;     // chunk length along T of q/k/v/o (a power of two); 0 = sized to
                               // ~512 KiB per q chunk
+    std::string logits = "topk";  // the `logits` attribute: "topk", "lse" or "none" (capture.h)
 };
 
 // Per-token rows of one forward call, in token order. Pointers are valid during the call.
