@@ -84,7 +84,8 @@ if j:
     check(j["peak_rss_mib"] >= model_mib, f"peak_rss_mib {j['peak_rss_mib']:.0f} >= model")
     c = j["capture"].get("128", {})
     check(set(c) == {"prefill_last_logits_s", "prefill_all_logits_s", "capture_s",
-                     "capture_writer_s", "kb_per_token"}, f"capture fields {sorted(c)}")
+                     "capture_writer_s", "kb_per_token", "capture_logits_lse_s",
+                     "capture_logits_none_s"}, f"capture fields {sorted(c)}")
     if c:
         check(all(v > 0 for v in c.values()), "capture timings and size positive")
         check(c["capture_writer_s"] <= c["capture_s"], "writer time is part of the capture time")

@@ -213,10 +213,10 @@ def py_error(fn, path):
     return ""
 
 
-tr2 = newer(P("pk.h5"), os.path.join(tmp, "t2.h5"), 2)
+tr2 = newer(P("pk.h5"), os.path.join(tmp, "t2.h5"), kvscope.trace.SCHEMA_VERSION + 1)
 cpp = run("info", tr2).stderr.strip()
 py = py_error(kvscope.open_trace, tr2)
-check(cpp == f"kvscope: error: {py}" and "schema_version 2 is newer than this kvscope reads (1)" in py,
+check(cpp == f"kvscope: error: {py}" and "schema_version 3 is newer than this kvscope reads (2)" in py,
       f"trace, newer schema: {py}")
 rs2 = newer(P("window.h5"), os.path.join(tmp, "r2.h5"), kvscope.results.SCHEMA_VERSION + 1)
 cpp = run("merge", "-o", os.path.join(tmp, "m.h5"), rs2, "-q").stderr.strip()
