@@ -191,6 +191,17 @@ std::optional<std::string> token_string(const json& cfg, const char* key) {
 }  // namespace
 
 Tokenizer Tokenizer::from_hf_dir(const std::string& dir) {
+    // A field of the wrong JSON type that the checks below read directly (a number where
+    // "add_prefix_space" must be a bool, found by the tokenizer_json fuzz target) is one line too.
+    try {
+        return from_hf_dir_checked(dir);
+    } catch (const nlohmann::json::exception& e) {
+        fail("{}: unexpected JSON: {}", (std::filesystem::path(dir) / "tokenizer.json").string(),
+             e.what());
+    }
+}
+
+Tokenizer Tokenizer::from_hf_dir_checked(const std::string& dir) {
     namespace fs = std::filesystem;
     Tokenizer tk;
     Impl& t = *tk.impl_;

@@ -53,6 +53,8 @@ class Tokenizer {
     std::string kind() const;  // "bpe/smollm", "spm", ...
 
   private:
+    static Tokenizer from_hf_dir_checked(
+        const std::string& dir);  // from_hf_dir without the JSON catch
     Tokenizer();
     struct Impl;
     std::unique_ptr<Impl> impl_;
