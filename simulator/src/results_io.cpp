@@ -256,7 +256,14 @@ std::vector<RunResult> read_results(const std::string& path) {
         Summary& s = r.summary;
         for (const auto& f : kSummaryFields)
             s.*f.member = ver >= f.since ? h5::read_attr_float(G, f.name, w) : 0.0;
-        s.restores = int64_t(h5::read_attr_float(G, "restores", w));
+        {
+            // A count stored as a float: anything but a whole number in range is refused (a
+            // crafted inf made the conversion undefined; found by the results fuzz target).
+            const double restores = h5::read_attr_float(G, "restores", w);
+            if (!(restores >= 0 && restores <= 9.0e15) || restores != std::floor(restores))
+                fail("{}: attribute 'restores' = {} is not a count", w, restores);
+            s.restores = int64_t(restores);
+        }
         {
             const std::vector<uint64_t> sa =
                 h5::shape_of(h5::Id(H5Dopen2(G, "answer_positions", H5P_DEFAULT)).get());
