@@ -93,6 +93,17 @@ TEST_CASE("trace reader: bad files are one clear line, never a crash", "[cpu]") 
     const std::string good = test::temp_path("good.h5");
     test::write_synthetic_trace(good, 100);
     REQUIRE(open_error(good).empty());
+    {
+        // A schema-1 file (written before the `logits` attribute) still reads, as "topk".
+        const std::string v1 = edited(good, "v1.h5", [](hid_t f) {
+            set_int_attr(f, "schema_version", 1);
+            H5Adelete(f, "logits");
+        });
+        const TraceReader r(v1);
+        CHECK(r.info().schema_version == 1);
+        CHECK(r.info().logits == "topk");
+        CHECK(TraceReader(good).info().logits == "topk");
+    }
 
     struct Bad {
         std::string name, path, expect;
