@@ -24,7 +24,8 @@ namespace {
 struct BenchArgs {
     std::string model;
     std::vector<int> prefill = {512, 2048};
-    int decode_ctx = 2048, decode_n = 32, reps = 2;
+    std::vector<int> decode_ctx = {2048};
+    int decode_n = 32, reps = 2;
     bool json = false, capture = false;
     std::vector<std::string> policies;  // --policy: decode over compressed caches too
     std::string kv_dtype = "f16";
@@ -154,10 +155,10 @@ double read_bandwidth_gbs() {
 // compressed cache (prefill mode: the context is the prompt, compressed once, then decoded),
 // interleaved, best of reps: tokens/s, the cache's bytes (what attention reads per step) and
 // the floor (model file + cache bytes over the measured read bandwidth).
-void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
-                           const std::vector<int32_t>& toks, nlohmann::json& out) {
+void bench_decode_policies(const BenchArgs& a, int ctx, const LoadedModel& lm,
+                           const std::vector<int32_t>& toks, double bw, nlohmann::json& out) {
     const Model& m = *lm.model;
-    const int64_t cap = a.decode_ctx + a.decode_n + 1;
+    const int64_t cap = ctx + a.decode_n + 1;
     std::vector<std::string> names = {"dense"};
     for (const auto& p : a.policies) names.push_back(p);
     std::vector<sim::PolicySpec> specs;
@@ -165,7 +166,6 @@ void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
     LiveArgs la;
     la.mode = "prefill";
     la.kv_dtype = a.kv_dtype;
-    const double bw = read_bandwidth_gbs();
     // The weights a decode step streams: the model's file(s) (the output head is the tied
     // embedding table, read whole every step).
     double wbytes = 0;
@@ -184,14 +184,14 @@ void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
             if (c == 0)
                 cache = std::make_unique<DenseKvCache>(m.kv_shape(), int(cap));
             else
-                cache = make_live_cache(m, specs[c - 1], la, cap, a.decode_ctx, false);
-            prefill(m, toks.data(), a.decode_ctx, 0, *cache, 512, LogitsFor::Last, logits);
+                cache = make_live_cache(m, specs[c - 1], la, cap, ctx, false);
+            prefill(m, toks.data(), ctx, 0, *cache, 512, LogitsFor::Last, logits);
             // The first decoded token compresses the prompt (prefill mode): not timed.
-            int32_t pos = a.decode_ctx;
+            int32_t pos = ctx;
             m.forward(&toks[size_t(pos)], &pos, 1, *cache, LogitsFor::Last, logits);
             const double t0 = now_s(), c0 = cpu_s();
             for (int i = 1; i < a.decode_n; ++i) {
-                pos = a.decode_ctx + i;
+                pos = ctx + i;
                 m.forward(&toks[size_t(pos)], &pos, 1, *cache, LogitsFor::Last, logits);
             }
             best[c] = std::min(best[c], (now_s() - t0) / (a.decode_n - 1));
@@ -207,11 +207,12 @@ void bench_decode_policies(const BenchArgs& a, const LoadedModel& lm,
     out["model_file_bytes"] = wbytes;
     if (!a.json)
         fmt::print(
-            "decode at {} tokens of context (read bandwidth {:.1f} GB/s, model {:.0f} MB):\n",
-            a.decode_ctx, bw, wbytes / 1e6);
+            "decode at {} tokens of context (read bandwidth {:.1f} GB/s, model {:.0f} MB):\n", ctx,
+            bw, wbytes / 1e6);
     for (size_t c = 0; c < names.size(); ++c) {
         const double floor_s = (wbytes + kv_bytes[c]) / (bw * 1e9);
         out["decode_caches"].push_back({{"cache", names[c]},
+                                        {"context", ctx},
                                         {"tokens_per_second", 1.0 / best[c]},
                                         {"ms_per_token", 1e3 * best[c]},
                                         {"cpu_ms_per_token", 1e3 * best_cpu[c]},
@@ -232,7 +233,8 @@ void run_bench(const BenchArgs& a) {
     const Model& m = *lm.model;
     std::mt19937 rng(42);
     std::uniform_int_distribution<int32_t> dist(100, m.config().n_vocab - 1);
-    int max_len = a.decode_ctx + a.decode_n;
+    int max_len = 0;
+    for (int ctx : a.decode_ctx) max_len = std::max(max_len, ctx + a.decode_n);
     for (int n : a.prefill) max_len = std::max(max_len, n);
     std::vector<int32_t> toks(static_cast<size_t>(max_len));
     for (auto& t : toks) t = dist(rng);
@@ -255,28 +257,35 @@ void run_bench(const BenchArgs& a) {
     }
     if (a.capture) bench_capture(a, lm, toks, out);
     if (!a.policies.empty()) {
-        bench_decode_policies(a, lm, toks, out);
+        const double bw = read_bandwidth_gbs();
+        for (int ctx : a.decode_ctx) bench_decode_policies(a, ctx, lm, toks, bw, out);
         out["peak_rss_mib"] = peak_rss_mib();
         if (a.json) fmt::print("{}\n", out.dump());
         return;
     }
-    cache.clear();
-    prefill(m, toks.data(), a.decode_ctx, 0, cache, 512, LogitsFor::Last, logits);
-    const double t0 = now_s();
-    for (int i = 0; i < a.decode_n; ++i) {
-        const int32_t pos = a.decode_ctx + i;
-        m.forward(&toks[size_t(pos)], &pos, 1, cache, LogitsFor::Last, logits);
+    // Decode: at each context, best of reps.
+    out["decode"] = nlohmann::json::array();
+    for (int ctx : a.decode_ctx) {
+        double best = 1e30;
+        for (int r = 0; r < a.reps; ++r) {
+            cache.clear();
+            prefill(m, toks.data(), ctx, 0, cache, 512, LogitsFor::Last, logits);
+            const double t0 = now_s();
+            for (int i = 0; i < a.decode_n; ++i) {
+                const int32_t pos = ctx + i;
+                m.forward(&toks[size_t(pos)], &pos, 1, cache, LogitsFor::Last, logits);
+            }
+            best = std::min(best, now_s() - t0);
+        }
+        out["decode"].push_back({{"context", ctx}, {"tokens_per_second", a.decode_n / best}});
+        if (!a.json)
+            fmt::print("decode at {} tokens of context: {:.1f} tokens/s\n", ctx, a.decode_n / best);
     }
-    const double dt = now_s() - t0;
-    out["decode"] = {{"context", a.decode_ctx}, {"tokens_per_second", a.decode_n / dt}};
     out["peak_rss_mib"] = peak_rss_mib();
-    if (a.json) {
+    if (a.json)
         fmt::print("{}\n", out.dump());
-    } else {
-        fmt::print("decode at {} tokens of context: {:.1f} tokens/s\n", a.decode_ctx,
-                   a.decode_n / dt);
+    else
         fmt::print("peak RSS: {:.0f} MiB, threads: {}\n", peak_rss_mib(), omp_get_max_threads());
-    }
 }
 
 }  // namespace
@@ -286,8 +295,10 @@ void register_bench(CLI::App& app) {
     CLI::App* c = app.add_subcommand("bench", "Measure prefill / decode speed and peak memory");
     add_model_option(*c, a->model);
     c->add_option("--prefill", a->prefill, "Prompt lengths to time")->capture_default_str();
-    c->add_option("--decode-ctx", a->decode_ctx, "Context length for decode timing")
+    c->add_option("--decode-ctx", a->decode_ctx,
+                  "Context lengths for decode timing (each: best of --reps)")
         ->check(CLI::Range(1, 1 << 20))
+        ->delimiter(',')
         ->capture_default_str();
     c->add_option("--decode-n", a->decode_n, "Tokens to decode")
         ->check(CLI::Range(1, 1 << 20))

@@ -1,13 +1,12 @@
 // Dense fp32 KV cache; attention is kernels/attend.h's, through attend_groups.
 #include "engine/kv_cache.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "kernels/attend.h"
 
 namespace kvs {
@@ -62,11 +61,11 @@ void attend_groups(const KvShape& shape, int n_tok, const int32_t* pos, const fl
     // Work items: (KV head, slice of its rows). A row's result does not depend on the slice it
     // is computed in (kernels/attend.h), so the split only balances the threads.
     const int per =
-        std::max(1, std::min(64, rows / std::max(1, 2 * omp_get_max_threads() / shape.n_head_kv)));
+        std::max(1, std::min(64, rows / std::max(1, 2 * parallel_threads() / shape.n_head_kv)));
     const int slices = (rows + per - 1) / per;
     const int items = shape.n_head_kv * slices;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int it = 0; it < items; ++it) {
+    parallel_for_dynamic(items, [&](int64_t item) {
+        const int it = int(item);
         const int g = it / slices, r0 = (it % slices) * per, nr = std::min(per, rows - r0);
         const KvView& kv = views[size_t(g)];
         const size_t row0 = size_t(g) * size_t(rows) + size_t(r0);
@@ -79,7 +78,7 @@ void attend_groups(const KvShape& shape, int n_tok, const int32_t* pos, const fl
                                             kv.pos, kv.bias, kv.n, d, scale, out + row0 * size_t(d),
                                             lse + row0, nullptr);
         KVS_ASSERT(st == kernels::Status::ok);
-    }
+    });
 }
 
 int DenseKvCache::n_held(int il, int h_kv) const {

@@ -9,13 +9,12 @@
 // then logits = rmsnorm(x) * output_norm  Wout^T (Wout = token embedding when tied).
 #include "engine/model.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "engine/quant_matvec.h"
 #include "engine/weights.h"
 
@@ -23,31 +22,36 @@ namespace kvs {
 
 namespace {
 
-// y[n, out] = x[n, in] * w[out, in]^T. The output features are split across the OpenMP threads
-// and each thread computes its slice single-threaded: Eigen's own GEMM threading spends most of
-// its time spinning on 2 cores (measured: 2 threads slower than 1), and it does not thread the
-// GEMV at all (the build defines EIGEN_DONT_PARALLELIZE). For a few rows (decode), weights that
-// the file stores as ggml blocks are read directly (quant_matvec): fewer bytes per weight.
+// y[n, out] = x[n, in] * w[out, in]^T. The output features are cut into slices of 64 that the
+// engine's threads (engine/parallel.h) take one at a time, each computed single-threaded.
+// The slices do not depend on the thread count, so neither do the results (bit for bit): Eigen
+// gives other roundings for other slice widths (measured on a tiny model, tests/engine/
+// test_parallel.cpp). Eigen's own GEMM threading spends most of its
+// time spinning on 2 cores (measured: 2 threads slower than 1), and it does not thread the GEMV
+// at all (the build defines EIGEN_DONT_PARALLELIZE). For a few rows (decode), weights that the
+// file stores as ggml blocks are read directly (quant_matvec): fewer bytes per weight.
 // y_data: row-major [n, out], written in place (the logits go straight into the caller's buffer).
 void matmul_into(const MatrixRM& x, const Weight& w, float* y_data) {
+    constexpr Eigen::Index kSlice = 64;
     const Eigen::Index out = w.f32.rows(), n = x.rows();
     Eigen::Map<MatrixRM> y(y_data, n, out);
     const bool direct = w.q_data && n <= 2;
-#pragma omp parallel
-    {
-        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        // Slices aligned to 16 features keep each thread's columns on whole cache lines.
-        const Eigen::Index chunk = ((out + nt - 1) / nt + 15) / 16 * 16;
-        const Eigen::Index r0 = std::min<Eigen::Index>(out, chunk * t);
-        const Eigen::Index r1 = std::min<Eigen::Index>(out, r0 + chunk);
-        if (r1 > r0 && direct) {
-            for (Eigen::Index i = 0; i < n; ++i)
+    if (direct) {
+        // Each feature's dot product is the same whatever the slice: split evenly, in slices
+        // aligned to 16 features (whole cache lines of y).
+        parallel_run(0, [&](int t, int nt) {
+            const Eigen::Index chunk = ((out + nt - 1) / nt + 15) / 16 * 16;
+            const Eigen::Index r0 = std::min(out, chunk * t), r1 = std::min(out, r0 + chunk);
+            for (Eigen::Index i = 0; r1 > r0 && i < n; ++i)
                 quant_matvec(w.q_type, w.q_data, w.q_row_bytes, x.cols(), x.row(i).data(),
                              y.row(i).data() + r0, r0, r1);
-        } else if (r1 > r0) {
-            y.middleCols(r0, r1 - r0).noalias() = x * w.f32.middleRows(r0, r1 - r0).transpose();
-        }
+        });
+        return;
     }
+    parallel_for_dynamic((out + kSlice - 1) / kSlice, [&](int64_t s) {
+        const Eigen::Index r0 = s * kSlice, r1 = std::min(out, r0 + kSlice);
+        y.middleCols(r0, r1 - r0).noalias() = x * w.f32.middleRows(r0, r1 - r0).transpose();
+    });
 }
 
 void matmul(const MatrixRM& x, const Weight& w, MatrixRM& y) {

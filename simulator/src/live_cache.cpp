@@ -1,8 +1,6 @@
 // The live driver (live_cache.h): policies on the engine's real cache.
 #include "simulator/live_cache.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <tuple>
 
 #include "engine/error.h"
+#include "engine/parallel.h"
 #include "kernels/attend.h"
 
 namespace kvs::sim {
@@ -293,8 +292,8 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
         for (int g = 0; g < Hkv; ++g)
             off[size_t(g) + 1] = off[size_t(g)] + size_t(rows) * size_t(L.units[size_t(g)].held());
         const float scale = 1.0f / std::sqrt(float(d));
-#pragma omp parallel for schedule(dynamic, 1) if (Hkv > 1 && rows * 64 > 256)
-        for (int g = 0; g < Hkv; ++g) {
+        auto attend_one = [&](int64_t gi) {
+            const int g = int(gi);
             const UnitStore& u = L.units[size_t(g)];
             const size_t row0 = size_t(g) * size_t(rows);
             const kernels::Status st = kernels::attend_packed_cpu(
@@ -302,7 +301,11 @@ void LiveCache::attend(int il, int n_tok, const int32_t* pos, const float* q, fl
                 u.bias(), u.held(), d, scale, out + row0 * size_t(d), lse + row0,
                 L.probs.data() + off[size_t(g)]);
             KVS_ASSERT(st == kernels::Status::ok);
-        }
+        };
+        if (Hkv > 1 && rows * 64 > 256)
+            parallel_for_dynamic(Hkv, attend_one);
+        else
+            for (int g = 0; g < Hkv; ++g) attend_one(g);
         // observe(), in replay's order: token by token, KV head by KV head, each query shown
         // only the entries at or before its position.
         for (int i = 0; i < n_tok; ++i) {

@@ -1,0 +1,53 @@
+// The engine's thread pool: the forward pass's parallel loops (matmuls, attention) run here
+// instead of in OpenMP regions.
+//
+// Why not OpenMP: a decode step opens ~250 short parallel regions (7 matmuls and the attention
+// of each of 30 layers), a few tens of microseconds apart. libgomp's idle threads either spin for
+// a long time (the default: fast alone, but they take the cores of whatever else runs, so
+// prefill slows down under contention) or sleep at once (OMP_WAIT_POLICY=passive: every region
+// pays a futex wake, and decode is 3x slower). This pool does what ggml's does: a worker spins
+// for a short while (KVS_SPIN_US, default 200 microseconds) after each job, which covers the gap
+// to the next region of a decode step, then sleeps until woken. The number of threads is
+// OpenMP's (omp_get_max_threads(): OMP_NUM_THREADS, omp_set_num_threads), read at every call.
+//
+// A call made while the pool is busy (from a worker, from inside an OpenMP region, or from a
+// second thread of the caller) runs serially on the calling thread: same results, no deadlock.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace kvs {
+
+// The threads a parallel_run uses now: omp_get_max_threads(), at least 1.
+int parallel_threads();
+
+namespace detail {
+using ParallelFn = void (*)(void* ctx, int t, int nt);
+void parallel_run_raw(int nt, ParallelFn fn, void* ctx);
+}  // namespace detail
+
+// Runs fn(t, nt) for t = 0..nt-1, each on its own thread (the caller runs t = 0), and returns
+// when all have returned. nt <= 0 means parallel_threads().
+template <typename F>
+void parallel_run(int nt, F&& fn) {
+    using Fn = std::remove_reference_t<F>;
+    detail::parallel_run_raw(
+        nt, [](void* ctx, int t, int n) { (*static_cast<Fn*>(ctx))(t, n); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
+}
+
+// Runs fn(i) for i = 0..n-1; the threads take items one at a time (dynamic schedule), so a
+// thread that was descheduled does not hold up the others.
+void parallel_for_dynamic_raw(int64_t n, void (*fn)(void* ctx, int64_t i), void* ctx);
+
+template <typename F>
+void parallel_for_dynamic(int64_t n, F&& fn) {
+    using Fn = std::remove_reference_t<F>;
+    parallel_for_dynamic_raw(
+        n, [](void* ctx, int64_t i) { (*static_cast<Fn*>(ctx))(i); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
+}
+
+}  // namespace kvs
