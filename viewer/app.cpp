@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
@@ -42,6 +43,7 @@ struct App::Pending {
     std::vector<std::shared_ptr<TraceData>> traces;
     std::vector<std::shared_ptr<ResultsFile>> results;
     std::vector<std::string> errors;
+    std::string first_layer_results;  // a replay's first layer is written (InProcessBackend)
 };
 
 App::App(Settings s, std::string sp)
@@ -51,7 +53,11 @@ App::App(Settings s, std::string sp)
     quantity_from_name(settings.quantity, &quantity);
     view_from_name(settings.view, &view);
     log_scale = settings.log_scale;
-    backend = std::make_unique<SubprocessBackend>(SubprocessBackend::default_exe());
+    // In-process replay, unless a kvscope executable is named ($KVSCOPE_BIN, --kvscope-bin).
+    if (const char* e = std::getenv("KVSCOPE_BIN"); e && *e)
+        backend = std::make_unique<SubprocessBackend>(e);
+    else
+        backend = std::make_unique<InProcessBackend>();
     load_policies();  // the policy defaults give the runs short labels
 }
 
@@ -149,7 +155,32 @@ void App::poll_jobs() {
         if (kv_head >= trace->info.n_head_kv) kv_head = -1;
     }
     pending_->traces.clear();
+    if (!pending_->first_layer_results.empty()) {
+        open_queue_.push_back(pending_->first_layer_results);  // not a recent file
+        await_replay_run_ = true;
+        pending_->first_layer_results.clear();
+    }
     for (auto& r : pending_->results) {
+        // A whole replay's results take the place of its first layer's, keeping the run's
+        // place, its A/B role and its plot flag.
+        if (!replay_first_out_.empty() && r->path == replay_out_loaded_) {
+            bool replaced = false;
+            for (RunEntry& e : runs)
+                if (e.file->path == replay_first_out_ && size_t(e.index) < r->runs.size()) {
+                    e.file = r;
+                    replaced = true;
+                }
+            if (replaced) {
+                std::error_code ec;
+                std::filesystem::remove(replay_first_out_, ec);
+                replay_first_out_.clear();
+                relabel();
+                view_init = false;
+                continue;
+            }
+        }
+        if (r->path == replay_first_out_ && replay_job)  // the first layer, loaded
+            replay_first_seconds_ = replay_job->seconds();
         for (size_t i = 0; i < r->runs.size(); ++i) {
             RunEntry e;
             e.file = r;
@@ -434,10 +465,27 @@ void App::start_replay(const std::string& spec) {
     replay_out =
         dir + "/kvscope-view-" + std::to_string(::getpid()) + "-" + std::to_string(++n) + ".h5";
     ReplayBackend* be = backend.get();
-    const std::string tp = trace->info.path, out = replay_out;
-    replay_job = std::make_unique<Job>("replay " + spec, [be, tp, spec, out](Job& j) {
+    ReplayRequest req;
+    req.trace = trace->info.path;
+    req.spec = spec;
+    req.out = replay_out;
+    // The layer on screen first (none picked: the whole replay at once).
+    if (layer >= 0) {
+        req.first_layer = layer;
+        req.first_out =
+            replay_out.substr(0, replay_out.size() - 3) + "-layer" + std::to_string(layer) + ".h5";
+    }
+    replay_first_out_ = req.first_out;
+    replay_first_layer_ = req.first_layer;
+    replay_first_seconds_ = -1;
+    auto pend = pending_;
+    replay_job = std::make_unique<Job>("replay " + spec, [be, req, pend](Job& j) {
         be->run(
-            tp, spec, out, [&](float f) { j.set_progress(f); }, j.cancel_flag());
+            req, [&](float f) { j.set_progress(f); }, j.cancel_flag(),
+            [pend](const std::string& path) {
+                std::lock_guard<std::mutex> l(pend->mu);
+                pend->first_layer_results = path;
+            });
     });
 }
 
@@ -740,11 +788,26 @@ void App::frame(Window& win) {
     }
     if (replay_job && replay_job->done()) {
         const std::string e = replay_job->error();
+        {
+            // Finished before its first layer was shown: the whole results only.
+            std::lock_guard<std::mutex> l(pending_->mu);
+            if (!pending_->first_layer_results.empty()) {
+                std::error_code ec;
+                std::filesystem::remove(pending_->first_layer_results, ec);
+                pending_->first_layer_results.clear();
+                replay_first_out_.clear();
+            }
+        }
         if (e.empty()) {
             open_file(replay_out);
+            replay_out_loaded_ = replay_out;
             await_replay_run_ = true;
-            replay_result = "ok (" + std::to_string(int(std::lround(replay_job->seconds()))) +
-                            " s): " + replay_out;
+            replay_result =
+                replay_first_seconds_ >= 0
+                    ? fmt::format("ok (layer {} shown after {:.2f} s, all layers in {:.2f} s): {}",
+                                  replay_first_layer_, replay_first_seconds_, replay_job->seconds(),
+                                  replay_out)
+                    : fmt::format("ok ({:.2f} s): {}", replay_job->seconds(), replay_out);
         } else {
             replay_failed = true;
             replay_result = e;

@@ -186,6 +186,10 @@ class App {
     std::vector<std::string> replay_queue_;
     size_t runs_before_replay_ = 0;
     bool await_replay_run_ = false;  // a replay succeeded: its run becomes A once loaded
+    std::string replay_first_out_;   // the running replay's first-layer results file ("": none)
+    std::string replay_out_loaded_;  // the finished replay's results file, being loaded
+    int replay_first_layer_ = -1;
+    double replay_first_seconds_ = -1;  // when the first layer's results arrived (-1: not yet)
     struct Pending;
     std::vector<std::unique_ptr<Job>> load_jobs_;
     std::vector<std::string> open_queue_;

@@ -256,6 +256,9 @@ int main(int argc, char** argv) {
                             std::fprintf(stderr, "kvscope-view: %s\n", app.messages[i].c_str());
                         if (app.messages.size() > n_msg) return 1;
                     }
+                    if (!run_policies.empty() && !app.replay_result.empty() && !app.replay_failed)
+                        std::printf("replay %s: %s\n", app.replay_spec.c_str(),
+                                    app.replay_result.c_str());
                     std::printf("wrote %s (%d x %d, %s view, %zu run%s)\n", screenshot.c_str(), fw,
                                 fh, kViewNames[int(app.view)], app.runs.size(),
                                 app.runs.size() == 1 ? "" : "s");

@@ -80,8 +80,32 @@ void read_ds(hid_t loc, const std::string& name, hid_t mem_type, const std::vect
     if (shape != dims)
         fail("{}: dataset '{}' has shape {}, expected {}", where, name, h5::shape_str(shape),
              h5::shape_str(dims));
+    // The stored element type: the same class as asked for (integer / float) and at most
+    // 8 bytes (a corrupt type makes HDF5's conversion allocate per element what it declares).
+    const h5::Id ftype(H5Dget_type(ds.get()));
+    const size_t fsize = ftype.valid() ? H5Tget_size(ftype.get()) : 0;
+    if (!ftype.valid() || H5Tget_class(ftype.get()) != H5Tget_class(mem_type) || fsize == 0 ||
+        fsize > 8)
+        fail("{}: dataset '{}' does not hold {} of at most 8 bytes", where, name,
+             H5Tget_class(mem_type) == H5T_FLOAT ? "floats" : "integers");
     size_t n = 1;
     for (uint64_t x : dims) n *= size_t(x);
+    // Before allocating: the values must fit in what the file stores. kvscope writes every
+    // value (no unwritten chunks), deflated at most ~1032:1 (deflate's limit), so a dataset that
+    // declares far more than its stored bytes could hold, or more stored bytes than the file has,
+    // is corrupt (or a decompression bomb): refused instead of allocating gigabytes.
+    const uint64_t raw = uint64_t(n) * sizeof(T);
+    if (raw > (uint64_t(1) << 20)) {
+        const uint64_t stored = H5Dget_storage_size(ds.get());
+        hsize_t file_bytes = 0;
+        const h5::Id fid(H5Iget_file_id(ds.get()));
+        if (fid.valid()) H5Fget_filesize(fid.get(), &file_bytes);
+        if (raw / 1100 > stored || (file_bytes > 0 && stored > file_bytes))
+            fail(
+                "{}: dataset '{}' declares {} values ({} bytes) but stores {} bytes in a "
+                "{}-byte file: corrupt",
+                where, name, n, raw, stored, file_bytes);
+    }
     out.resize(n);
     if (n > 0 && H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
         fail("{}: cannot read dataset '{}': {}", where, name, h5::last_error());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fuzz_entries.h"
+#include "simulator/results_io.h"
 
 namespace fs = std::filesystem;
 
@@ -90,4 +91,16 @@ TEST_CASE("fuzz entry points refuse garbage with a kvs::Error, not a crash", "[c
             INFO(t.name << " on " << in.size() << " bytes");
             CHECK_NOTHROW(t.entry(in.data(), in.size()));
         }
+}
+
+TEST_CASE("results datasets with a corrupt element type are refused before HDF5 allocates",
+          "[cpu]") {
+    // Found by the results target (30-minute run, 2026-12-03): a dataset whose stored type
+    // declares elements of gigabytes made HDF5's type conversion allocate 4 GB in H5Dread.
+    const fs::path dir = fs::path(KVS_FUZZ_REGRESSIONS) / "results";
+    for (const char* f : {"dtype-huge-int32.h5", "dtype-huge-float.h5"}) {
+        INFO(f);
+        CHECK_THROWS_WITH(kvs::sim::read_results((dir / f).string()),
+                          Catch::Contains("of at most 8 bytes"));
+    }
 }

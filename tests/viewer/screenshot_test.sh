@@ -77,25 +77,32 @@ echo "not hdf5" >"$OUT/notes.txt"
 shot "$OUT/notes.txt" --screenshot "$OUT/notes.png" 2>"$OUT/notes.err"
 grep -q "not an HDF5 file" "$OUT/notes.err"
 "$CHECK" size "$OUT/notes.png" 1200 800
-# The policy panel, headless: --run-policy runs kvscope replay like the Run button, waits, then
-# the screenshot shows the new run (held, not the trace's attention).
+# The policy panel, headless: --run-policy runs a replay like the Run button (in-process: the
+# simulator library, the layer on screen first), waits, then the screenshot shows the new run
+# (held, not the trace's attention).
+unset KVSCOPE_BIN
+shot "$OUT/fx/trace.h5" --view timeline --run-policy window:budget=24 \
+  --screenshot "$OUT/policy_run.png" >"$OUT/policy_run.out" 2>"$OUT/policy_run.err"
+grep -q "timeline view, 1 run)" "$OUT/policy_run.out"
+"$CHECK" differ "$OUT/trace_timeline.png" "$OUT/policy_run.png" $R 0.1
+# With a layer on screen: that layer's results come first, then the whole run takes their place
+# (still one run).
+shot "$OUT/fx/trace.h5" --view timeline --layer 1 --run-policy h2o:budget=32 \
+  --screenshot "$OUT/policy_layer.png" >"$OUT/policy_layer.out" 2>"$OUT/policy_layer.err"
+grep -q "timeline view, 1 run)" "$OUT/policy_layer.out"
+# An invalid spec: the simulator's error in the window (and on stderr), exit 0, no run.
+shot "$OUT/fx/trace.h5" --view timeline --run-policy bogus:budget=3 \
+  --screenshot "$OUT/policy_bad.png" >"$OUT/policy_bad.out" 2>"$OUT/policy_bad.err"
+grep -q "unknown policy 'bogus'" "$OUT/policy_bad.err"
+grep -q "timeline view, 0 runs)" "$OUT/policy_bad.out"
+"$CHECK" differ "$OUT/trace_timeline.png" "$OUT/policy_bad.png" 0 0 1200 60 0.01
+# The subprocess backend ($KVSCOPE_BIN: kvscope replay as a child process): two specs, one after
+# the other, two runs.
 if [[ -n "$KVS" && -x "$KVS" ]]; then
-  export KVSCOPE_BIN=$KVS
-  shot "$OUT/fx/trace.h5" --view timeline --run-policy window:budget=24 \
-    --screenshot "$OUT/policy_run.png" >"$OUT/policy_run.out" 2>"$OUT/policy_run.err"
-  grep -q "timeline view, 1 run)" "$OUT/policy_run.out"
-  "$CHECK" differ "$OUT/trace_timeline.png" "$OUT/policy_run.png" $R 0.1
-  # Two specs, one after the other: two runs.
-  shot "$OUT/fx/trace.h5" --view curves --run-policy window:budget=24 \
+  KVSCOPE_BIN=$KVS shot "$OUT/fx/trace.h5" --view curves --run-policy window:budget=24 \
     --run-policy h2o:budget=32 --screenshot "$OUT/policy_two.png" >"$OUT/policy_two.out"
   grep -q "curves view, 2 runs)" "$OUT/policy_two.out"
-  # An invalid spec: kvscope's error in the window (and on stderr), exit 0, no run.
-  shot "$OUT/fx/trace.h5" --view timeline --run-policy bogus:budget=3 \
-    --screenshot "$OUT/policy_bad.png" >"$OUT/policy_bad.out" 2>"$OUT/policy_bad.err"
-  grep -q "unknown policy 'bogus'" "$OUT/policy_bad.err"
-  grep -q "timeline view, 0 runs)" "$OUT/policy_bad.out"
-  "$CHECK" differ "$OUT/trace_timeline.png" "$OUT/policy_bad.png" 0 0 1200 60 0.01
 else
-  echo "policy panel cases skipped: no kvscope (set KVSCOPE_BIN or build the kvscope target)"
+  echo "subprocess backend case skipped: no kvscope (set KVSCOPE_BIN or build the kvscope target)"
 fi
 echo "viewer screenshots OK: $OUT"

@@ -1,14 +1,19 @@
 // CSV export, settings persistence, the policy list and the subprocess runner.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "attn_trace.h"
 #include "engine/error.h"
 #include "gguf_writer.h"
+#include "simulator/replay.h"
 #include "viewdata/csv.h"
 #include "viewdata/jobs.h"
 #include "viewdata/replay_backend.h"
+#include "viewdata/results.h"
 #include "viewdata/settings.h"
 
 using namespace kvs;
@@ -114,8 +119,76 @@ TEST_CASE("policy list, specs, subprocess", "[cpu]") {
     SubprocessBackend be("/bin/false");
     CHECK_THROWS_WITH(be.policies(), Catch::StartsWith("'/bin/false policies --json' failed"));
     std::atomic<bool> no{false};
-    CHECK_THROWS_WITH(be.run("t.h5", "h2o", "o.h5", {}, no),
+    ReplayRequest req;
+    req.trace = "t.h5";
+    req.spec = "h2o";
+    req.out = "o.h5";
+    CHECK_THROWS_WITH(be.run(req, {}, no, {}),
                       Catch::StartsWith("kvscope replay --policy h2o failed (exit 1)"));
+}
+
+TEST_CASE("in-process replay: the layer on screen first, then every layer, as kvscope replay",
+          "[cpu]") {
+    const std::string trace = test::temp_path("inproc_trace.h5");
+    test::AttnTraceOptions to;
+    to.n_layer = 3;
+    to.prompt_len = 40;
+    test::write_attn_trace(trace, to);
+    InProcessBackend be;
+    const std::vector<PolicyDesc> pol = be.policies();
+    REQUIRE(pol.size() == sim::policy_registry().size());
+    CHECK(std::any_of(pol.begin(), pol.end(),
+                      [](const PolicyDesc& d) { return d.name == "h2o" && !d.params.empty(); }));
+    ReplayRequest req;
+    req.trace = trace;
+    req.spec = "h2o:budget=12";
+    req.out = test::temp_path("inproc_all.h5");
+    req.first_layer = 1;
+    req.first_out = test::temp_path("inproc_first.h5");
+    std::atomic<bool> cancel{false};
+    std::vector<std::string> events;
+    float last = -2;
+    be.run(
+        req,
+        [&](float f) {
+            if (f >= 0 && last < 0 && events.size() == 1) events.push_back("progress");
+            last = f;
+        },
+        cancel,
+        [&](const std::string& p) {
+            events.push_back("first");
+            CHECK(p == req.first_out);
+        });
+    CHECK(events == std::vector<std::string>{"first", "progress"});
+    CHECK(last == 1.0f);
+    // The first file holds layer 1 alone, the whole file every layer; layer 1's held sets are
+    // the same in both, and the same as the command line's replay (sim::replay_trace).
+    const ResultsFile first = read_results(req.first_out), all = read_results(req.out);
+    REQUIRE(first.runs.size() == 1);
+    REQUIRE(all.runs.size() == 1);
+    CHECK(first.runs[0].layers == std::vector<int32_t>{1});
+    CHECK(all.runs[0].layers == std::vector<int32_t>{0, 1, 2});
+    sim::ReplayOptions quiet;
+    quiet.quiet = true;
+    const auto ref = sim::replay_trace(trace, {sim::parse_spec(req.spec)}, quiet);
+    CHECK(all.runs[0].info.spec == ref[0].spec);
+    for (int64_t s = 0; s < all.runs[0].S; s += 5)
+        for (int h = 0; h < int(all.runs[0].H); ++h)
+            for (int64_t j = 0; j <= all.runs[0].steps[size_t(s)]; ++j)
+                REQUIRE(first.runs[0].token_state(0, h, j, first.runs[0].steps[size_t(s)]) ==
+                        all.runs[0].token_state(1, h, j, all.runs[0].steps[size_t(s)]));
+    // A bad spec: the simulator's one-line error, nothing written.
+    req.spec = "bogus:budget=3";
+    req.out = test::temp_path("inproc_bad.h5");
+    req.first_out = test::temp_path("inproc_bad_first.h5");
+    CHECK_THROWS_WITH(be.run(req, {}, cancel, {}), Catch::Contains("unknown policy 'bogus'"));
+    CHECK(!std::filesystem::exists(req.out));
+    CHECK(!std::filesystem::exists(req.first_out));
+    // Cancelled: an error, no results file.
+    req.spec = "h2o:budget=12";
+    cancel = true;
+    CHECK_THROWS_WITH(be.run(req, {}, cancel, {}), Catch::Contains("cancelled"));
+    CHECK(!std::filesystem::exists(req.out));
 }
 
 TEST_CASE("jobs: progress, errors", "[cpu]") {

@@ -1,6 +1,7 @@
 // Policy panel (in the sidebar): the open runs (A, and B to compare), whether each kept the
 // answer's tokens, and running another policy on the open trace in the background through the
-// replay backend (kvscope replay as a subprocess), with progress and cancel.
+// replay backend (in-process by default: the layer on screen first, then all), with progress and
+// cancel.
 #include <imgui.h>
 
 #include <algorithm>
@@ -137,9 +138,7 @@ void draw_policy_panel(App& app) {
         ~Pop() { ImGui::TreePop(); }
     } pop;
     ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
-    ImGui::TextWrapped(
-        "backend: %s",
-        app.backend ? static_cast<SubprocessBackend*>(app.backend.get())->exe().c_str() : "-");
+    ImGui::TextWrapped("backend: %s", app.backend ? app.backend->describe().c_str() : "-");
     ImGui::PopStyleColor();
     if (!app.trace) {
         ImGui::TextDisabled("(open a trace first)");

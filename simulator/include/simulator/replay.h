@@ -20,12 +20,12 @@ namespace kvs::sim {
 
 struct ReplayOptions {
     Mode mode = Mode::stream;
-    int64_t prefill_len = -1;             // -1: the trace's prompt, or 3/4 of a text trace
-    int threads = 0;                      // 0: all cores
-    int checkpoints = 32;                 // steps recorded in full for the viewer (0: none)
-    std::vector<int> layers;              // model layers to replay (empty: every captured one)
-    bool quiet = false;                   // no progress bar
-    std::atomic<bool>* cancel = nullptr;  // set to stop early (replay_trace throws kvs::Error)
+    int64_t prefill_len = -1;  // -1: the trace's prompt, or 3/4 of a text trace
+    int threads = 0;           // 0: all cores
+    int checkpoints = 32;      // steps recorded in full for the viewer (0: none)
+    std::vector<int> layers;   // model layers to replay (empty: every captured one)
+    bool quiet = false;        // no progress bar
+    const std::atomic<bool>* cancel = nullptr;  // set: stop early (replay_trace throws kvs::Error)
     // Called (serialized, from a worker thread) as (run, layer) pairs finish: (done, total).
     std::function<void(int64_t, int64_t)> on_progress;
 };

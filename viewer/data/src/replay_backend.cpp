@@ -1,4 +1,4 @@
-// The policy panel's replay backend: `kvscope replay` as a subprocess (see replay_backend.h).
+// The policy panel's replay backends (see replay_backend.h).
 #include "viewdata/replay_backend.h"
 
 #include <fcntl.h>
@@ -167,13 +167,14 @@ std::vector<PolicyDesc> SubprocessBackend::policies() {
     return parse_policies_json(out);
 }
 
-void SubprocessBackend::run(const std::string& trace, const std::string& spec,
-                            const std::string& out_path, const std::function<void(float)>& progress,
-                            const std::atomic<bool>& cancel) {
+void SubprocessBackend::run(const ReplayRequest& req, const std::function<void(float)>& progress,
+                            const std::atomic<bool>& cancel,
+                            const std::function<void(const std::string&)>&) {
     if (progress) progress(-1);
+    const std::string& spec = req.spec;
     std::string out, err;
     const int rc = run_process(
-        {exe_, "replay", trace, "--policy", spec, "--out", out_path, "--quiet"}, &out, &err,
+        {exe_, "replay", req.trace, "--policy", spec, "--out", req.out, "--quiet"}, &out, &err,
         &cancel, [&](const std::string& l) {
             // A line "progress <done>/<total>" (if kvscope prints one) moves the bar.
             long a = 0, b = 0;

@@ -1,7 +1,9 @@
 // Runs a policy on a trace for the viewer's policy panel. The panel talks to this interface
-// only; SubprocessBackend runs `kvscope replay TRACE --policy SPEC --out OUT --quiet` (the same
-// replay code as the command line) and `kvscope policies --json` for the list, so the viewer
-// does not link the simulator.
+// only. InProcessBackend (the default) calls the simulator's replay_trace on a worker thread and
+// writes the results file with the simulator's writer, the same code as `kvscope replay`; it
+// replays the layer on screen first, so that its timeline shows before the other layers are
+// done. SubprocessBackend runs `kvscope replay TRACE --policy SPEC --out OUT --quiet` and
+// `kvscope policies --json` instead (kvscope-view --kvscope-bin PATH, or $KVSCOPE_BIN).
 #pragma once
 #include <atomic>
 #include <functional>
@@ -23,15 +25,33 @@ std::vector<PolicyDesc> parse_policies_json(const std::string& text);  // throws
 std::string make_spec(const std::string& policy,
                       const std::vector<std::pair<std::string, std::string>>& params);
 
+struct ReplayRequest {
+    std::string trace, spec, out;
+    // A model layer to replay first (-1: none): its results are written to `first_out` and
+    // on_first(first_out) is called before the remaining layers run. A backend may ignore it.
+    int first_layer = -1;
+    std::string first_out;
+};
+
 class ReplayBackend {
   public:
     virtual ~ReplayBackend() = default;
     virtual std::vector<PolicyDesc> policies() = 0;  // throws kvs::Error
-    // Replays `spec` on `trace`, writing the results file `out`. Calls progress(f) with f in
-    // [0, 1], or -1 while unknown. Throws kvs::Error on failure or when `cancel` was set.
-    virtual void run(const std::string& trace, const std::string& spec, const std::string& out,
-                     const std::function<void(float)>& progress,
-                     const std::atomic<bool>& cancel) = 0;
+    // Replays req.spec on req.trace, writing the results file req.out. Calls progress(f) with f
+    // in [0, 1], or -1 while unknown. Throws kvs::Error on failure or when `cancel` was set.
+    virtual void run(const ReplayRequest& req, const std::function<void(float)>& progress,
+                     const std::atomic<bool>& cancel,
+                     const std::function<void(const std::string&)>& on_first) = 0;
+    virtual std::string describe() const = 0;  // for the panel: "in-process", the executable
+};
+
+class InProcessBackend final : public ReplayBackend {
+  public:
+    std::vector<PolicyDesc> policies() override;
+    void run(const ReplayRequest& req, const std::function<void(float)>& progress,
+             const std::atomic<bool>& cancel,
+             const std::function<void(const std::string&)>& on_first) override;
+    std::string describe() const override { return "in-process (simulator library)"; }
 };
 
 class SubprocessBackend final : public ReplayBackend {
@@ -40,9 +60,10 @@ class SubprocessBackend final : public ReplayBackend {
     // $KVSCOPE_BIN, else the kvscope built next to the viewer (compile-time path), else "kvscope".
     static std::string default_exe();
     std::vector<PolicyDesc> policies() override;
-    void run(const std::string& trace, const std::string& spec, const std::string& out,
-             const std::function<void(float)>& progress, const std::atomic<bool>& cancel) override;
-    const std::string& exe() const { return exe_; }
+    void run(const ReplayRequest& req, const std::function<void(float)>& progress,
+             const std::atomic<bool>& cancel,
+             const std::function<void(const std::string&)>& on_first) override;
+    std::string describe() const override { return exe_; }
 
   private:
     std::string exe_;
