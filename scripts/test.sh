@@ -6,7 +6,9 @@
 # Exits non-zero on any failure. Ends with a summary: passed / failed / skipped per build, and the
 # reason of every skipped test (see docs/testing.md).
 set -euo pipefail
-# OpenMP threads sleep instead of spinning while they wait: ctest runs tests side by side.
+# OpenMP threads (replay, capture's writer) sleep instead of spinning while they wait: ctest
+# runs tests side by side. The forward pass does not use OpenMP regions (engine/parallel.h: its
+# own pool spins briefly, then sleeps), so this costs the model tests nothing.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.."
 KVS_TEST_PKGS=1 scripts/setup.sh release asan

@@ -22,8 +22,9 @@ namespace kvs {
 
 namespace {
 
-// y[n, out] = x[n, in] * w[out, in]^T. The output features are cut into slices of 64 that the
-// engine's threads (engine/parallel.h) take one at a time, each computed single-threaded.
+// y[n, out] = x[n, in] * w[out, in]^T. The output features are cut into slices (a function of
+// `out` only) that the engine's threads (engine/parallel.h) take one at a time, each computed
+// single-threaded.
 // The slices do not depend on the thread count, so neither do the results (bit for bit): Eigen
 // gives other roundings for other slice widths (measured on a tiny model, tests/engine/
 // test_parallel.cpp). Eigen's own GEMM threading spends most of its
@@ -32,14 +33,14 @@ namespace {
 // file stores as ggml blocks are read directly (quant_matvec): fewer bytes per weight.
 // y_data: row-major [n, out], written in place (the logits go straight into the caller's buffer).
 void matmul_into(const MatrixRM& x, const Weight& w, float* y_data) {
-    constexpr Eigen::Index kSlice = 64;
     const Eigen::Index out = w.f32.rows(), n = x.rows();
     Eigen::Map<MatrixRM> y(y_data, n, out);
     const bool direct = w.q_data && n <= 2;
     if (direct) {
-        // Each feature's dot product is the same whatever the slice: split evenly, in slices
-        // aligned to 16 features (whole cache lines of y).
-        parallel_run(0, [&](int t, int nt) {
+        // Each feature's dot product is the same whatever the slice: 4 slices per thread (so
+        // that a thread that is late to start leaves its share to the others), aligned to 16
+        // features (whole cache lines of y).
+        parallel_run(4 * parallel_threads(), [&](int t, int nt) {
             const Eigen::Index chunk = ((out + nt - 1) / nt + 15) / 16 * 16;
             const Eigen::Index r0 = std::min(out, chunk * t), r1 = std::min(out, r0 + chunk);
             for (Eigen::Index i = 0; r1 > r0 && i < n; ++i)
@@ -48,8 +49,11 @@ void matmul_into(const MatrixRM& x, const Weight& w, float* y_data) {
         });
         return;
     }
-    parallel_for_dynamic((out + kSlice - 1) / kSlice, [&](int64_t s) {
-        const Eigen::Index r0 = s * kSlice, r1 = std::min(out, r0 + kSlice);
+    // 12 slices (whole for 1, 2, 3, 4 and 6 threads), of a multiple of 16 features, at most 256.
+    const Eigen::Index width =
+        std::min<Eigen::Index>(256, std::max<Eigen::Index>(16, ((out + 11) / 12 + 15) / 16 * 16));
+    parallel_for_dynamic((out + width - 1) / width, [&](int64_t s) {
+        const Eigen::Index r0 = s * width, r1 = std::min(out, r0 + width);
         y.middleCols(r0, r1 - r0).noalias() = x * w.f32.middleRows(r0, r1 - r0).transpose();
     });
 }

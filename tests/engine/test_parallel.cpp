@@ -1,7 +1,7 @@
-// The engine's thread pool (engine/parallel.h): every slice runs exactly once, on its own thread
-// when the pool is free and serially when it is not (nested calls, a second caller), jobs after
-// the workers fell asleep still run, exceptions reach the caller, and the forward pass gives the
-// same logits bit for bit at 1, 2 and 3 threads.
+// The engine's thread pool (engine/parallel.h): every chunk runs exactly once, on more than one
+// thread when the pool is free and serially when it is not (nested calls, a second caller), jobs
+// after the workers fell asleep still run, exceptions reach the caller, and the forward pass
+// gives the same logits bit for bit at 1, 2 and 3 threads.
 #include <omp.h>
 
 #include <atomic>
@@ -30,21 +30,21 @@ struct Threads {
 
 }  // namespace
 
-TEST_CASE("parallel_run runs every slice once, each on its own thread", "[cpu]") {
+TEST_CASE("parallel_run runs every chunk once, slow chunks on more than one thread", "[cpu]") {
     Threads threads(3);
     REQUIRE(parallel_threads() == 3);
-    std::vector<std::atomic<int>> calls(3);
-    std::vector<std::thread::id> ids(3);
-    std::atomic<int> bad_nt{0};
-    parallel_run(0, [&](int t, int nt) {
-        if (nt != 3) bad_nt++;
-        calls[size_t(t)]++;
-        ids[size_t(t)] = std::this_thread::get_id();
+    std::vector<std::atomic<int>> calls(5);
+    std::vector<std::thread::id> ids(5);
+    std::atomic<int> bad_n{0};
+    parallel_run(5, [&](int c, int n) {
+        if (n != 5) bad_n++;
+        calls[size_t(c)]++;
+        ids[size_t(c)] = std::this_thread::get_id();
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
     });
-    CHECK(bad_nt == 0);
+    CHECK(bad_n == 0);
     for (auto& c : calls) CHECK(c == 1);
-    CHECK(ids[0] == std::this_thread::get_id());
-    CHECK(std::set<std::thread::id>(ids.begin(), ids.end()).size() == 3);
+    CHECK(std::set<std::thread::id>(ids.begin(), ids.end()).size() >= 2);
 }
 
 TEST_CASE("parallel_run: many short jobs of varying width lose and repeat nothing", "[cpu]") {
@@ -61,17 +61,20 @@ TEST_CASE("parallel_run: many short jobs of varying width lose and repeat nothin
 
 TEST_CASE("parallel_run wakes workers that have gone to sleep", "[cpu]") {
     Threads threads(2);
+    int shared = 0;
     for (int rep = 0; rep < 5; ++rep) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));  // > the 200 us spin
         std::atomic<int> n{0};
-        std::thread::id other;
-        parallel_run(0, [&](int t, int) {
+        std::vector<std::thread::id> ids(2);
+        parallel_run(2, [&](int c, int) {
             n++;
-            if (t == 1) other = std::this_thread::get_id();
+            ids[size_t(c)] = std::this_thread::get_id();
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         });
         CHECK(n == 2);
-        CHECK(other != std::this_thread::get_id());
+        shared += ids[0] != ids[1];
     }
+    CHECK(shared >= 1);  // a sleeping worker woke up and took a chunk
 }
 
 TEST_CASE("parallel_run nested inside a job runs serially, every slice", "[cpu]") {
@@ -108,17 +111,19 @@ TEST_CASE("parallel_for_dynamic visits each index once", "[cpu]") {
     }
 }
 
-TEST_CASE("parallel_run: an exception of slice 0 reaches the caller, the pool still works",
-          "[cpu]") {
+TEST_CASE("parallel_run: an exception reaches the caller, the pool still works", "[cpu]") {
     Threads threads(2);
-    std::atomic<int> others{0};
-    CHECK_THROWS_AS(parallel_run(0,
-                                 [&](int t, int) {
-                                     if (t == 0) throw std::runtime_error("slice 0");
-                                     others++;
+    std::atomic<int> ran{0};
+    // Whichever thread runs chunk 0 (the caller or a worker), its exception reaches the caller;
+    // chunks not claimed by then are skipped; the call returns only after the chunks that were
+    // taken have finished.
+    CHECK_THROWS_AS(parallel_run(8,
+                                 [&](int c, int) {
+                                     if (c == 0) throw std::runtime_error("chunk 0");
+                                     ran++;
                                  }),
                     std::runtime_error);
-    CHECK(others == 1);  // the other slice finished before the caller returned
+    CHECK(ran <= 7);
     std::atomic<int> n{0};
     parallel_run(0, [&](int, int) { n++; });
     CHECK(n == 2);

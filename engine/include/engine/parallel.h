@@ -7,7 +7,8 @@
 // prefill slows down under contention) or sleep at once (OMP_WAIT_POLICY=passive: every region
 // pays a futex wake, and decode is 3x slower). This pool does what ggml's does: a worker spins
 // for a short while (KVS_SPIN_US, default 200 microseconds) after each job, which covers the gap
-// to the next region of a decode step, then sleeps until woken. The number of threads is
+// to the next region of a decode step, then sleeps until woken; and the caller never waits for
+// a worker that has not started (the chunks are claimed, not assigned). The number of threads is
 // OpenMP's (omp_get_max_threads(): OMP_NUM_THREADS, omp_set_num_threads), read at every call.
 //
 // A call made while the pool is busy (from a worker, from inside an OpenMP region, or from a
@@ -28,8 +29,11 @@ using ParallelFn = void (*)(void* ctx, int t, int nt);
 void parallel_run_raw(int nt, ParallelFn fn, void* ctx);
 }  // namespace detail
 
-// Runs fn(t, nt) for t = 0..nt-1, each on its own thread (the caller runs t = 0), and returns
-// when all have returned. nt <= 0 means parallel_threads().
+// Runs fn(c, n) for every chunk c = 0..n-1 (n <= 0: parallel_threads() chunks) and returns when
+// all have run. The chunks are claimed one at a time by the caller and up to
+// parallel_threads() - 1 workers: a chunk may run on any of them, so fn(c, n) must depend on c
+// only (then the results do not depend on the thread count), and a worker that is late to wake
+// (another process has the core) does not hold the caller up.
 template <typename F>
 void parallel_run(int nt, F&& fn) {
     using Fn = std::remove_reference_t<F>;
@@ -38,8 +42,7 @@ void parallel_run(int nt, F&& fn) {
         const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
-// Runs fn(i) for i = 0..n-1; the threads take items one at a time (dynamic schedule), so a
-// thread that was descheduled does not hold up the others.
+// Runs fn(i) for i = 0..n-1 (n < 2^31), one chunk per item.
 void parallel_for_dynamic_raw(int64_t n, void (*fn)(void* ctx, int64_t i), void* ctx);
 
 template <typename F>
