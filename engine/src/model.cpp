@@ -41,8 +41,8 @@ void matmul_into(const MatrixRM& x, const Weight& w, float* y_data) {
         // that a thread that is late to start leaves its share to the others), aligned to 16
         // features (whole cache lines of y).
         parallel_run(4 * parallel_threads(), [&](int t, int nt) {
-            const Eigen::Index chunk = ((out + nt - 1) / nt + 15) / 16 * 16;
-            const Eigen::Index r0 = std::min(out, chunk * t), r1 = std::min(out, r0 + chunk);
+            const Eigen::Index r0 = out * t / nt / 16 * 16;
+            const Eigen::Index r1 = t + 1 == nt ? out : out * (t + 1) / nt / 16 * 16;
             for (Eigen::Index i = 0; r1 > r0 && i < n; ++i)
                 quant_matvec(w.q_type, w.q_data, w.q_row_bytes, x.cols(), x.row(i).data(),
                              y.row(i).data() + r0, r0, r1);
