@@ -88,22 +88,23 @@ class Pool {
     // Runs chunks 0..n-1 of the job on up to nt threads; false (nothing run) when the pool is
     // busy with another caller's job.
     bool try_run(int nt, int n, detail::ParallelFn fn, void* ctx) {
+        if (uint64_t(n) > kIndexMask) return false;  // more chunks than the word holds: serially
         std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
         if (!lock.owns_lock()) return false;
         grow(nt - 1);
         fn_.store(fn, std::memory_order_relaxed);
         ctx_.store(ctx, std::memory_order_relaxed);
-        n_.store(uint32_t(n), std::memory_order_relaxed);
         done_.store(0, std::memory_order_relaxed);
-        const uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
-        state_.store(gen << 32, std::memory_order_release);  // chunk 0 of job `gen` is next
+        const uint64_t gen = ((state_.load(std::memory_order_relaxed) >> kGenShift) + 1) & kGenMask;
+        // Chunk 0 of job `gen` (n chunks) is next.
+        state_.store(gen << kGenShift | uint64_t(n) << kNShift, std::memory_order_release);
         wake_.fetch_add(1, std::memory_order_release);
         wake_.notify_all();
         t_in_pool = true;
         struct Reset {
             ~Reset() { t_in_pool = false; }
         } reset;
-        for (int c; (c = claim(gen, uint32_t(n))) >= 0;) run_chunk(gen, fn, ctx, c, uint32_t(n));
+        for (int c; (c = claim(gen)) >= 0;) run_chunk(gen, fn, ctx, c, uint32_t(n));
         uint32_t d = done_.load(std::memory_order_acquire);
         while (d != uint32_t(n)) d = wait_while_equal(done_, d, spin_ns_);
         if (error_) {  // the first exception of any chunk, for the caller
@@ -118,13 +119,16 @@ class Pool {
     Pool() = default;
 
     // Takes the next chunk of job `gen`: its index, or -1 when none is left (or the job is over).
-    int claim(uint64_t gen, uint32_t n) {
+    // The job's chunk count is part of the word compared: a worker that read another job's
+    // count cannot claim a chunk that does not exist (it did, in a first version: a deadlock).
+    int claim(uint64_t gen) {
         uint64_t s = state_.load(std::memory_order_acquire);
         for (;;) {
-            if ((s >> 32) != gen || uint32_t(s) >= n) return -1;
+            if ((s >> kGenShift) != gen || (s & kIndexMask) >= ((s >> kNShift) & kIndexMask))
+                return -1;
             if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                              std::memory_order_acquire))
-                return int(uint32_t(s));
+                return int(s & kIndexMask);
         }
     }
 
@@ -145,8 +149,9 @@ class Pool {
 
     // Marks every unclaimed chunk of job `gen` as done without running it.
     void drain(uint64_t gen) {
-        const uint32_t n = n_.load(std::memory_order_relaxed);
-        for (int c; (c = claim(gen, n)) >= 0;)
+        const uint32_t n =
+            uint32_t((state_.load(std::memory_order_acquire) >> kNShift) & kIndexMask);
+        for (int c; (c = claim(gen)) >= 0;)
             if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
     }
 
@@ -162,13 +167,14 @@ class Pool {
         t_in_pool = true;
         for (;;) {
             seen = wait_while_equal(wake_, seen, spin_ns_);
-            const uint64_t gen = state_.load(std::memory_order_acquire) >> 32;
+            const uint64_t st = state_.load(std::memory_order_acquire);
+            const uint64_t gen = st >> kGenShift;
+            const uint32_t n = uint32_t((st >> kNShift) & kIndexMask);
             const detail::ParallelFn fn = fn_.load(std::memory_order_relaxed);
             void* ctx = ctx_.load(std::memory_order_relaxed);
-            const uint32_t n = n_.load(std::memory_order_relaxed);
             // A successful claim proves (gen, fn, ctx, n) were one job's: the caller publishes
             // the next job only after every chunk of this one has run.
-            for (int c; (c = claim(gen, n)) >= 0;) run_chunk(gen, fn, ctx, c, n);
+            for (int c; (c = claim(gen)) >= 0;) run_chunk(gen, fn, ctx, c, n);
         }
     }
 
@@ -176,12 +182,14 @@ class Pool {
     std::mutex error_mu_;
     std::exception_ptr error_;  // the current job's first exception (read by the caller after)
     std::vector<std::thread> workers_;
-    std::atomic<uint64_t> state_{0};  // (job generation << 32) | next chunk to claim
-    std::atomic<uint32_t> wake_{0};   // bumped for every job: what sleeping workers wait on
-    std::atomic<uint32_t> done_{0};   // chunks of the current job that have run
+    // (job generation << 40) | (its chunk count << 20) | next chunk to claim
+    static constexpr int kGenShift = 40, kNShift = 20;
+    static constexpr uint64_t kGenMask = (uint64_t(1) << 24) - 1, kIndexMask = (1u << 20) - 1;
+    std::atomic<uint64_t> state_{0};
+    std::atomic<uint32_t> wake_{0};  // bumped for every job: what sleeping workers wait on
+    std::atomic<uint32_t> done_{0};  // chunks of the current job that have run
     std::atomic<detail::ParallelFn> fn_{nullptr};
     std::atomic<void*> ctx_{nullptr};
-    std::atomic<uint32_t> n_{0};
     const int64_t spin_ns_ = spin_ns_from_env();
 };
 

@@ -48,15 +48,17 @@ TEST_CASE("parallel_run runs every chunk once, slow chunks on more than one thre
 }
 
 TEST_CASE("parallel_run: many short jobs of varying width lose and repeat nothing", "[cpu]") {
+    // Chunk counts change from job to job: a worker late to wake must never claim a chunk with
+    // the count of another job (a first version did, under load, and deadlocked here).
     Threads threads(4);
-    std::vector<int64_t> sum(4, 0);  // slice t writes only sum[t]
-    int64_t expect[4] = {0, 0, 0, 0};
-    for (int job = 0; job < 20000; ++job) {
-        const int nt = 1 + job % 4;
-        parallel_run(nt, [&](int t, int n) { sum[size_t(t)] += job + n; });
-        for (int t = 0; t < nt; ++t) expect[t] += job + nt;
+    std::vector<int64_t> sum(7, 0);  // chunk c writes only sum[c]
+    int64_t expect[7] = {0, 0, 0, 0, 0, 0, 0};
+    for (int job = 0; job < 50000; ++job) {
+        const int n = 1 + (job * 7919) % 7;
+        parallel_run(n, [&](int c, int nc) { sum[size_t(c)] += job + nc; });
+        for (int c = 0; c < n; ++c) expect[c] += job + n;
     }
-    for (int t = 0; t < 4; ++t) CHECK(sum[size_t(t)] == expect[t]);
+    for (int c = 0; c < 7; ++c) CHECK(sum[size_t(c)] == expect[c]);
 }
 
 TEST_CASE("parallel_run wakes workers that have gone to sleep", "[cpu]") {
