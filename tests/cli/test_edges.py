@@ -372,7 +372,10 @@ expect_error("eval --resume without an output", EVAL_PPL + ["-q", "--resume"], "
 locked = path("locked.h5")
 proc = subprocess.Popen([KVS] + SWEEP + ["-q", "--out", locked], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
-while proc.poll() is None and not os.path.exists(locked + ".lock"):
+# The lock file exists before it is locked; its holder writes its pid into it once it holds the
+# lock: wait for that (stopping the sweep between open and flock let the second one through).
+while proc.poll() is None and not (os.path.exists(locked + ".lock") and
+                                   os.path.getsize(locked + ".lock") > 0):
     time.sleep(0.001)
 proc.send_signal(signal.SIGSTOP)
 expect_error("a second sweep to the same output", SWEEP + ["-q", "--out", locked],
