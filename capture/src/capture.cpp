@@ -47,14 +47,18 @@ LogitRows logit_rows(const float* logits, int n, int n_vocab, const int32_t* nex
         // vectorized float exp: the same log-probabilities to ~1e-8, several times faster.
         const Eigen::Map<const Eigen::ArrayXf> xa(x, n_vocab);
         const float mx = xa.maxCoeff();
-        thread_local std::vector<float> e;
-        e.resize(size_t(n_vocab));
-        Eigen::Map<Eigen::ArrayXf>(e.data(), n_vocab) = (xa - mx).exp();
+        // An Eigen array, so always aligned: into a buffer of another alignment, Eigen would
+        // peel a different number of leading elements to its scalar exp, whose last bits differ
+        // from the vectorized one, and the log-probabilities would depend on which thread (which
+        // thread_local buffer) computed the row (found by the 1 vs 2 threads test, cli_edges).
+        thread_local Eigen::ArrayXf e;
+        e.resize(n_vocab);
+        e = (xa - mx).exp();
         double acc[4] = {0, 0, 0, 0};
         int j = 0;
         for (; j + 4 <= n_vocab; j += 4)
-            for (int l = 0; l < 4; ++l) acc[l] += double(e[size_t(j + l)]);
-        for (; j < n_vocab; ++j) acc[0] += double(e[size_t(j)]);
+            for (int l = 0; l < 4; ++l) acc[l] += double(e(j + l));
+        for (; j < n_vocab; ++j) acc[0] += double(e(j));
         const double ls = std::log((acc[0] + acc[1]) + (acc[2] + acc[3]));
         r.lse[size_t(i)] = float(double(mx) + ls);
         r.logprob[size_t(i)] = next[i] >= 0 ? double(x[next[i]] - mx) - ls : std::nan("");
