@@ -10,8 +10,6 @@
 // a system call only when somebody sleeps.
 #include "engine/parallel.h"
 
-#include "engine/error.h"
-
 #include <omp.h>
 #include <pthread.h>
 
@@ -21,6 +19,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -92,6 +91,9 @@ class Pool {
         std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
         if (!lock.owns_lock()) return false;
         grow(nt - 1);
+        // Workers 1..nt-1 take part; the others (the pool grew for a wider job earlier) skip
+        // the job and go back to sleep without spinning.
+        nt_.store(nt, std::memory_order_relaxed);
         fn_.store(fn, std::memory_order_relaxed);
         ctx_.store(ctx, std::memory_order_relaxed);
         done_.store(0, std::memory_order_relaxed);
@@ -155,18 +157,31 @@ class Pool {
             if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
     }
 
+    // Adds workers up to n. When the system refuses a thread (process limit, memory), the pool
+    // goes on with the workers it has: the caller takes whatever chunks they do not.
     void grow(int n) {
-        while (int(workers_.size()) < n) {
+        while (!cannot_grow_ && int(workers_.size()) < n) {
             const uint32_t seen = wake_.load(std::memory_order_relaxed);
-            workers_.emplace_back([this, seen] { work(seen); });
+            const int id = int(workers_.size()) + 1;
+            try {
+                workers_.emplace_back([this, seen, id] { work(seen, id); });
+            } catch (const std::system_error&) {
+                cannot_grow_ = true;
+                return;
+            }
             workers_.back().detach();
         }
     }
 
-    void work(uint32_t seen) {
+    void work(uint32_t seen, int id) {
         t_in_pool = true;
+        bool spin = true;
         for (;;) {
-            seen = wait_while_equal(wake_, seen, spin_ns_);
+            seen = wait_while_equal(wake_, seen, spin ? spin_ns_ : 0);
+            // Not part of this job (a narrower one than the pool): back to sleep at once. A stale
+            // nt_ only makes a worker skip or join one job; the claims decide who runs what.
+            spin = id < nt_.load(std::memory_order_relaxed);
+            if (!spin) continue;
             const uint64_t st = state_.load(std::memory_order_acquire);
             const uint64_t gen = st >> kGenShift;
             const uint32_t n = uint32_t((st >> kNShift) & kIndexMask);
@@ -182,9 +197,13 @@ class Pool {
     std::mutex error_mu_;
     std::exception_ptr error_;  // the current job's first exception (read by the caller after)
     std::vector<std::thread> workers_;
-    // (job generation << 40) | (its chunk count << 20) | next chunk to claim
-    static constexpr int kGenShift = 40, kNShift = 20;
-    static constexpr uint64_t kGenMask = (uint64_t(1) << 24) - 1, kIndexMask = (1u << 20) - 1;
+    bool cannot_grow_ = false;
+    std::atomic<int> nt_{1};  // threads the current job may use (the caller and workers < nt)
+    // (job generation << 32) | (its chunk count << 16) | next chunk to claim. 32 bits of
+    // generation: a worker stalled between reading a job and claiming from it would have to
+    // sleep through 2^32 jobs before a claim could succeed on another job's word (ABA).
+    static constexpr int kGenShift = 32, kNShift = 16;
+    static constexpr uint64_t kGenMask = (uint64_t(1) << 32) - 1, kIndexMask = (1u << 16) - 1;
     std::atomic<uint64_t> state_{0};
     std::atomic<uint32_t> wake_{0};  // bumped for every job: what sleeping workers wait on
     std::atomic<uint32_t> done_{0};  // chunks of the current job that have run
@@ -214,8 +233,12 @@ void parallel_run_raw(int n, ParallelFn fn, void* ctx) {
 
 void parallel_for_dynamic_raw(int64_t n, void (*fn)(void* ctx, int64_t i), void* ctx) {
     if (n <= 0) return;
-    KVS_ASSERT(n <= INT32_MAX);
-    parallel_run(int(n), [&](int c, int) { fn(ctx, c); });
+    // One chunk per item, or runs of items when there are more than a job's word can count.
+    constexpr int64_t kMaxChunks = 65535;
+    const int64_t chunks = std::min(n, kMaxChunks);
+    parallel_run(int(chunks), [&](int c, int) {
+        for (int64_t i = n * c / chunks, e = n * (c + 1) / chunks; i < e; ++i) fn(ctx, i);
+    });
 }
 
 }  // namespace kvs

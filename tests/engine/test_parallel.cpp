@@ -7,6 +7,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -103,9 +104,29 @@ TEST_CASE("parallel_run from two threads at once: both complete, one of them ser
     CHECK(total == 2 * 2000 * 3);
 }
 
+TEST_CASE("parallel_run uses no more threads than asked after the pool grew", "[cpu]") {
+    {
+        Threads four(4);
+        parallel_run(0, [](int, int) {});  // the pool now has 3 workers
+    }
+    Threads two(2);
+    for (int rep = 0; rep < 5; ++rep) {
+        std::mutex mu;
+        std::set<std::thread::id> ids;
+        parallel_run(8, [&](int, int) {
+            {
+                std::lock_guard<std::mutex> l(mu);
+                ids.insert(std::this_thread::get_id());
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        });
+        CHECK(ids.size() <= 2);
+    }
+}
+
 TEST_CASE("parallel_for_dynamic visits each index once", "[cpu]") {
     Threads threads(3);
-    for (int64_t n : {0, 1, 2, 7, 1000}) {
+    for (int64_t n : {0, 1, 2, 7, 1000, 200001}) {
         std::vector<std::atomic<int>> seen(size_t(n + 1));
         parallel_for_dynamic(n, [&](int64_t i) { seen[size_t(i)]++; });
         for (int64_t i = 0; i < n; ++i) CHECK(seen[size_t(i)] == 1);

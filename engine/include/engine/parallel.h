@@ -33,7 +33,8 @@ void parallel_run_raw(int nt, ParallelFn fn, void* ctx);
 // all have run. The chunks are claimed one at a time by the caller and up to
 // parallel_threads() - 1 workers: a chunk may run on any of them, so fn(c, n) must depend on c
 // only (then the results do not depend on the thread count), and a worker that is late to wake
-// (another process has the core) does not hold the caller up.
+// (another process has the core) does not hold the caller up. More than 65535 chunks run
+// serially.
 template <typename F>
 void parallel_run(int nt, F&& fn) {
     using Fn = std::remove_reference_t<F>;
@@ -42,7 +43,7 @@ void parallel_run(int nt, F&& fn) {
         const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
-// Runs fn(i) for i = 0..n-1 (n < 2^31), one chunk per item.
+// Runs fn(i) for i = 0..n-1, one chunk per item (runs of items beyond 65535 items).
 void parallel_for_dynamic_raw(int64_t n, void (*fn)(void* ctx, int64_t i), void* ctx);
 
 template <typename F>
