@@ -53,7 +53,7 @@ App::App(Settings s, std::string sp)
     quantity_from_name(settings.quantity, &quantity);
     view_from_name(settings.view, &view);
     log_scale = settings.log_scale;
-    // In-process replay, unless a kvscope executable is named ($KVSCOPE_BIN, --kvscope-bin).
+    // In-process replay, unless a kvscope executable is named ($KVSCOPE_BIN).
     if (const char* e = std::getenv("KVSCOPE_BIN"); e && *e)
         backend = std::make_unique<SubprocessBackend>(e);
     else

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 
+#include "capture/capture.h"
 #include "capture/h5util.h"
 #include "capture/half.h"
 #include "engine/error.h"
@@ -193,7 +194,7 @@ void TraceReader::Impl::validate() {
     info.rope_scaling.original_context = int(num("rope_scaling_original_context"));
     // Schema 2: which logits rows the trace holds (absent in schema 1: every row, with top-k).
     info.logits = info.schema_version >= 2 ? str("logits") : "topk";
-    if (info.logits != "topk" && info.logits != "lse" && info.logits != "none")
+    if (LogitsMode m; !logits_mode_from_name(info.logits, &m))
         fail("{}: logits '{}' is not one of topk, lse, none", where, info.logits);
     info.rope_pairing = str("rope_pairing");
     if (info.rope_pairing != "interleaved" && info.rope_pairing != "half")

@@ -18,6 +18,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "capture/capture.h"
 #include "capture/chunk_deflate.h"
 #include "capture/h5util.h"
 #include "capture/half.h"
@@ -203,7 +204,7 @@ struct TraceWriter::Impl {
         h5::write_attr(f, "rope_scaling_original_context", int64_t(c.rope_scaling.original_context),
                        p);
         h5::write_attr(f, "rope_pairing", rope_pairing_name(c.rope_pairing), p);
-        if (meta.logits != "topk" && meta.logits != "lse" && meta.logits != "none")
+        if (LogitsMode m; !logits_mode_from_name(meta.logits, &m))
             fail("trace logits '{}' is not one of topk, lse, none", meta.logits);
         h5::write_attr(f, "logits", meta.logits, p);
         h5::write_attr(f, "attn_scale", 1.0 / std::sqrt(double(c.head_dim)), p);

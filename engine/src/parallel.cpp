@@ -144,15 +144,13 @@ class Pool {
                 std::lock_guard<std::mutex> l(error_mu_);
                 if (!error_) error_ = std::current_exception();
             }
-            drain(gen);
+            drain(gen, n);
         }
         if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
     }
 
     // Marks every unclaimed chunk of job `gen` as done without running it.
-    void drain(uint64_t gen) {
-        const uint32_t n =
-            uint32_t((state_.load(std::memory_order_acquire) >> kNShift) & kIndexMask);
+    void drain(uint64_t gen, uint32_t n) {
         for (int c; (c = claim(gen)) >= 0;)
             if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) done_.notify_one();
     }

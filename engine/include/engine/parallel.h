@@ -25,8 +25,8 @@ namespace kvs {
 int parallel_threads();
 
 namespace detail {
-using ParallelFn = void (*)(void* ctx, int t, int nt);
-void parallel_run_raw(int nt, ParallelFn fn, void* ctx);
+using ParallelFn = void (*)(void* ctx, int c, int n);
+void parallel_run_raw(int n, ParallelFn fn, void* ctx);
 }  // namespace detail
 
 // Runs fn(c, n) for every chunk c = 0..n-1 (n <= 0: parallel_threads() chunks) and returns when
@@ -36,10 +36,10 @@ void parallel_run_raw(int nt, ParallelFn fn, void* ctx);
 // (another process has the core) does not hold the caller up. More than 65535 chunks run
 // serially.
 template <typename F>
-void parallel_run(int nt, F&& fn) {
+void parallel_run(int n, F&& fn) {
     using Fn = std::remove_reference_t<F>;
     detail::parallel_run_raw(
-        nt, [](void* ctx, int t, int n) { (*static_cast<Fn*>(ctx))(t, n); },
+        n, [](void* ctx, int c, int nc) { (*static_cast<Fn*>(ctx))(c, nc); },
         const_cast<void*>(static_cast<const void*>(&fn)));
 }
 

@@ -9,16 +9,11 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
+#include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
-
-#ifndef KVS_KVSCOPE_BIN
-#define KVS_KVSCOPE_BIN ""
-#endif
 
 namespace kvs::view {
 
@@ -138,15 +133,6 @@ int run_process(const std::vector<std::string>& argv, std::string* out, std::str
 }
 
 SubprocessBackend::SubprocessBackend(std::string exe) : exe_(std::move(exe)) {}
-
-std::string SubprocessBackend::default_exe() {
-    const char* e = std::getenv("KVSCOPE_BIN");
-    if (e && *e) return e;
-    std::error_code ec;
-    const std::string built = KVS_KVSCOPE_BIN;
-    if (!built.empty() && std::filesystem::exists(built, ec)) return built;
-    return "kvscope";
-}
 
 namespace {
 std::string last_line(const std::string& s) {

@@ -3,7 +3,7 @@
 // writes the results file with the simulator's writer, the same code as `kvscope replay`; it
 // replays the layer on screen first, so that its timeline shows before the other layers are
 // done. SubprocessBackend runs `kvscope replay TRACE --policy SPEC --out OUT --quiet` and
-// `kvscope policies --json` instead (kvscope-view --kvscope-bin PATH, or $KVSCOPE_BIN).
+// `kvscope policies --json` instead (when $KVSCOPE_BIN names one).
 #pragma once
 #include <atomic>
 #include <functional>
@@ -57,8 +57,6 @@ class InProcessBackend final : public ReplayBackend {
 class SubprocessBackend final : public ReplayBackend {
   public:
     explicit SubprocessBackend(std::string exe);
-    // $KVSCOPE_BIN, else the kvscope built next to the viewer (compile-time path), else "kvscope".
-    static std::string default_exe();
     std::vector<PolicyDesc> policies() override;
     void run(const ReplayRequest& req, const std::function<void(float)>& progress,
              const std::atomic<bool>& cancel,
