@@ -20,13 +20,15 @@ PolicyEntry policy_agd();
 PolicyEntry policy_agacc();
 PolicyEntry policy_kmeans();
 PolicyEntry policy_razor();
+PolicyEntry policy_cam();
 
 const std::vector<PolicyEntry>& policy_registry() {
     static const std::vector<PolicyEntry> all = {
         policy_full(),      policy_window(),    policy_h2o(),     policy_tova(),
         policy_snapkv(),    policy_pyramidkv(), policy_adakv(),   policy_dynamickv(),
         policy_composite(), policy_knorm(),     policy_keydiff(), policy_quant(),
-        policy_agd(),       policy_agacc(),     policy_kmeans(),  policy_razor()};
+        policy_agd(),       policy_agacc(),     policy_kmeans(),  policy_razor(),
+        policy_cam()};
     return all;
 }
 

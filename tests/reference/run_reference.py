@@ -72,6 +72,10 @@ CASES = [
     ("knorm:budget=48", "stream", lambda tr: Knorm(48, tr, "stream"), "all", False),
     ("keydiff:budget=64", "prefill", lambda tr: KeyDiff(64, tr, "prefill"), "all", False),
     ("keydiff:budget=0.3", "stream", lambda tr: KeyDiff(0.3, tr, "stream"), "all", False),
+    # CaM evicts as its base policy does (what it merges, values, is not in the results file:
+    # tests/simulator/test_cam.cpp checks it by hand).
+    ("cam:budget=48", "stream", lambda tr: Window(48), "all", False),
+    ("cam:budget=48,base=h2o", "stream", lambda tr: H2O(48, tr.n_kv), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
     ("agacc:scope=global", "prefill", lambda tr: AGACCGlobal(tr.path, tr.n_kv), "P", True),
     ("razor:budget=48", "prefill", lambda tr: Razor(48, tr, 192), "all", False),

@@ -228,6 +228,7 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "razor:budget=24,induction=0.3,echo=0.05",
                            "knorm:budget=24",
                            "keydiff:budget=24",
+                           "cam:budget=24,merge_window=4",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {

@@ -11,6 +11,7 @@
 #include "capture/h5util.h"
 #include "engine/error.h"
 #include "kernels/attend.h"
+#include "policy_rig.h"
 #include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
@@ -132,54 +133,8 @@ TEST_CASE("unit store: n tokens with equal keys merged into one entry get their 
                       Catch::Contains("1 to 65535 tokens"));
 }
 
-namespace {
-
-// Drives one kmeans layer over a one-KV-head store by hand: token t gets key keys[t] and value
-// vals[t]; every query gives token `hot` attention 1 and every other held entry 0.01.
-struct KmeansRig {
-    std::unique_ptr<Policy> policy;
-    std::unique_ptr<LayerPolicy> layer;
-    std::vector<UnitStore> units;
-    int d;
-    KmeansRig(const std::string& spec, int d_, int64_t T) : d(d_) {
-        const PolicySpec s = parse_spec(spec);
-        policy = s.entry->make(s.params);
-        LayerContext c;
-        c.n_head = 2;
-        c.n_kv = 1;
-        c.d = d;
-        c.n_tokens = T;
-        c.n_layer = c.n_replayed = 1;
-        c.attn_scale = 1.0f / std::sqrt(float(d));
-        layer = policy->make_layer(c);
-        units.emplace_back(d, 32, Precision::f32);
-    }
-    void step(int64_t t, const std::vector<float>& k, const std::vector<float>& v, int hot) {
-        UnitStore& u = units[0];
-        u.append(int32_t(t), k.data(), v.data());
-        layer->update(t, units);
-        const int n = u.size();
-        std::vector<float> p(size_t(2) * size_t(n));
-        for (int h = 0; h < 2; ++h)
-            for (int i = 0; i < n; ++i) p[size_t(h * n + i)] = u.pos(i) == hot ? 1.0f : 0.01f;
-        layer->observe(t, 0, p.data(), 2, u);
-    }
-    std::vector<int32_t> held() const {
-        return {units[0].positions(), units[0].positions() + units[0].size()};
-    }
-    std::vector<float> v_row(int i) const {
-        std::vector<float> r(static_cast<size_t>(d));
-        units[0].v_row(i, r.data());
-        return r;
-    }
-    std::vector<float> k_row(int i) const {
-        std::vector<float> r(static_cast<size_t>(d));
-        units[0].k_row(i, r.data());
-        return r;
-    }
-};
-
-}  // namespace
+// kmeans layers are driven by hand (test::PolicyRig): every query gives token `hot` attention 1
+// and every other held entry 0.01.
 
 TEST_CASE("kmeans: two tight clusters of identical keys give two centroids, counts and means",
           "[cpu]") {
@@ -201,8 +156,8 @@ TEST_CASE("kmeans: two tight clusters of identical keys give two centroids, coun
             for (int c = 0; c < d; ++c) m[size_t(c)] += double(v[size_t(t)][size_t(c)]) / ts.size();
         return m;
     };
-    KmeansRig r("kmeans:max_cache_size=2,num_clusters=2,pruning_interval=8,lookback_window=8", d,
-                32);
+    test::PolicyRig r("kmeans:max_cache_size=2,num_clusters=2,pruning_interval=8,lookback_window=8",
+                      d, 32);
     for (int t = 0; t <= 8; ++t) r.step(t, k[size_t(t)], v[size_t(t)], 7);
     // First pruning at t = 0 (nothing to do), the second at t = 8: tokens 0..7 are candidates,
     // the hot token 7 is kept with the newest (8); 0..6 are pruned: 0 founds centroid A, 1
@@ -259,7 +214,7 @@ TEST_CASE("kmeans: two tight clusters of identical keys give two centroids, coun
     }
 
     // A fixed learning rate: c += eta (x - c), in the order the tokens were pruned.
-    KmeansRig e(
+    test::PolicyRig e(
         "kmeans:max_cache_size=2,num_clusters=2,pruning_interval=8,lookback_window=8,"
         "kmeans_learning_rate=0.5",
         d, 32);
@@ -274,8 +229,8 @@ TEST_CASE("kmeans: two tight clusters of identical keys give two centroids, coun
     }
 
     // num_clusters = 0: pruning alone, nothing merged.
-    KmeansRig p("kmeans:max_cache_size=2,num_clusters=0,pruning_interval=8,lookback_window=8", d,
-                32);
+    test::PolicyRig p("kmeans:max_cache_size=2,num_clusters=0,pruning_interval=8,lookback_window=8",
+                      d, 32);
     for (int t = 0; t <= 8; ++t) p.step(t, k[size_t(t)], v[size_t(t)], 7);
     CHECK(p.held() == std::vector<int32_t>{7, 8});
     CHECK_FALSE(p.units[0].any_merged());

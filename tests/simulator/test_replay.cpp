@@ -133,6 +133,8 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                                             "composite:budget=B,window=8",
                                             "knorm:budget=B",
                                             "keydiff:budget=B",
+                                            "cam:budget=B",
+                                            "cam:budget=B,base=h2o",
                                             "agd:budget=B",
                                             "agacc:budget=B",
                                             "h2o:budget=B,bits=4",
@@ -421,7 +423,7 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK(parse_budget("0.2").tokens(11) == 11);
     CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
-    CHECK(policy_registry().size() == 16);
+    CHECK(policy_registry().size() == 17);
 }
 
 TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {

@@ -52,11 +52,14 @@ inline void plan_attention_rows(const PlanContext& c, int layer, int h, int64_t 
 
 constexpr float kProtected = std::numeric_limits<float>::infinity();
 
-// Evicts from `u` until it holds at most `keep` tokens: lowest key first, ties (and protected
-// tokens, key = +inf, when there are more of them than `keep`) oldest first.
-inline void evict_to(UnitStore& u, int64_t keep, const std::vector<float>& key) {
+// The entries evict_to drops (drop[i] = 1): the n - keep lowest keys, ties (and protected
+// tokens, key = +inf, when there are more of them than `keep`) oldest first. None when keep < 0
+// or the unit holds at most `keep`.
+inline std::vector<uint8_t> drop_set(const UnitStore& u, int64_t keep,
+                                     const std::vector<float>& key) {
     const int n = u.size();
-    if (keep < 0 || n <= keep) return;
+    std::vector<uint8_t> drop(size_t(n), 0);
+    if (keep < 0 || n <= keep) return drop;
     std::vector<int> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     const int n_drop = int(n - keep);
@@ -65,9 +68,14 @@ inline void evict_to(UnitStore& u, int64_t keep, const std::vector<float>& key) 
         if (ka != kb) return ka < kb;
         return a < b;  // held order = token order: older first
     });
-    std::vector<uint8_t> drop(size_t(n), 0);
     for (int i = 0; i < n_drop; ++i) drop[size_t(order[size_t(i)])] = 1;
-    u.evict_mask(drop);
+    return drop;
+}
+
+// Evicts from `u` until it holds at most `keep` tokens (drop_set's entries).
+inline void evict_to(UnitStore& u, int64_t keep, const std::vector<float>& key) {
+    if (keep < 0 || u.size() <= keep) return;
+    u.evict_mask(drop_set(u, keep, key));
 }
 
 // key[i] = the policy score, +inf for the first `sinks` tokens of the sequence and the newest
