@@ -193,6 +193,7 @@ void run_capture_cmd(const CaptureArgs& a) {
     meta.layers = layers;
     meta.text_width = max_token_bytes(tok);
     meta.logits = logits_mode_name(logits_mode);
+    meta.rope_inv_freq = m.rope_inv_freq();
 
     std::unique_ptr<sim::LiveCache> live;
     std::string decisions = a.decisions;

@@ -37,6 +37,8 @@ std::unique_ptr<sim::LiveCache> make_live_cache(const Model& m, const sim::Polic
                                                 std::vector<int32_t> tokens) {
     sim::LiveOptions o;
     o.tokens = std::move(tokens);
+    o.rope.inv_freq = m.rope_inv_freq();
+    o.rope.half = m.config().rope_pairing == RopePairing::Half;
     o.mode = parse_mode(a.mode);
     o.precision = parse_kv_dtype(a.kv_dtype);
     o.capacity = capacity;

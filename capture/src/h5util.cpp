@@ -167,6 +167,13 @@ void write_attr(hid_t loc, const std::string& name, const std::vector<int32_t>& 
     put_attr(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, space.get(), v.data(), file);
 }
 
+void write_attr(hid_t loc, const std::string& name, const std::vector<double>& v,
+                const std::string& file) {
+    const hsize_t n = v.size();
+    Id space(H5Screate_simple(1, &n, nullptr));
+    put_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, space.get(), v.data(), file);
+}
+
 // --- reading ---------------------------------------------------------------------------------
 
 bool has_attr(hid_t loc, const std::string& name) {
@@ -293,6 +300,22 @@ std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name, const st
     if (n < 0 || n > (hssize_t(1) << 24)) fail("{}: attribute '{}' is too long", where, name);
     std::vector<int64_t> v(size_t(n), 0);
     if (n > 0 && H5Aread(a.get(), H5T_NATIVE_INT64, v.data()) < 0)
+        fail("{}: cannot read attribute '{}': {}", where, name, last_error());
+    return v;
+}
+
+std::vector<double> read_attr_floats(hid_t loc, const std::string& name, const std::string& where) {
+    if (!has_attr(loc, name)) fail("{}: missing attribute '{}'", where, name);
+    Id a(H5Aopen(loc, name.c_str(), H5P_DEFAULT));
+    Id t(H5Aget_type(a.get()));
+    Id space(H5Aget_space(a.get()));
+    const int rank = H5Sget_simple_extent_ndims(space.get());
+    if (H5Tget_class(t.get()) != H5T_FLOAT || H5Tget_size(t.get()) > 8 || rank > 1)
+        fail("{}: attribute '{}' is not a list of floats", where, name);
+    const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    if (n < 0 || n > (hssize_t(1) << 24)) fail("{}: attribute '{}' is too long", where, name);
+    std::vector<double> v(size_t(n), 0.0);
+    if (n > 0 && H5Aread(a.get(), H5T_NATIVE_DOUBLE, v.data()) < 0)
         fail("{}: cannot read attribute '{}': {}", where, name, last_error());
     return v;
 }

@@ -1,6 +1,8 @@
 // TraceReader (see trace_reader.h and the format in trace_schema.h).
 #include "capture/trace_reader.h"
 
+#include "engine/rope.h"
+
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -199,6 +201,23 @@ void TraceReader::Impl::validate() {
     info.rope_pairing = str("rope_pairing");
     if (info.rope_pairing != "interleaved" && info.rope_pairing != "half")
         fail("{}: rope_pairing '{}' is neither 'interleaved' nor 'half'", where, info.rope_pairing);
+    if (h5::has_attr(f, "rope_inv_freq")) {
+        const std::vector<double> fr = h5::read_attr_floats(f, "rope_inv_freq", where);
+        if (int(fr.size()) != info.head_dim / 2)
+            fail("{}: attribute 'rope_inv_freq' holds {} frequencies, head_dim {} needs {}", where,
+                 fr.size(), info.head_dim, info.head_dim / 2);
+        for (double x : fr) {
+            if (!std::isfinite(x) || x < 0)
+                fail("{}: attribute 'rope_inv_freq' holds {}, not a frequency", where, x);
+            info.rope_inv_freq.push_back(float(x));
+        }
+    } else {
+        ModelConfig c;
+        c.head_dim = info.head_dim;
+        c.rope_theta = float(info.rope_theta);
+        c.rope_scaling = info.rope_scaling;
+        info.rope_inv_freq = rope_inv_freq(c);  // empty for an unknown scaling type
+    }
     info.attn_scale = flt("attn_scale");
     const std::string dtype = str("dtype");
     if (dtype != "f16" && dtype != "f32")

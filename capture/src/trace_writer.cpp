@@ -9,6 +9,8 @@
 // mantissa planes, Huffman-coded top plane) and written with H5Dwrite_chunk.
 #include "capture/trace_writer.h"
 
+#include "engine/rope.h"
+
 #include <hdf5_hl.h>
 
 #include <algorithm>
@@ -204,6 +206,14 @@ struct TraceWriter::Impl {
         h5::write_attr(f, "rope_scaling_original_context", int64_t(c.rope_scaling.original_context),
                        p);
         h5::write_attr(f, "rope_pairing", rope_pairing_name(c.rope_pairing), p);
+        {
+            const std::vector<float> fr =
+                meta.rope_inv_freq.empty() ? rope_inv_freq(c) : meta.rope_inv_freq;
+            if (int(fr.size()) != c.head_dim / 2)
+                fail("trace rope_inv_freq: {} frequencies for head_dim {} (expected {})",
+                     fr.size(), c.head_dim, c.head_dim / 2);
+            h5::write_attr(f, "rope_inv_freq", std::vector<double>(fr.begin(), fr.end()), p);
+        }
         if (LogitsMode m; !logits_mode_from_name(meta.logits, &m))
             fail("trace logits '{}' is not one of topk, lse, none", meta.logits);
         h5::write_attr(f, "logits", meta.logits, p);

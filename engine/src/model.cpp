@@ -16,6 +16,7 @@
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "engine/quant_matvec.h"
+#include "engine/rope.h"
 #include "engine/weights.h"
 
 namespace kvs {
@@ -163,30 +164,10 @@ std::unique_ptr<Model> Model::load(const WeightSource& src) {
 
     // RoPE frequencies: theta^(-2i/d), then the model's scaling.
     const int half = c.head_dim / 2;
-    m->inv_freq_.resize(size_t(half));
-    for (int i = 0; i < half; ++i)
-        m->inv_freq_[i] = float(1.0 / std::pow(double(c.rope_theta), 2.0 * i / c.head_dim));
-    const RopeScaling& rs = c.rope_scaling;
-    if (rs.type == "linear") {
-        for (auto& f : m->inv_freq_) f /= rs.factor;
-    } else if (rs.type == "llama3") {
-        const double lo_wl = rs.original_context / rs.low_freq_factor;
-        const double hi_wl = rs.original_context / rs.high_freq_factor;
-        for (auto& f : m->inv_freq_) {
-            const double wl = 2 * std::numbers::pi / f;
-            if (wl < hi_wl) continue;
-            if (wl > lo_wl) {
-                f = float(f / rs.factor);
-            } else {
-                const double s = (rs.original_context / wl - rs.low_freq_factor) /
-                                 (rs.high_freq_factor - rs.low_freq_factor);
-                f = float((1 - s) * f / rs.factor + s * f);
-            }
-        }
-    } else if (rs.type != "none" && rs.type != "") {
+    m->inv_freq_ = kvs::rope_inv_freq(c);
+    if (m->inv_freq_.empty())
         fail("{}: unsupported RoPE scaling '{}' (supported: none, linear, llama3)", src.path(),
-             rs.type);
-    }
+             c.rope_scaling.type);
     // GGUF Llama 3 files carry the scaling as per-frequency divisors.
     if (src.has("rope_freqs.weight")) {
         const Eigen::VectorXf div = load_vector(src, "rope_freqs.weight", half);

@@ -53,6 +53,7 @@ PlanContext LiveCache::plan_context() const {
     pc.prefill_len = opt_.mode == Mode::prefill ? opt_.prefill_len : 0;
     pc.mode = opt_.mode;
     pc.tokens = opt_.tokens;
+    pc.rope = opt_.rope;
     pc.attn_scale = 1.0f / std::sqrt(float(shape_.head_dim));
     for (int l = 0; l < shape_.n_layer; ++l) pc.layers.push_back(l);
     return pc;

@@ -21,6 +21,7 @@ PolicyEntry policy_agacc();
 PolicyEntry policy_kmeans();
 PolicyEntry policy_razor();
 PolicyEntry policy_cam();
+PolicyEntry policy_expattn();
 
 const std::vector<PolicyEntry>& policy_registry() {
     static const std::vector<PolicyEntry> all = {
@@ -28,7 +29,7 @@ const std::vector<PolicyEntry>& policy_registry() {
         policy_snapkv(),    policy_pyramidkv(), policy_adakv(),   policy_dynamickv(),
         policy_composite(), policy_knorm(),     policy_keydiff(), policy_quant(),
         policy_agd(),       policy_agacc(),     policy_kmeans(),  policy_razor(),
-        policy_cam()};
+        policy_cam(),       policy_expattn()};
     return all;
 }
 

@@ -404,6 +404,8 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
     pc.prefill_len = P;
     pc.mode = opt.mode;
     pc.attn_scale = sh.scale;
+    pc.rope.inv_freq = ti.rope_inv_freq;
+    pc.rope.half = ti.rope_pairing == "half";
     sh.pc = pc;
     const auto t_start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < specs.size(); ++i) {

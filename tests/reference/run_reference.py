@@ -31,6 +31,7 @@ from agd import AGD  # noqa: E402
 from common import Trace, run  # noqa: E402
 from composite import Composite  # noqa: E402
 from dynamickv import DynamicKV  # noqa: E402
+from expattn import ExpAttn  # noqa: E402
 from h2o import H2O  # noqa: E402
 from keydiff import KeyDiff  # noqa: E402
 from kmeans import KMeans, run_merging  # noqa: E402
@@ -76,6 +77,9 @@ CASES = [
     # tests/simulator/test_cam.cpp checks it by hand).
     ("cam:budget=48", "stream", lambda tr: Window(48), "all", False),
     ("cam:budget=48,base=h2o", "stream", lambda tr: H2O(48, tr.n_kv), "all", False),
+    ("expattn:budget=64", "prefill", lambda tr: ExpAttn(64, tr), "all", False),
+    ("expattn:budget=0.3,n_sink=2,n_future_positions=64,use_covariance=0", "prefill",
+     lambda tr: ExpAttn(0.3, tr, n_future=64, n_sink=2, use_cov=False), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
     ("agacc:scope=global", "prefill", lambda tr: AGACCGlobal(tr.path, tr.n_kv), "P", True),
     ("razor:budget=48", "prefill", lambda tr: Razor(48, tr, 192), "all", False),

@@ -50,6 +50,8 @@ LiveOptions live_opts(Mode mode, int64_t P, int64_t capacity, Precision prec, bo
     o.capacity = capacity;
     o.precision = prec;
     o.record = record;
+    o.rope.inv_freq = real_model().model->rope_inv_freq();
+    o.rope.half = real_model().model->config().rope_pairing == RopePairing::Half;
     return o;
 }
 
@@ -229,6 +231,7 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "knorm:budget=24",
                            "keydiff:budget=24",
                            "cam:budget=24,merge_window=4",
+                           "expattn:budget=24",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {

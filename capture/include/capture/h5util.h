@@ -58,6 +58,8 @@ void write_attr(hid_t loc, const std::string& name, double v, const std::string&
 void write_attr_bool(hid_t loc, const std::string& name, bool v, const std::string& file);
 void write_attr(hid_t loc, const std::string& name, const std::vector<int32_t>& v,
                 const std::string& file);
+void write_attr(hid_t loc, const std::string& name, const std::vector<double>& v,
+                const std::string& file);
 
 // --- reading: `where` names the object for messages ("trace 'a.h5': attribute 'n_head'") ---
 bool has_attr(hid_t loc, const std::string& name);
@@ -66,6 +68,7 @@ int64_t read_attr_int(hid_t loc, const std::string& name, const std::string& whe
 double read_attr_float(hid_t loc, const std::string& name, const std::string& where);
 bool read_attr_bool(hid_t loc, const std::string& name, const std::string& where);
 std::vector<int64_t> read_attr_ints(hid_t loc, const std::string& name, const std::string& where);
+std::vector<double> read_attr_floats(hid_t loc, const std::string& name, const std::string& where);
 
 // The shape of a dataset or attribute's dataspace.
 std::vector<uint64_t> shape_of(hid_t dset_or_attr);

@@ -34,6 +34,9 @@ struct TraceInfo {
     double rope_theta = 0;
     RopeScaling rope_scaling;
     std::string rope_pairing;  // "interleaved" / "half"
+    // The d/2 RoPE frequencies q and k were rotated with: the optional `rope_inv_freq`
+    // attribute, or (traces written before it) computed from theta and the scaling.
+    std::vector<float> rope_inv_freq;
     std::string logits;        // which logits rows it holds: "topk", "lse", "none" (schema 2)
     double attn_scale = 0;
     StorageDtype dtype = StorageDtype::F16;

@@ -33,6 +33,10 @@
 //   rope_pairing      str     which dimensions of the stored q/k RoPE rotated together:
 //                             "interleaved" = (2i, 2i+1), "half" = (i, i + d/2). Attention scores
 //                             do not depend on it; re-applying RoPE at other positions does.
+//   rope_inv_freq     float64[head_dim/2]  optional (an addition old readers ignore: schema 2
+//                             still): the frequencies q and k were rotated with (angle = position
+//                             x rope_inv_freq[i]), a GGUF Llama 3 file's rope_freqs divisors
+//                             included. Absent: theta^(-2i/d) with the scaling (engine/rope.h).
 //   attn_scale        float64 the score scale, 1/sqrt(head_dim): score = attn_scale * q.k
 //   dtype             str     storage of q, k, v, o: "f16" (IEEE binary16) or "f32"
 //   compression       str     "none" or "gzip:L" (deflate level L, with the shuffle filter)

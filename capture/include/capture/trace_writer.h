@@ -43,6 +43,9 @@ struct TraceMeta {
     int chunk_tokens = 0;     // chunk length along T of q/k/v/o (a power of two); 0 = sized to
                               // ~512 KiB per q chunk
     std::string logits = "topk";  // the `logits` attribute: "topk", "lse" or "none" (capture.h)
+    // The RoPE frequencies the model rotated q and k with (Model::rope_inv_freq); empty: the
+    // config's (engine/rope.h).
+    std::vector<float> rope_inv_freq;
 };
 
 // Per-token rows of one forward call, in token order. Pointers are valid during the call.

@@ -84,6 +84,8 @@ class Model {
     // RoPE in place on x: [n_heads, n_tok, d] at positions pos, with this model's pairing,
     // theta and scaling.
     void apply_rope(float* x, int n_heads, int n_tok, const int32_t* pos) const;
+    // The d/2 frequencies apply_rope rotates with (engine/rope.h, and a GGUF file's divisors).
+    const std::vector<float>& rope_inv_freq() const { return inv_freq_; }
 
   private:
     ModelConfig cfg_;

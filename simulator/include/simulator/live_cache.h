@@ -38,6 +38,7 @@ struct LiveOptions {
     Precision precision = Precision::f16;
     bool record = false;
     std::vector<int32_t> tokens;  // the token ids known up front (the prompt), for plans
+    RopeInfo rope;                // the model's RoPE (Model::rope_inv_freq), for plans
 };
 
 // What a live run did (record = true). Shapes as in results_schema.h with L = every layer.

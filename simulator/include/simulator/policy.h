@@ -120,6 +120,14 @@ class LayerPolicy {
     }
 };
 
+// The RoPE of a run's (post-RoPE) q and k rows: the d/2 frequencies and which dimensions rotate
+// together (half: (i, i + d/2); else (2i, 2i + 1)). Replay takes it from the trace, the live
+// driver from the model. Policies that undo or average the rotation (expattn) read it.
+struct RopeInfo {
+    std::vector<float> inv_freq;
+    bool half = true;
+};
+
 // Which rows PlanContext::read returns: post-RoPE queries (per query head) or keys (per KV head).
 enum class PlanField { q, k };
 
@@ -140,6 +148,7 @@ struct PlanContext {
     // prompt's). Policies that look at token identity (razor's echo / induction heads) read them.
     std::vector<int32_t> tokens;
     float attn_scale = 0;
+    RopeInfo rope;
 };
 
 // The context of replayed layer slot `slot` (model layer c.layers[slot]) of a run, with the run's
