@@ -104,6 +104,43 @@ TEST_CASE("trace reader: bad files are one clear line, never a crash", "[cpu]") 
         CHECK(r.info().logits == "topk");
         CHECK(TraceReader(good).info().logits == "topk");
     }
+    {
+        // rope_inv_freq (an optional attribute): written as the model's frequencies, read back;
+        // a trace without it (written before it) reads theta^(-2i/d) from rope_theta with the
+        // scaling (here llama3, factor 8, original context 8192: wavelengths above 8192 / 1 are
+        // divided by 8, below 8192 / 4 kept, in between blended).
+        const TraceInfo gi = TraceReader(good).info();
+        REQUIRE(gi.rope_inv_freq.size() == size_t(gi.head_dim / 2));
+        const std::string old =
+            edited(good, "nofreq.h5", [](hid_t f) { H5Adelete(f, "rope_inv_freq"); });
+        const TraceInfo oi = TraceReader(old).info();
+        REQUIRE(oi.rope_inv_freq.size() == gi.rope_inv_freq.size());
+        for (size_t i = 0; i < oi.rope_inv_freq.size(); ++i) {
+            REQUIRE(gi.rope_scaling.type == "llama3");
+            const double f = 1.0 / std::pow(gi.rope_theta, 2.0 * double(i) / gi.head_dim);
+            const double wl = 2 * M_PI / f, lo = 8192.0 / 1.0, hi = 8192.0 / 4.0;
+            const double sm = (8192.0 / wl - 1.0) / (4.0 - 1.0);
+            const double want = wl < hi ? f : wl > lo ? f / 8 : (1 - sm) * f / 8 + sm * f;
+            CHECK(oi.rope_inv_freq[i] == Approx(want).epsilon(1e-6));
+            CHECK(gi.rope_inv_freq[i] == oi.rope_inv_freq[i]);
+        }
+        // Other frequencies than theta's (what a GGUF file's rope_freqs makes) are read as stored.
+        const std::string other = edited(good, "freq.h5", [&](hid_t f) {
+            H5Adelete(f, "rope_inv_freq");
+            std::vector<double> v(gi.rope_inv_freq.size());
+            for (size_t i = 0; i < v.size(); ++i) v[i] = 0.5 / double(i + 1);
+            const hsize_t n = v.size();
+            const hid_t sp = H5Screate_simple(1, &n, nullptr);
+            const hid_t a =
+                H5Acreate2(f, "rope_inv_freq", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+            H5Awrite(a, H5T_NATIVE_DOUBLE, v.data());
+            H5Aclose(a);
+            H5Sclose(sp);
+        });
+        const TraceInfo xi = TraceReader(other).info();
+        for (size_t i = 0; i < xi.rope_inv_freq.size(); ++i)
+            CHECK(xi.rope_inv_freq[i] == float(0.5 / double(i + 1)));
+    }
 
     struct Bad {
         std::string name, path, expect;
@@ -132,6 +169,24 @@ TEST_CASE("trace reader: bad files are one clear line, never a crash", "[cpu]") 
     bad.push_back({"unknown logits",
                    edited(good, "logits.h5", [](hid_t f) { set_str_attr(f, "logits", "all"); }),
                    "logits 'all' is not one of topk, lse, none"});
+    bad.push_back({"rope_inv_freq of the wrong length",
+                   edited(good, "badfreq.h5",
+                          [](hid_t f) {
+                              H5Adelete(f, "rope_inv_freq");
+                              const double v[3] = {1, 0.5, 0.25};
+                              const hsize_t n = 3;
+                              const hid_t sp = H5Screate_simple(1, &n, nullptr);
+                              const hid_t a = H5Acreate2(f, "rope_inv_freq", H5T_IEEE_F64LE, sp,
+                                                         H5P_DEFAULT, H5P_DEFAULT);
+                              H5Awrite(a, H5T_NATIVE_DOUBLE, v);
+                              H5Aclose(a);
+                              H5Sclose(sp);
+                          }),
+                   "attribute 'rope_inv_freq' holds 3 frequencies"});
+    bad.push_back(
+        {"rope_inv_freq not floats",
+         edited(good, "strfreq.h5", [](hid_t f) { set_str_attr(f, "rope_inv_freq", "fast"); }),
+         "attribute 'rope_inv_freq' is not a list of floats"});
     bad.push_back({"missing attribute",
                    edited(good, "noattr.h5", [](hid_t f) { H5Adelete(f, "n_head_kv"); }),
                    "missing attribute 'n_head_kv'"});
