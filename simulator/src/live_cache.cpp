@@ -67,7 +67,8 @@ void LiveCache::reset() {
     planned_ = false;
     if (deferred_plan_ && opt_.mode != Mode::prefill)
         fail(
-            "{} plans from the whole prompt (per-layer budgets, retrieval heads): live, it runs in "
+            "{} plans from the whole prompt (per-layer budgets, retrieval heads, query "
+            "statistics): live, "
             "prefill mode only (--mode prefill)",
             spec_.entry->info.name);
     const PlanContext pc = plan_context();
