@@ -56,6 +56,7 @@ DIMS = {
     "merged_into": ("layer", "kv_head", "token"),  # schema 3
     "merged_at": ("layer", "kv_head", "token"),  # schema 3
     "bit_events": ("event", "field"),  # field: unit, token, step, bits
+    "unit_role": ("layer", "kv_head"),  # optional: index into Run.unit_role_names
     "ckpt_steps": ("checkpoint",),
     "ckpt_bits": ("checkpoint", "layer", "kv_head", "token"),
     "ckpt_score": ("checkpoint", "layer", "kv_head", "token"),
@@ -192,6 +193,12 @@ class Run:
                 dataset(g, name, w, (L, H, T), "i", "layers, n_head_kv, n_tokens")
         dataset(g, "ckpt_bits", w, (C, L, H, T), "i", "checkpoints, layers, n_head_kv, n_tokens")
         dataset(g, "ckpt_score", w, (C, L, H, T), "f", "checkpoints, layers, n_head_kv, n_tokens")
+        # Optional: the roles a policy's plan gave the units (razor: compressed / retrieval).
+        self.unit_role_names = []
+        if "unit_role" in g:
+            dataset(g, "unit_role", w, (L, H), "i", "layers, n_head_kv")
+            names = attr_str(g, "unit_role_names", w)
+            self.unit_role_names = names.split(",")
         self.has_bit_events = "bit_events" in g
         if self.has_bit_events:
             d = dataset(g, "bit_events", w, None, "i")
@@ -235,6 +242,8 @@ class Run:
                      f"[0, {T}), bits in [0, 64]) with steps ascending")
 
     def __getattr__(self, name):
+        if name == "unit_role" and not self.unit_role_names:
+            return None  # the policy gave the units no roles
         if name in DIMS and name != "bit_events":
             return self._get(name)
         raise AttributeError(name)

@@ -409,6 +409,9 @@ RunResult live_run_result(const LiveCache& c, int64_t n_tokens) {
     r.err.assign(n, nan);
     r.cos.assign(n, nan);
     r.evicted_at.resize(U * size_t(n_tokens));
+    const UnitRoles roles = c.unit_roles();
+    r.unit_role_names = roles.names;
+    r.unit_role = roles.role;
     r.merged_into.resize(U * size_t(n_tokens));
     r.merged_at.resize(U * size_t(n_tokens));
     for (size_t u = 0; u < U; ++u) {

@@ -208,6 +208,14 @@ void write_results(const std::string& path, const std::vector<RunResult>& runs,
                 write_ds(G, "merged_at", H5T_STD_I32LE, H5T_NATIVE_INT32, {L, H, T}, ma.data(),
                          path);
             }
+            if (!r.unit_role.empty()) {
+                // Optional: the roles the policy's plan gave the units (razor's retrieval heads).
+                KVS_ASSERT(r.unit_role.size() == L * H && !r.unit_role_names.empty());
+                write_ds(G, "unit_role", H5T_STD_I8LE, H5T_NATIVE_INT8, {L, H}, r.unit_role.data(),
+                         path);
+                h5::write_attr(G, "unit_role_names",
+                               fmt::format("{}", fmt::join(r.unit_role_names, ",")), path);
+            }
             write_ds(G, "ckpt_steps", H5T_STD_I32LE, H5T_NATIVE_INT32, {C}, r.ckpt_steps.data(),
                      path);
             write_ds(G, "ckpt_bits", H5T_STD_U8LE, H5T_NATIVE_UINT8, {C, L, H, T},
@@ -325,6 +333,18 @@ std::vector<RunResult> read_results(const std::string& path) {
         } else {
             r.merged_into.assign(L * H * T, -1);
             r.merged_at.assign(L * H * T, -1);
+        }
+        if (h5::link_exists(G, "unit_role")) {  // optional: a policy's roles of the units
+            read_ds(G, "unit_role", H5T_NATIVE_INT8, {L, H}, r.unit_role, w);
+            const std::string names = h5::read_attr_str(G, "unit_role_names", w);
+            for (size_t a = 0; a <= names.size();) {
+                const size_t b = std::min(names.find(',', a), names.size());
+                r.unit_role_names.push_back(names.substr(a, b - a));
+                a = b + 1;
+            }
+            for (int8_t x : r.unit_role)
+                if (x < 0 || size_t(x) >= r.unit_role_names.size())
+                    fail("{}: unit_role {} names no role of '{}'", w, int(x), names);
         }
         if (h5::link_exists(G, "bit_events")) {  // optional (files before it existed lack it)
             const std::vector<uint64_t> se =

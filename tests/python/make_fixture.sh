@@ -20,4 +20,7 @@ cd "$OUT"
 # seed 003's k-means: merged entries (merged_into / merged_at, schema 3)
 "$KVS" replay pk.h5 --policy kmeans:max_cache_size=48,num_clusters=8,pruning_interval=32,lookback_window=16 \
   --checkpoints 4 -q --out kmeans.h5 >/dev/null
+# RazorAttention: its retrieval heads go into the results (unit_role)
+"$KVS" replay pk.h5 --mode prefill --policy razor:budget=32,induction=0.34 -q --out razor.h5 \
+  >/dev/null
 echo "fixture in $OUT: $(ls)"

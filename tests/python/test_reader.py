@@ -106,6 +106,16 @@ check(tab[1]["policy"] == "h2o" and tab[1]["budget"] == "33" and
 check(r.runs[1].dims("recall") == ("step", "layer", "kv_head") and
       r.runs[1].recall.shape == (r.runs[1].n_steps, 3, 3), "run arrays with named dimensions")
 
+# --- unit roles (razor's retrieval heads): a retrieval unit keeps every token, the others not --
+rz = kvscope.open_results(P("razor.h5")).runs[0]
+roles = np.asarray(rz.unit_role)
+ev = np.asarray(rz.evicted_at)  # [L, Hkv, T]
+whole = (ev < 0).all(axis=2)
+check(rz.unit_role_names == ["compressed", "retrieval"] and roles.shape == whole.shape and
+      roles.sum() > 0 and (whole == (roles == 1)).all(),
+      f"razor's unit_role: the {int(roles.sum())} retrieval units are those that evict nothing")
+check(r.runs[0].unit_role is None, "a policy without roles: unit_role is None")
+
 # --- held set and widths at any step ---------------------------------------------------------
 bad_held, bad_bits, bad_mean, bad_map, n_ck = [], [], [], [], 0
 for run_ in r:

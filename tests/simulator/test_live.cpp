@@ -91,6 +91,8 @@ void check_same_decisions(const RunResult& live, const RunResult& rep, int ls) {
     const size_t L = live.layers.size();
     REQUIRE(rep.n_tokens == live.n_tokens);
     REQUIRE(rep.steps == live.steps);
+    CHECK(rep.unit_role == live.unit_role);  // a plan's roles (razor's retrieval heads) agree
+    CHECK(rep.unit_role_names == live.unit_role_names);
     const size_t S = live.steps.size();
     size_t checked = 0;
     for (size_t l = 0; l < L; ++l) {

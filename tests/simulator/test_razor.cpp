@@ -13,6 +13,7 @@
 #include "replay_one.h"
 #include "simulator/policy.h"
 #include "simulator/replay.h"
+#include "simulator/results_io.h"
 #include "simulator/unit_store.h"
 
 using namespace kvs;
@@ -82,6 +83,22 @@ TEST_CASE("razor: the induction head keeps everything, the others sinks + recent
     const RunResult none =
         test::replay_one(path, "razor:budget=24,induction=0,echo=0", Mode::prefill);
     CHECK(test::held_set(none, H, int64_t(T) - 1).size() == 24);
+
+    // The head list goes into the results file: unit (1, 0) is the one retrieval unit, through a
+    // write and a read; a policy without roles writes none.
+    const std::vector<int8_t> want_roles = {0, 0, 1, 0};
+    CHECK(r.unit_role == want_roles);
+    CHECK(r.unit_role_names == std::vector<std::string>{"compressed", "retrieval"});
+    CHECK(none.unit_role == std::vector<int8_t>{0, 0, 0, 0});
+    const std::string out = (fs::path(path).parent_path() / "roles.h5").string();
+    const RunResult w = test::replay_one(path, "window:budget=24", Mode::prefill);
+    CHECK(w.unit_role.empty());
+    write_results(out, {r, w}, "test");
+    const auto back = read_results(out);
+    REQUIRE(back.size() == 2);
+    CHECK(back[0].unit_role == want_roles);
+    CHECK(back[0].unit_role_names == r.unit_role_names);
+    CHECK(back[1].unit_role.empty());
 }
 
 TEST_CASE("razor: stream mode plans at the first step over budget, bad parameters", "[cpu]") {

@@ -76,6 +76,8 @@ class LiveCache final : public KvCache {
     int64_t restores() const;
     const LiveRecord& record() const { return rec_; }
     const PolicySpec& spec() const { return spec_; }
+    // The roles the policy's plan gave the units (empty before a deferred plan is made).
+    UnitRoles unit_roles() const { return policy_->unit_roles(plan_keepalive_.get()); }
     const LiveOptions& options() const { return opt_; }
 
   private:

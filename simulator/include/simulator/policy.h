@@ -155,6 +155,14 @@ struct PlanContext {
 // plan: what both drivers (replay, live) hand Policy::make_layer.
 LayerContext layer_context(const PlanContext& c, int slot, const void* plan);
 
+// Roles a plan gave the units (razor's retrieval heads): role[slot * n_kv + g] indexes names.
+// Written to results files (`unit_role`, `unit_role_names`) so that a figure or the viewer can
+// tell which heads a policy treated apart.
+struct UnitRoles {
+    std::vector<std::string> names;
+    std::vector<int8_t> role;  // [replayed layer slot, KV head]
+};
+
 class Policy {
   public:
     virtual ~Policy() = default;
@@ -175,6 +183,12 @@ class Policy {
     // Non-empty: why this policy (with these parameters) cannot run live, one line (the live
     // driver refuses it when it is created).
     virtual std::string live_refusal() const { return ""; }
+    // The roles the plan (what plan() returned; null: none made) gave the units; empty when the
+    // policy has none.
+    virtual UnitRoles unit_roles(const void* plan) const {
+        (void)plan;
+        return {};
+    }
 };
 
 struct PolicyInfo {

@@ -93,9 +93,13 @@ struct RunResult {
     // the step; -1 when it never was (results_schema.h)
     std::vector<int32_t> merged_into, merged_at;  // [L, Hkv, T]
     std::vector<int32_t> bit_events;              // [E, 4]: unit, token, step, bits (step order)
-    std::vector<int32_t> ckpt_steps;              // [C]
-    std::vector<uint8_t> ckpt_bits;               // [C, L, Hkv, T]
-    std::vector<uint16_t> ckpt_score;             // [C, L, Hkv, T] binary16
+    // (optional) the roles the policy's plan gave the units (Policy::unit_roles): names, and
+    // role[l * Hkv + g] indexing them; empty when the policy has none
+    std::vector<std::string> unit_role_names;
+    std::vector<int8_t> unit_role;     // [L, Hkv]
+    std::vector<int32_t> ckpt_steps;   // [C]
+    std::vector<uint8_t> ckpt_bits;    // [C, L, Hkv, T]
+    std::vector<uint16_t> ckpt_score;  // [C, L, Hkv, T] binary16
     double seconds = 0;
     Summary summary;
 

@@ -99,6 +99,12 @@
 //                                          precision plus its count (a uint16, 2 bytes, in
 //                                          `bytes`); attention adds log(count) to its logit
 //     merged_at     int32   [L, Hkv, T]    (v3) the step of that fold; -1 if never folded
+//     unit_role     int8    [L, Hkv]       optional (an addition older readers ignore; the
+//                                          version stays): the role a policy's plan gave each
+//                                          unit, an index into the run attribute
+//                                          `unit_role_names` (comma-separated): razor writes
+//                                          "compressed,retrieval" (1 = a retrieval head that
+//                                          keeps every token). Absent for policies without roles
 //     bit_events    int32   [E, 4]         every change of a held token's storage width, in step
 //                                          order: rows (unit, token, step, bits), unit = layer
 //                                          slot * Hkv + KV head. Token j's width at step t is the

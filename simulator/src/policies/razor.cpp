@@ -191,6 +191,15 @@ class Razor final : public Policy {
     }
     bool plans_from_rows() const override { return true; }
     bool plan_reads_all_queries() const override { return true; }
+    // The retrieval heads, for the results file: 1 = keeps everything.
+    UnitRoles unit_roles(const void* plan) const override {
+        const auto* p = static_cast<const RazorPlan*>(plan);
+        if (!p || p->step < 0) return {};
+        UnitRoles r;
+        r.names = {"compressed", "retrieval"};
+        r.role.assign(p->keep.begin(), p->keep.end());
+        return r;
+    }
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
         auto out = std::make_shared<RazorPlan>();
         // Prefill: at P; stream: the first step whose cache (t + 1 tokens) is over budget.
