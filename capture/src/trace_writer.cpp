@@ -210,8 +210,8 @@ struct TraceWriter::Impl {
             const std::vector<float> fr =
                 meta.rope_inv_freq.empty() ? rope_inv_freq(c) : meta.rope_inv_freq;
             if (int(fr.size()) != c.head_dim / 2)
-                fail("trace rope_inv_freq: {} frequencies for head_dim {} (expected {})",
-                     fr.size(), c.head_dim, c.head_dim / 2);
+                fail("trace rope_inv_freq: {} frequencies for head_dim {} (expected {})", fr.size(),
+                     c.head_dim, c.head_dim / 2);
             h5::write_attr(f, "rope_inv_freq", std::vector<double>(fr.begin(), fr.end()), p);
         }
         if (LogitsMode m; !logits_mode_from_name(meta.logits, &m))

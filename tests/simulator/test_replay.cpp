@@ -157,12 +157,11 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                 INFO(s << " " << mode_name(mode));
                 const RunResult r = run1(path, s, mode);
                 const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
-                const bool snap = r.policy == "snapkv" || r.policy == "pyramidkv" ||
-                                  r.policy == "adakv" || r.policy == "dynamickv" ||
-                                  r.policy == "composite" ||
-                                  // kvpress's key scorers: the same budget convention
-                                  r.policy == "knorm" || r.policy == "keydiff" ||
-                                  r.policy == "expattn";
+                const bool snap =
+                    r.policy == "snapkv" || r.policy == "pyramidkv" || r.policy == "adakv" ||
+                    r.policy == "dynamickv" || r.policy == "composite" ||
+                    // kvpress's key scorers: the same budget convention
+                    r.policy == "knorm" || r.policy == "keydiff" || r.policy == "expattn";
                 REQUIRE(r.layers.size() == size_t(o.n_layer));
                 for (size_t st = 0; st < r.n_steps(); ++st) {
                     const int64_t t = r.steps[st];

@@ -37,7 +37,7 @@ struct TraceInfo {
     // The d/2 RoPE frequencies q and k were rotated with: the optional `rope_inv_freq`
     // attribute, or (traces written before it) computed from theta and the scaling.
     std::vector<float> rope_inv_freq;
-    std::string logits;        // which logits rows it holds: "topk", "lse", "none" (schema 2)
+    std::string logits;  // which logits rows it holds: "topk", "lse", "none" (schema 2)
     double attn_scale = 0;
     StorageDtype dtype = StorageDtype::F16;
     std::string compression;
