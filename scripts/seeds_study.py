@@ -321,7 +321,8 @@ def seed003_table(rows, a):
         "live in prefill mode only). The baselines hold the same 1280 entries kmeans holds "
         "after a pruning. Cells: perplexity (mean KV MiB over the scored steps, all layers); "
         "`full` is the uncompressed model on the same tokens. At L <= 1280 nothing is "
-        "compressed.",
+        "compressed (the baselines are not run there), nor in prefill mode while the prompt, "
+        "L/2, is at most 1280 tokens.",
         "",
     ] + t + [""]
 
