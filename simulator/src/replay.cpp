@@ -445,10 +445,10 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
         for (int64_t s = 0; s < S; ++s) r.full_bytes.push_back((P + s + 1) * 2 * int64_t(sh.d) * 2);
         r.evicted_at.assign(U * size_t(T), -1);
         r.merged_into.assign(U * size_t(T), -1);
+        r.merged_at.assign(U * size_t(T), -1);
         const UnitRoles roles = rs.policy->unit_roles(rs.plan.get());
         r.unit_role_names = roles.names;
         r.unit_role = roles.role;
-        r.merged_at.assign(U * size_t(T), -1);
         r.ckpt_steps = ckpt_steps;
         r.ckpt_bits.assign(ckpt_steps.size() * U * size_t(T), 0);
         uint16_t nan16;

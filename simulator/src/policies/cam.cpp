@@ -88,7 +88,6 @@ class CamLayer final : public LayerPolicy {
   private:
     void merge_evicted(UnitStore& u, int g, const std::vector<uint8_t>& drop) {
         const int n = u.size(), d = u.d();
-        const int m = m_;
         // a(i): the latest query's attention to entry i (-1: not attended, the new token).
         std::vector<float> A(size_t(n), -1.0f);
         if (size_t(g) < last_.size()) {
@@ -99,7 +98,9 @@ class CamLayer final : public LayerPolicy {
                     A[size_t(i)] = l.a[size_t(it - l.pos.begin())];
             }
         }
-        std::vector<float> add(size_t(n) * size_t(d), 0.0f), ve(static_cast<size_t>(d));
+        // What the merges add to each recipient's value (sized at the first merge: most updates
+        // of a stream run merge nothing).
+        std::vector<float> add, ve(static_cast<size_t>(d));
         std::vector<uint8_t> touched(size_t(n), 0);
         double mean = 0;
         int ns = 0;
@@ -110,12 +111,13 @@ class CamLayer final : public LayerPolicy {
         for (int e = 0; e < n; ++e) {
             if (!drop[size_t(e)] || A[size_t(e)] < 0) continue;
             R.clear();
-            for (int i = e + 1; i < n && int(R.size()) < m; ++i)
+            for (int i = e + 1; i < n && int(R.size()) < m_; ++i)
                 if (!drop[size_t(i)]) R.push_back(i);
             if (R.empty()) continue;
             const double p = mean > 0 ? std::min(1.0, double(A[size_t(e)]) / mean) : 0.0;
             if (!(draw(seed_, layer_, g, u.pos(e)) < p)) continue;
             u.v_row(e, ve.data());
+            add.resize(size_t(n) * size_t(d), 0.0f);
             const float w = 1.0f / float(R.size());
             for (int r : R) {
                 float* a = add.data() + size_t(r) * size_t(d);

@@ -20,6 +20,7 @@
 // `budget` prompt entries kept, token P with them; decoding adds its tokens), as keyscore.h.
 // Keys and values are read as the store holds them. Stream mode is refused: the statistics are
 // those of a whole prompt.
+#include <Eigen/Dense>
 #include <cmath>
 
 #include "common.h"
@@ -30,10 +31,10 @@ namespace kvs::sim {
 namespace {
 
 struct ExpPlan {
-    int64_t P = 0;
-    // [slot][head]: the rotated mean (d) and covariance (d x d, row-major), or empty when the
-    // prompt has no query past the sinks.
-    std::vector<std::vector<std::vector<double>>> mu, cov;
+    // [slot][head]: the rotated mean (d) and covariance (d x d), or empty when the prompt has no
+    // query past the sinks.
+    std::vector<std::vector<Eigen::VectorXd>> mu;
+    std::vector<std::vector<Eigen::MatrixXd>> cov;
 };
 
 struct ExpParams {
@@ -67,6 +68,7 @@ class ExpAttnLayer final : public LayerPolicy {
         const int64_t keep = budget_tokens(t, 0);
         const int d = c_.d, group = c_.n_head / c_.n_kv;
         const double s = double(c_.attn_scale);
+        std::vector<float> row(static_cast<size_t>(d));
         for (size_t g = 0; g < units.size(); ++g) {
             UnitStore& u = units[g];
             if (u.size() <= keep) continue;
@@ -75,42 +77,37 @@ class ExpAttnLayer final : public LayerPolicy {
             std::vector<int> scored;
             for (int i = 0; i < n; ++i)
                 if (u.pos(i) >= p_.n_sink) scored.push_back(i);
-            std::vector<double> mean(scored.size(), 0.0), logit(scored.size());
-            std::vector<float> k(static_cast<size_t>(d)), v(static_cast<size_t>(d));
+            // The scored keys as stored, one row each, read once for the group's heads.
+            const Eigen::Index m = Eigen::Index(scored.size());
+            Eigen::MatrixXd K(m, d);
+            for (Eigen::Index j = 0; j < m; ++j) {
+                u.k_row(scored[size_t(j)], row.data());
+                for (int a = 0; a < d; ++a) K(j, a) = double(row[size_t(a)]);
+            }
+            Eigen::VectorXd mean = Eigen::VectorXd::Zero(m);
             int heads = 0;
             for (int h = int(g) * group; h < int(g + 1) * group; ++h) {
-                const auto& mu = plan_->mu[size_t(c_.slot)][size_t(h)];
-                const auto& cov = plan_->cov[size_t(c_.slot)][size_t(h)];
-                if (mu.empty()) continue;
+                const Eigen::VectorXd& mu = plan_->mu[size_t(c_.slot)][size_t(h)];
+                if (mu.size() == 0) continue;
                 ++heads;
-                double mx = -INFINITY;
-                for (size_t j = 0; j < scored.size(); ++j) {
-                    u.k_row(scored[j], k.data());
-                    double dot = 0, quad = 0;
-                    for (int a = 0; a < d; ++a) dot += mu[size_t(a)] * double(k[size_t(a)]);
-                    if (p_.use_cov)
-                        for (int a = 0; a < d; ++a) {
-                            double r = 0;
-                            for (int b = 0; b < d; ++b)
-                                r += cov[size_t(a) * size_t(d) + size_t(b)] * double(k[size_t(b)]);
-                            quad += double(k[size_t(a)]) * r;
-                        }
-                    logit[j] = s * dot + s * s * quad / 2;
-                    mx = std::max(mx, logit[j]);
+                // Expected logits: s mu.k + s^2 k^T Sigma k / 2, then their softmax.
+                Eigen::VectorXd logit = s * (K * mu);
+                if (p_.use_cov) {
+                    const Eigen::MatrixXd& cov = plan_->cov[size_t(c_.slot)][size_t(h)];
+                    logit += (s * s / 2) * (K * cov).cwiseProduct(K).rowwise().sum();
                 }
-                double z = 0;
-                for (size_t j = 0; j < scored.size(); ++j) z += std::exp(logit[j] - mx);
-                for (size_t j = 0; j < scored.size(); ++j) mean[j] += std::exp(logit[j] - mx) / z;
+                const Eigen::VectorXd e = (logit.array() - logit.maxCoeff()).exp().matrix();
+                mean += e / e.sum();
             }
-            for (size_t j = 0; j < scored.size(); ++j) {
-                double sc = heads > 0 ? mean[j] / heads : 0.0;
+            for (Eigen::Index j = 0; j < m; ++j) {
+                double sc = heads > 0 ? mean(j) / heads : 0.0;
                 if (p_.use_vnorm) {
-                    u.v_row(scored[j], v.data());
+                    u.v_row(scored[size_t(j)], row.data());
                     double nv = 0;
-                    for (float x : v) nv += double(x) * double(x);
+                    for (float x : row) nv += double(x) * double(x);
                     sc = (sc + p_.epsilon) * std::sqrt(nv);
                 }
-                key[size_t(scored[j])] = float(sc);
+                key[size_t(scored[size_t(j)])] = float(sc);
             }
             detail::evict_to(u, keep, key);
         }
@@ -145,87 +142,52 @@ class ExpAttn final : public Policy {
     std::shared_ptr<const void> plan(const PlanContext& c) const override {
         KVS_ASSERT(c.read);
         auto out = std::make_shared<ExpPlan>();
-        const int d = c.d;
+        const int d = c.d, half = d / 2;
         const int64_t P = c.prefill_len;
-        out->P = P;
-        if (int(c.rope.inv_freq.size()) != d / 2)
-            fail("policy 'expattn' needs the run's RoPE frequencies ({} of them), got {}", d / 2,
+        if (int(c.rope.inv_freq.size()) != half)
+            fail("policy 'expattn' needs the run's RoPE frequencies ({} of them), got {}", half,
                  c.rope.inv_freq.size());
-        // The mean rotation over the future positions, per pair: cos and sin averaged.
-        const int half = d / 2;
-        std::vector<double> cbar(static_cast<size_t>(half), 0.0),
-            sbar(static_cast<size_t>(half), 0.0);
+        // R: the RoPE rotation averaged over the future positions (per pair: cos and sin
+        // averaged), in the rows' pairing.
+        Eigen::MatrixXd R = Eigen::MatrixXd::Zero(d, d);
         for (int i = 0; i < half; ++i) {
+            double cbar = 0, sbar = 0;
             for (int64_t pos = P; pos < P + p_.n_future; ++pos) {
                 const double a = double(pos) * double(c.rope.inv_freq[size_t(i)]);
-                cbar[size_t(i)] += std::cos(a);
-                sbar[size_t(i)] += std::sin(a);
+                cbar += std::cos(a);
+                sbar += std::sin(a);
             }
-            cbar[size_t(i)] /= double(p_.n_future);
-            sbar[size_t(i)] /= double(p_.n_future);
-        }
-        // R as a d x d matrix (the same pairing as the rows).
-        std::vector<double> R(size_t(d) * size_t(d), 0.0);
-        for (int i = 0; i < half; ++i) {
+            cbar /= double(p_.n_future);
+            sbar /= double(p_.n_future);
             const int a = c.rope.half ? i : 2 * i, b = c.rope.half ? i + half : 2 * i + 1;
-            R[size_t(a) * d + a] = cbar[size_t(i)];
-            R[size_t(a) * d + b] = -sbar[size_t(i)];
-            R[size_t(b) * d + b] = cbar[size_t(i)];
-            R[size_t(b) * d + a] = sbar[size_t(i)];
+            R(a, a) = R(b, b) = cbar;
+            R(a, b) = -sbar;
+            R(b, a) = sbar;
         }
         const size_t L = c.layers.size();
-        out->mu.assign(L, std::vector<std::vector<double>>(size_t(c.n_head)));
-        out->cov = out->mu;
+        out->mu.assign(L, std::vector<Eigen::VectorXd>(size_t(c.n_head)));
+        out->cov.assign(L, std::vector<Eigen::MatrixXd>(size_t(c.n_head)));
         const int64_t t0 = std::min<int64_t>(p_.n_sink, P);
         const int64_t N = P - t0;
         if (N <= 0) return out;
-        std::vector<double> x(static_cast<size_t>(d));
         for (size_t s = 0; s < L; ++s)
             for (int h = 0; h < c.n_head; ++h) {
                 const std::vector<float> q = c.read(PlanField::q, c.layers[s], h, t0, P);
-                std::vector<double> mu(size_t(d), 0.0), cov(size_t(d) * size_t(d), 0.0);
-                std::vector<double> rows(size_t(N) * size_t(d));
+                // The pre-RoPE queries, one row each: every row rotated back by its position.
+                Eigen::MatrixXd X(N, d);
                 for (int64_t t = 0; t < N; ++t) {
-                    double* r = rows.data() + size_t(t) * size_t(d);
-                    for (int a = 0; a < d; ++a) r[a] = double(q[size_t(t) * size_t(d) + size_t(a)]);
-                    rotate(r, d, c.rope, double(t0 + t), -1.0);  // pre-RoPE
-                    for (int a = 0; a < d; ++a) mu[size_t(a)] += r[a];
+                    Eigen::VectorXd x(d);
+                    for (int a = 0; a < d; ++a) x(a) = double(q[size_t(t) * size_t(d) + size_t(a)]);
+                    rotate(x.data(), d, c.rope, double(t0 + t), -1.0);
+                    X.row(Eigen::Index(t)) = x.transpose();
                 }
-                for (auto& m : mu) m /= double(N);
+                const Eigen::VectorXd mu = X.colwise().mean().transpose();
+                out->mu[s][size_t(h)] = R * mu;
                 if (p_.use_cov) {
-                    for (int64_t t = 0; t < N; ++t) {
-                        double* r = rows.data() + size_t(t) * size_t(d);
-                        for (int a = 0; a < d; ++a) x[size_t(a)] = r[a] - mu[size_t(a)];
-                        for (int a = 0; a < d; ++a)
-                            for (int b = 0; b < d; ++b)
-                                cov[size_t(a) * d + b] += x[size_t(a)] * x[size_t(b)];
-                    }
-                    for (auto& v : cov) v /= double(N);
+                    const Eigen::MatrixXd Xc = X.rowwise() - mu.transpose();
+                    out->cov[s][size_t(h)] =
+                        R * ((Xc.transpose() * Xc) / double(N)) * R.transpose();
                 }
-                // mu <- R mu; Sigma <- R Sigma R^T.
-                std::vector<double> rmu(size_t(d), 0.0), tmp(size_t(d) * size_t(d), 0.0),
-                    rc(size_t(d) * size_t(d), 0.0);
-                for (int a = 0; a < d; ++a)
-                    for (int b = 0; b < d; ++b)
-                        rmu[size_t(a)] += R[size_t(a) * d + b] * mu[size_t(b)];
-                if (p_.use_cov) {
-                    for (int a = 0; a < d; ++a)
-                        for (int b = 0; b < d; ++b) {
-                            double acc = 0;
-                            for (int e = 0; e < d; ++e)
-                                acc += R[size_t(a) * d + e] * cov[size_t(e) * d + b];
-                            tmp[size_t(a) * d + b] = acc;
-                        }
-                    for (int a = 0; a < d; ++a)
-                        for (int b = 0; b < d; ++b) {
-                            double acc = 0;
-                            for (int e = 0; e < d; ++e)
-                                acc += tmp[size_t(a) * d + e] * R[size_t(b) * d + e];
-                            rc[size_t(a) * d + b] = acc;
-                        }
-                }
-                out->mu[s][size_t(h)] = std::move(rmu);
-                out->cov[s][size_t(h)] = std::move(rc);
             }
         return out;
     }
