@@ -147,6 +147,39 @@ inline bool decode_avx2(const PackedRows& r, int j, int d, float* x, KvParams& k
         }
         return true;
     }
+    if (f == RowFormat::q8_0 || f == RowFormat::q4_0) {
+        // llama.cpp's blocks of 32: an fp16 scale, then 32 int8 codes (q8_0) or 16 bytes of
+        // nibbles, values 0..15 of the block's first half low, second half high (q4_0, minus 8);
+        // each value scale * code, as block_unpack_cpu computes it.
+        if (d % kGgmlBlockValues != 0) return false;
+        const size_t bb =
+            ggml_block_bytes(f == RowFormat::q8_0 ? BlockFormat::q8_0 : BlockFormat::q4_0);
+        for (int c0 = 0; c0 < d; c0 += kGgmlBlockValues, p += bb) {
+            uint16_t h;
+            std::memcpy(&h, p, 2);
+            const __m256 s = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))));
+            if (f == RowFormat::q8_0) {
+                for (int k = 0; k < 4; ++k) {
+                    uint64_t w;
+                    std::memcpy(&w, p + 2 + 8 * k, 8);
+                    const __m256 q =
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(int64_t(w))));
+                    _mm256_storeu_ps(x + c0 + 8 * k, _mm256_mul_ps(s, q));
+                }
+            } else {
+                const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+                const __m128i m = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+                const __m128i lo = _mm_sub_epi8(_mm_and_si128(b, m), eight);
+                const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), eight);
+                const __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+                for (int k = 0; k < 4; ++k)
+                    _mm256_storeu_ps(
+                        x + c0 + 8 * k,
+                        _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part[k]))));
+            }
+        }
+        return true;
+    }
     if (is_kv(f)) {
         const int bits = pt_bits(f);
         if (d > 512) return false;

@@ -76,8 +76,97 @@ float nan_f16_bits() {
     return std::numeric_limits<float>::quiet_NaN();
 }
 
+// Output error, cosine and recall of one (step, KV head) from its query rows' attention: out
+// rows O [nq, d] (row i: query head heads[i]) and the log-sum-exp recall is measured with.
+void record_quality(const Shared& sh, const LayerData& ld, RunResult& R, size_t idx, int64_t t,
+                    const std::vector<int>& heads, const float* O, const float* lse_kept) {
+    const int64_t T = sh.T;
+    const int d = sh.d, nq = int(heads.size());
+    double rec = 0, err = 0, cs = 0;
+    for (int i = 0; i < nq; ++i) {
+        const int h = heads[size_t(i)];
+        const float lse_full = ld.lse[size_t(h) * size_t(T) + size_t(t)];
+        rec += std::exp(double(lse_kept[i]) - double(lse_full));
+        const float* of = ld.o.data() + (size_t(h) * size_t(T) + size_t(t)) * size_t(d);
+        const float* oc = O + size_t(i) * size_t(d);
+        double dd = 0, nf = 0, nc = 0, dot = 0;
+        for (int c = 0; c < d; ++c) {
+            const double a = oc[c], b = of[c];
+            dd += (a - b) * (a - b);
+            nf += b * b;
+            nc += a * a;
+            dot += a * b;
+        }
+        err += nf > 0 ? std::sqrt(dd / nf) : std::sqrt(dd);
+        cs += (nf > 0 && nc > 0) ? dot / std::sqrt(nf * nc) : (nf == nc ? 1.0 : 0.0);
+    }
+    R.recall[idx] = float(rec / nq);
+    R.err[idx] = float(err / nq);
+    R.cos[idx] = float(cs / nq);
+}
+
+// The evaluated steps of one KV head whose attention is not needed at once (no policy observes
+// it) wait here until the store is about to change (UnitStore::set_on_change) or kMaxSteps are
+// waiting, and are then attended in one call: all their query rows over the entries held now.
+// The entries appended since a step sit at later positions, invisible to its rows, so by
+// kernels::attend's exactness contract each row gets the bits it gets alone at its own step;
+// in one call the keys and values are read (and packed ones decoded) once per 16 rows instead of
+// once per step, and the scores run 2 rows x 4 keys at a time.
+struct Deferred {
+    static constexpr int kMaxSteps = 64;
+    std::vector<int64_t> steps;
+    RowMat Q, O, P;
+    std::vector<int32_t> qpos;
+    std::vector<float> lse_c, lse_o;
+};
+
+void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t slot, int g,
+                     const UnitStore& u, Deferred& df) {
+    if (df.steps.empty()) return;
+    const int64_t T = sh.T;
+    const int d = sh.d, L = sh.L, Hkv = sh.Hkv;
+    const auto& heads = sh.q_of_kv[size_t(g)];
+    const int nq = int(heads.size()), m = int(df.steps.size()), rows = m * nq;
+    const int n = u.size();
+    df.Q.resize(rows, d);
+    df.O.resize(rows, d);
+    df.qpos.resize(size_t(rows));
+    df.lse_c.resize(size_t(rows));
+    for (int s = 0; s < m; ++s)
+        for (int i = 0; i < nq; ++i) {
+            const int64_t t = df.steps[size_t(s)];
+            const float* qr =
+                ld.q.data() + (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d);
+            std::copy_n(qr, d, df.Q.row(s * nq + i).data());
+            df.qpos[size_t(s * nq + i)] = int32_t(t);
+        }
+    KVS_ASSERT(kernels::attend_packed_cpu(df.Q.data(), df.qpos.data(), rows, u.packed_k(),
+                                          u.packed_v(), u.positions(), u.bias(), n, d, sh.scale,
+                                          df.O.data(), df.lse_c.data(),
+                                          nullptr) == kernels::Status::ok);
+    // Recall: with exact keys the kept entries' mass is the cache's own lse; otherwise the
+    // full-attention mass of the held tokens, with their original keys. (Merged entries are
+    // never deferred.)
+    const bool exact_keys = u.all_full() && sh.f16;
+    const float* lse = df.lse_c.data();
+    if (!exact_keys) {
+        df.lse_o.resize(size_t(rows));
+        df.P.resize(rows, n);
+        KVS_ASSERT(kernels::attend_cpu(df.Q.data(), df.qpos.data(), rows, u.k_orig_rows(), nullptr,
+                                       u.positions(), nullptr, n, d, sh.scale, nullptr,
+                                       df.lse_o.data(), df.P.data()) == kernels::Status::ok);
+        lse = df.lse_o.data();
+    }
+    for (int s = 0; s < m; ++s) {
+        const int64_t t = df.steps[size_t(s)];
+        const size_t idx = (size_t(t - sh.first_eval) * size_t(L) + slot) * size_t(Hkv) + size_t(g);
+        record_quality(sh, ld, R, idx, t, heads, df.O.row(s * nq).data(), lse + s * nq);
+    }
+    df.steps.clear();
+}
+
 // One (run, layer): the whole step loop.
-void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
+void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld, int step_block,
                   const std::atomic<bool>* cancel) {
     const int64_t T = sh.T;
     const int d = sh.d, Hkv = sh.Hkv, L = sh.L;
@@ -86,15 +175,20 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     const bool observes = lp->observes();
     const int64_t first_observed = observes ? lp->first_observed_step(sh.first_update) : T;
 
+    RunResult& R = rs.res;
+    const size_t slot = size_t(ld.slot);
     std::vector<UnitStore> units;
+    std::vector<Deferred> deferred{size_t(Hkv)};
     units.reserve(size_t(Hkv));
     for (int g = 0; g < Hkv; ++g) {
         units.emplace_back(d, rs.group, Precision::f16);
         units.back().set_offload(lp->offloads());
+        if (step_block > 1)
+            units.back().set_on_change([&sh, &ld, &R, &units, &deferred, slot, g] {
+                attend_deferred(sh, ld, R, slot, g, units[size_t(g)], deferred[size_t(g)]);
+            });
     }
 
-    RunResult& R = rs.res;
-    const size_t slot = size_t(ld.slot);
     int nq_max = 0;
     for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
     RowMat Q(nq_max, d), S, O, P2;
@@ -103,6 +197,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
     std::vector<int32_t> qpos(static_cast<size_t>(nq_max));
     std::vector<int32_t> mpos;  // original positions the held entries stand for (merges)
     std::vector<float> mk;      // their keys from the trace
+    const int max_deferred = std::min(step_block, Deferred::kMaxSteps);
 
     for (int64_t t = 0; t < T; ++t) {
         if (cancel && (t & 63) == 0 && cancel->load(std::memory_order_relaxed))
@@ -113,6 +208,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
         }
         if (t >= sh.first_update) lp->update(t, units);
         const bool eval = t >= sh.first_eval;
+        const bool observe_now = observes && t >= first_observed;
         const int64_t s = t - sh.first_eval;
         const int ck = sh.ckpt_of_step[size_t(t)];
         for (int g = 0; g < Hkv; ++g) {
@@ -135,8 +231,33 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                     "internal error: policy '{}' holds {} tokens with a budget of {} (layer {}, "
                     "KV head {}, step {})",
                     R.policy, u.size(), bt, ld.layer, g, t);
-            if (!eval && (!observes || t < first_observed)) continue;
             const int n = u.size();
+            if (eval) {
+                const size_t idx = (size_t(s) * size_t(L) + slot) * size_t(Hkv) + size_t(g);
+                R.held[idx] = n;
+                R.budget_tokens[idx] = int32_t(bt);
+                R.bytes[idx] = u.bytes();
+                R.offload_bytes[idx] = u.offload_bytes();
+            }
+            if (ck >= 0) {
+                const size_t base = (size_t(ck) * size_t(L) * size_t(Hkv) + unit) * size_t(T);
+                const auto& sc = u.scores();
+                for (int j = 0; j < n; ++j) {
+                    const size_t p = size_t(u.pos(j));
+                    R.ckpt_bits[base + p] = uint8_t(u.bits(j));
+                    float v = sc[size_t(j)];
+                    if (!observes) v = nan_f16_bits();
+                    capture::f32_to_f16(&v, &R.ckpt_score[base + p], 1);
+                }
+            }
+            if (!eval && !observe_now) continue;
+            if (eval && !observe_now && step_block > 1 && !u.any_merged()) {
+                Deferred& df = deferred[size_t(g)];
+                df.steps.push_back(t);
+                if (int(df.steps.size()) >= max_deferred)
+                    attend_deferred(sh, ld, R, slot, g, u, df);
+                continue;
+            }
             const auto& heads = sh.q_of_kv[size_t(g)];
             const int nq = int(heads.size());
             for (int i = 0; i < nq; ++i) {
@@ -182,48 +303,15 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld,
                                                    nullptr, lse_o.data(),
                                                    P2.data()) == kernels::Status::ok);
                 }
-                double rec = 0, err = 0, cs = 0;
-                for (int i = 0; i < nq; ++i) {
-                    const int h = heads[size_t(i)];
-                    const float lse_full = ld.lse[size_t(h) * size_t(T) + size_t(t)];
-                    const double lo = exact_keys ? lse_c[size_t(i)] : lse_o[size_t(i)];
-                    rec += std::exp(lo - double(lse_full));
-                    const float* of = ld.o.data() + (size_t(h) * size_t(T) + size_t(t)) * size_t(d);
-                    const float* oc = O.row(i).data();
-                    double dd = 0, nf = 0, nc = 0, dot = 0;
-                    for (int c = 0; c < d; ++c) {
-                        const double a = oc[c], b = of[c];
-                        dd += (a - b) * (a - b);
-                        nf += b * b;
-                        nc += a * a;
-                        dot += a * b;
-                    }
-                    err += nf > 0 ? std::sqrt(dd / nf) : std::sqrt(dd);
-                    cs += (nf > 0 && nc > 0) ? dot / std::sqrt(nf * nc) : (nf == nc ? 1.0 : 0.0);
-                }
                 const size_t idx = (size_t(s) * size_t(L) + slot) * size_t(Hkv) + size_t(g);
-                R.recall[idx] = float(rec / nq);
-                R.err[idx] = float(err / nq);
-                R.cos[idx] = float(cs / nq);
-                R.held[idx] = n;
-                R.budget_tokens[idx] = int32_t(bt);
-                R.bytes[idx] = u.bytes();
-                R.offload_bytes[idx] = u.offload_bytes();
-            }
-            if (ck >= 0) {
-                const size_t base = (size_t(ck) * size_t(L) * size_t(Hkv) + unit) * size_t(T);
-                const auto& sc = u.scores();
-                for (int j = 0; j < n; ++j) {
-                    const size_t p = size_t(u.pos(j));
-                    R.ckpt_bits[base + p] = uint8_t(u.bits(j));
-                    float v = sc[size_t(j)];
-                    if (!observes) v = nan_f16_bits();
-                    capture::f32_to_f16(&v, &R.ckpt_score[base + p], 1);
-                }
+                record_quality(sh, ld, R, idx, t, heads, O.data(),
+                               exact_keys ? lse_c.data() : lse_o.data());
             }
             if (observes) lp->observe(t, g, S.data(), nq, u);
         }
     }
+    for (int g = 0; g < Hkv; ++g)
+        attend_deferred(sh, ld, R, slot, g, units[size_t(g)], deferred[size_t(g)]);
     {
         std::lock_guard<std::mutex> lk(rs.mu);
         rs.layer_events.push_back(std::move(events));
@@ -487,7 +575,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
             const LayerData& ld = cur[size_t(it) % cur.size()];
             const auto t0 = std::chrono::steady_clock::now();
             try {
-                replay_layer(sh, rs, ld, opt.cancel);
+                replay_layer(sh, rs, ld, opt.step_block, opt.cancel);
             } catch (const std::exception& e) {
                 std::lock_guard<std::mutex> lk(err_mu);
                 if (first_error.empty()) first_error = e.what();

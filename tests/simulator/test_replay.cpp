@@ -594,3 +594,114 @@ TEST_CASE("bit_events reproduce the checkpoints' bits at every checkpoint", "[cp
         CHECK(compared > 100);
     }
 }
+
+TEST_CASE("stretches of steps attended in one call give the bits of one call per step", "[cpu]") {
+    // Replay attends the evaluated steps of a KV head in one call while its held entries do not
+    // change and no policy reads the scores (ReplayOptions::step_block); every figure must be
+    // what one call per step gives, bit for bit, for every policy. A mutation that flushed the
+    // waiting steps after a change instead of before it, or attended them over entries they
+    // did not see, changes err / recall here. d = 12 runs the kernel's scalar code, 16 its AVX2.
+    const std::vector<std::string> specs = {"full",
+                                            "quant:bits=4",
+                                            "quant:bits=2,residual=16,group=8",
+                                            "quant:format=q8_0,residual=8",
+                                            "quant:format=q4_0",
+                                            "window:budget=24",
+                                            "window:budget=24,bits=4",
+                                            "h2o:budget=24",
+                                            "tova:budget=24",
+                                            "snapkv:budget=24,window=8",
+                                            "pyramidkv:budget=24,window=8",
+                                            "adakv:budget=24,window=8",
+                                            "dynamickv:budget=24,ws=8",
+                                            "composite:budget=24,window=8",
+                                            "knorm:budget=24",
+                                            "keydiff:budget=24",
+                                            "expattn:budget=24",
+                                            "cam:budget=24",
+                                            "razor:budget=24",
+                                            "agd:budget=24",
+                                            "agacc:budget=24",
+                                            "kmeans:max_cache_size=24,num_clusters=4,"
+                                            "pruning_interval=16,lookback_window=8"};
+    for (const int d : {16, 12}) {
+        test::AttnTraceOptions o;
+        o.prompt_len = 100;
+        o.d = d;
+        const std::string path = trace(o, "prompt100_d" + std::to_string(d) + ".h5");
+        for (const Mode mode : {Mode::stream, Mode::prefill}) {
+            for (const std::string& s : specs) {
+                if (s.rfind("expattn", 0) == 0 && mode == Mode::stream) continue;
+                INFO(s << " " << mode_name(mode) << " d=" << d);
+                ReplayOptions a;
+                a.mode = mode;
+                a.quiet = true;
+                a.threads = 1;
+                a.checkpoints = 6;
+                a.step_block = 1;
+                ReplayOptions b = a;
+                b.step_block = 64;
+                ReplayOptions c = a;
+                c.step_block = 5;  // flushes at odd places too
+                const RunResult x = replay_trace(path, {parse_spec(s)}, a)[0];
+                for (const ReplayOptions& ob : {b, c}) {
+                    const RunResult y = replay_trace(path, {parse_spec(s)}, ob)[0];
+                    CHECK(x.err == y.err);
+                    CHECK(x.recall == y.recall);
+                    CHECK(x.cos == y.cos);
+                    CHECK(x.held == y.held);
+                    CHECK(x.bytes == y.bytes);
+                    CHECK(x.evicted_at == y.evicted_at);
+                    CHECK(x.merged_into == y.merged_into);
+                    CHECK(x.ckpt_bits == y.ckpt_bits);
+                    CHECK(x.ckpt_score == y.ckpt_score);
+                    CHECK(x.bit_events == y.bit_events);
+                }
+                // Not a vacuous comparison: the run measured something.
+                CHECK(*std::max_element(x.recall.begin(), x.recall.end()) > 0.2f);
+                if (s != "full") CHECK(*std::max_element(x.err.begin(), x.err.end()) > 1e-3f);
+            }
+        }
+    }
+}
+
+TEST_CASE("the store calls on_change before every change of held entries, never on append",
+          "[cpu]") {
+    // What replay's stretches of steps rely on: when the hook runs the entries are still as the
+    // waiting steps saw them.
+    const int d = 32;
+    UnitStore u(d, 32);
+    std::vector<float> row(d);
+    for (int c = 0; c < d; ++c) row[size_t(c)] = 0.25f * float(c % 7) - 0.5f;
+    int calls = 0;
+    int64_t bytes_seen = -1;
+    u.set_on_change([&] {
+        ++calls;
+        bytes_seen = u.bytes();  // the store before the change
+    });
+    for (int t = 0; t < 40; ++t) u.append(t, row.data(), row.data());
+    CHECK(calls == 0);
+    const int64_t before = u.bytes();
+    u.set_bits(3, 4);
+    CHECK(calls == 1);
+    CHECK(bytes_seen == before);
+    CHECK(u.bytes() < before);
+    u.set_bits(3, 4);  // no change: no call
+    CHECK(calls == 1);
+    u.set_bits(4, 16);  // already full precision
+    CHECK(calls == 1);
+    u.evict_mask(std::vector<uint8_t>(size_t(u.size()), 0));  // drops nothing
+    CHECK(calls == 1);
+    u.evict_index(0);
+    CHECK(calls == 2);
+    u.set_block_format(5, Store::q8_0);
+    CHECK(calls == 3);
+    u.prune(6, 0.5, 4);
+    CHECK(calls == 4);
+    u.quantize_kivi_block(10, 8, 4);
+    CHECK(calls == 5);
+    std::vector<uint8_t> fold(size_t(u.size()), 0);
+    fold[21] = 1;
+    u.merge(20, row.data(), row.data(), 2, fold);
+    CHECK(calls >= 6);
+}

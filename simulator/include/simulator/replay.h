@@ -25,6 +25,10 @@ struct ReplayOptions {
     int checkpoints = 32;      // steps recorded in full for the viewer (0: none)
     std::vector<int> layers;   // model layers to replay (empty: every captured one)
     bool quiet = false;        // no progress bar
+    // Steps of one KV head attended in one call while the held entries do not change and no
+    // policy observes the scores (at most 64); 1: one call per step. The results are the same
+    // bits either way (kernels/attend.h's exactness contract; tests/simulator/test_replay.cpp).
+    int step_block = 64;
     const std::atomic<bool>* cancel = nullptr;  // set: stop early (replay_trace throws kvs::Error)
     // Called (serialized, from a worker thread) as (run, layer) pairs finish: (done, total).
     std::function<void(int64_t, int64_t)> on_progress;

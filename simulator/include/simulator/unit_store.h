@@ -49,6 +49,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -123,6 +124,11 @@ class UnitStore {
     void set_offload(bool on) { offload_ = on; }
     // Whether the original rows are kept (before the first append only). Restores need them.
     void set_keep_originals(bool on);
+    // Called, when set, just before any change of what attention reads from the entries already
+    // held: an eviction, a new width or format, a prune, a merge (not before an append, whose
+    // entry comes after every held one). Replay uses it to attend a stretch of steps in one
+    // call: between two changes the rows of every earlier step are still there, unchanged.
+    void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
 
     // Accessors (index i = held order).
     const int32_t* positions() const { return pos_.data(); }
@@ -196,6 +202,10 @@ class UnitStore {
     void set_width(size_t i, int bits) {
         if (bits_[i] != bits) bits_log_.emplace_back(pos_[i], bits);
         bits_[i] = uint8_t(bits);
+    }
+    std::function<void()> on_change_;
+    void changing() {
+        if (on_change_) on_change_();
     }
     std::vector<uint8_t> scratch_;
     std::vector<float> tmp_;
