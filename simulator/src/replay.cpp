@@ -106,8 +106,8 @@ void record_quality(const Shared& sh, const LayerData& ld, RunResult& R, size_t 
 }
 
 // The evaluated steps of one KV head whose attention is not needed at once (no policy observes
-// it) wait here until the store is about to change (UnitStore::set_on_change) or kMaxSteps are
-// waiting, and are then attended in one call: all their query rows over the entries held now.
+// it) wait here until the store is about to change an entry one of them sees
+// (UnitStore::set_on_change) or kMaxSteps are waiting, and are then attended in one call: all their query rows over the entries held now.
 // The entries appended since a step sit at later positions, invisible to its rows, so by
 // kernels::attend's exactness contract each row gets the bits it gets alone at its own step;
 // in one call the keys and values are read (and packed ones decoded) once per 16 rows instead of
@@ -184,8 +184,11 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld, int step_
         units.emplace_back(d, rs.group, Precision::f16);
         units.back().set_offload(lp->offloads());
         if (step_block > 1)
-            units.back().set_on_change([&sh, &ld, &R, &units, &deferred, slot, g] {
-                attend_deferred(sh, ld, R, slot, g, units[size_t(g)], deferred[size_t(g)]);
+            units.back().set_on_change([&sh, &ld, &R, &units, &deferred, slot, g](int32_t p) {
+                // Steps before p do not see the entry that changes (a new token's width, say).
+                Deferred& df = deferred[size_t(g)];
+                if (!df.steps.empty() && df.steps.back() >= p)
+                    attend_deferred(sh, ld, R, slot, g, units[size_t(g)], df);
             });
     }
 

@@ -187,7 +187,8 @@ void UnitStore::append(int32_t pos, const float* k, const float* v) {
 
 void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     KVS_ASSERT(view_ < 0 && drop.size() == pos_.size());
-    if (std::any_of(drop.begin(), drop.end(), [](uint8_t x) { return x != 0; })) changing();
+    const auto first = std::find_if(drop.begin(), drop.end(), [](uint8_t x) { return x != 0; });
+    if (first != drop.end()) changing(pos_[size_t(first - drop.begin())]);
     size_t w = 0;
     const size_t d = size_t(d_);
     for (size_t i = 0; i < pos_.size(); ++i) {
@@ -249,7 +250,9 @@ void UnitStore::merge(int i, const float* k, const float* v, int count,
             "internal error: a merged entry must stand for 1 to {} tokens (its count is stored as "
             "a uint16), not {}",
             kMaxCount, count);
-    changing();
+    const auto first = std::find_if(fold.begin(), fold.end(), [](uint8_t x) { return x != 0; });
+    changing(std::min(pos_[size_t(i)],
+                      first != fold.end() ? pos_[size_t(first - fold.begin())] : pos_[size_t(i)]));
     const size_t ui = size_t(i), d = size_t(d_);
     // The folded entries' positions (and the ones they stood for) join entry i's.
     for (size_t j = 0; j < pos_.size(); ++j) {
@@ -301,7 +304,7 @@ void UnitStore::set_bits(int i, int bits) {
     const bool to_full = bits >= 16;
     if (to_full && store_[ui] == Store::full) return;
     if (!to_full && bits == bits_[ui] && store_[ui] == Store::per_token) return;
-    changing();
+    changing(pos_[ui]);
     const bool lossy = store_[ui] != Store::full;
     const bool raise = to_full || bits > bits_[ui] || store_[ui] == Store::sparse;
     float* cur = tmp_.data();
@@ -333,7 +336,7 @@ void UnitStore::set_block_format(int i, Store fmt) {
     KVS_ASSERT(fmt == Store::q8_0 || fmt == Store::q4_0);
     const size_t ui = size_t(i);
     if (store_[ui] == fmt) return;
-    changing();
+    changing(pos_[ui]);
     const kk::BlockFormat bf = fmt == Store::q8_0 ? kk::BlockFormat::q8_0 : kk::BlockFormat::q4_0;
     const size_t nb = kk::block_packed_bytes(bf, 1, d_);
     std::vector<uint8_t> packed(nb);
@@ -365,7 +368,7 @@ void UnitStore::prune(int i, double p, int bits) {
         set_bits(i, bits);
         return;
     }
-    changing();
+    changing(pos_[ui]);
     int64_t row_bytes[2] = {0, 0};
     std::vector<float> row(d);
     std::vector<int> order(d);
@@ -434,7 +437,7 @@ void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
     bits = kk::snap_bits(bits);
     KVS_ASSERT(i0 >= 0 && n > 0 && i0 + n <= size());
     if (bits == 16) return;
-    changing();
+    changing(pos_[size_t(i0)]);
     const size_t d = size_t(d_);
     std::vector<float> blk(size_t(n) * d);
     for (int j = 0; j < n; ++j) {

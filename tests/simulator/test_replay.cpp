@@ -675,15 +675,18 @@ TEST_CASE("the store calls on_change before every change of held entries, never 
     for (int c = 0; c < d; ++c) row[size_t(c)] = 0.25f * float(c % 7) - 0.5f;
     int calls = 0;
     int64_t bytes_seen = -1;
-    u.set_on_change([&] {
+    int32_t first = -1;
+    u.set_on_change([&](int32_t p) {
         ++calls;
         bytes_seen = u.bytes();  // the store before the change
+        first = p;
     });
     for (int t = 0; t < 40; ++t) u.append(t, row.data(), row.data());
     CHECK(calls == 0);
     const int64_t before = u.bytes();
     u.set_bits(3, 4);
     CHECK(calls == 1);
+    CHECK(first == 3);
     CHECK(bytes_seen == before);
     CHECK(u.bytes() < before);
     u.set_bits(3, 4);  // no change: no call
@@ -692,16 +695,23 @@ TEST_CASE("the store calls on_change before every change of held entries, never 
     CHECK(calls == 1);
     u.evict_mask(std::vector<uint8_t>(size_t(u.size()), 0));  // drops nothing
     CHECK(calls == 1);
-    u.evict_index(0);
+    std::vector<uint8_t> drop(size_t(u.size()), 0);
+    drop[7] = drop[2] = 1;
+    u.evict_mask(drop);  // positions 2 and 7
     CHECK(calls == 2);
-    u.set_block_format(5, Store::q8_0);
+    CHECK(first == 2);
+    u.set_block_format(5, Store::q8_0);  // index 5: position 6
     CHECK(calls == 3);
+    CHECK(first == 6);
     u.prune(6, 0.5, 4);
     CHECK(calls == 4);
+    CHECK(first == 8);
     u.quantize_kivi_block(10, 8, 4);
     CHECK(calls == 5);
+    CHECK(first == 12);
     std::vector<uint8_t> fold(size_t(u.size()), 0);
-    fold[21] = 1;
-    u.merge(20, row.data(), row.data(), 2, fold);
+    fold[19] = 1;
+    u.merge(20, row.data(), row.data(), 2, fold);  // folds position 21 into 22
     CHECK(calls >= 6);
+    CHECK(first == 21);
 }

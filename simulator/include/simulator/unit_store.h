@@ -126,9 +126,10 @@ class UnitStore {
     void set_keep_originals(bool on);
     // Called, when set, just before any change of what attention reads from the entries already
     // held: an eviction, a new width or format, a prune, a merge (not before an append, whose
-    // entry comes after every held one). Replay uses it to attend a stretch of steps in one
-    // call: between two changes the rows of every earlier step are still there, unchanged.
-    void set_on_change(std::function<void()> f) { on_change_ = std::move(f); }
+    // entry comes after every held one), with the smallest position the change touches. Replay
+    // uses it to attend a stretch of steps in one call: until a change touches a position a
+    // waiting step sees, that step's entries are still there, unchanged.
+    void set_on_change(std::function<void(int32_t)> f) { on_change_ = std::move(f); }
 
     // Accessors (index i = held order).
     const int32_t* positions() const { return pos_.data(); }
@@ -203,9 +204,9 @@ class UnitStore {
         if (bits_[i] != bits) bits_log_.emplace_back(pos_[i], bits);
         bits_[i] = uint8_t(bits);
     }
-    std::function<void()> on_change_;
-    void changing() {
-        if (on_change_) on_change_();
+    std::function<void(int32_t)> on_change_;
+    void changing(int32_t first_pos) {
+        if (on_change_) on_change_(first_pos);
     }
     std::vector<uint8_t> scratch_;
     std::vector<float> tmp_;
