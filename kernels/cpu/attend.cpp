@@ -41,6 +41,23 @@ inline float hsum(__m256 v) {
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
 }
+
+// hsum of 8 vectors at once, lane i = hsum(v_i), with hsum's additions (so the same bits):
+// b = lower + upper half, then (b0 + b2) + (b1 + b3). The halves are paired across two vectors
+// with permute2f128, and hadd over lanes reordered to (b0, b2, b1, b3) adds the right pairs.
+inline __m256 hsum8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6,
+                    __m256 v7) {
+    auto half_sums = [](__m256 x, __m256 y) {  // [x's b0..b3 | y's b0..b3], then (b0 b2 b1 b3)
+        const __m256 b =
+            _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+        return _mm256_permute_ps(b, _MM_SHUFFLE(3, 1, 2, 0));
+    };
+    // c = [v0: b0+b2, b1+b3, v2: .., .. | v1: .., .., v3: .., ..], likewise for v4..v7.
+    const __m256 ca = _mm256_hadd_ps(half_sums(v0, v1), half_sums(v2, v3));
+    const __m256 cb = _mm256_hadd_ps(half_sums(v4, v5), half_sums(v6, v7));
+    const __m256 r = _mm256_hadd_ps(ca, cb);  // [r0 r2 r4 r6 | r1 r3 r5 r7]
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
 #endif
 
 // dot(q, k) over d channels: lanes c % 8 of the first d8 = d - d % 8 channels, reduced by
@@ -81,14 +98,9 @@ void dots(const float* const* qr, int nr, const float* kt, int j0, int j1, int d
                     a12 = _mm256_fmadd_ps(q1, b2, a12);
                     a13 = _mm256_fmadd_ps(q1, b3, a13);
                 }
-                s[0][j] = hsum(a00);
-                s[0][j + 1] = hsum(a01);
-                s[0][j + 2] = hsum(a02);
-                s[0][j + 3] = hsum(a03);
-                s[1][j] = hsum(a10);
-                s[1][j + 1] = hsum(a11);
-                s[1][j + 2] = hsum(a12);
-                s[1][j + 3] = hsum(a13);
+                const __m256 r = hsum8(a00, a01, a02, a03, a10, a11, a12, a13);
+                _mm_storeu_ps(s[0] + j, _mm256_castps256_ps128(r));
+                _mm_storeu_ps(s[1] + j, _mm256_extractf128_ps(r, 1));
             }
         }
         for (int r = 0; r < nr; ++r) {
@@ -130,11 +142,21 @@ void dots(const float* const* qr, int nr, const float* kt, int j0, int j1, int d
 // which makes every FMA wait for a store).
 template <int NR, int NC>
 inline void weighted_block(const float* const* p, const uint8_t* const* vis, const float* vt,
-                           size_t ld, int j0, int j1, int c0, float* const* o) {
+                           size_t ld, int j0, int j1, int jall, int c0, float* const* o) {
     __m256 acc[NR][NC];
     for (int r = 0; r < NR; ++r)
         for (int b = 0; b < NC; ++b) acc[r][b] = _mm256_loadu_ps(o[r] + c0 + 8 * b);
-    for (int j = j0; j < j1; ++j) {
+    int j = j0;
+    for (; j < std::min(j1, jall); ++j) {  // every row sees these: no visibility test
+        const float* vr = vt + size_t(j - j0) * ld;
+        __m256 vb[NC];
+        for (int b = 0; b < NC; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
+        for (int r = 0; r < NR; ++r) {
+            const __m256 w = _mm256_set1_ps(p[r][j]);
+            for (int b = 0; b < NC; ++b) acc[r][b] = _mm256_fmadd_ps(w, vb[b], acc[r][b]);
+        }
+    }
+    for (; j < j1; ++j) {
         const float* vr = vt + size_t(j - j0) * ld;
         __m256 vb[NC];
         for (int b = 0; b < NC; ++b) vb[b] = _mm256_loadu_ps(vr + 8 * b);
@@ -150,36 +172,39 @@ inline void weighted_block(const float* const* p, const uint8_t* const* vis, con
 
 template <int NR>
 inline void weighted_rows(const float* const* p, const uint8_t* const* vis, const float* vt,
-                          size_t ld, int j0, int j1, int c0, int nc, float* const* o) {
+                          size_t ld, int j0, int j1, int jall, int c0, int nc, float* const* o) {
     switch (nc) {
         case 4:
-            return weighted_block<NR, 4>(p, vis, vt, ld, j0, j1, c0, o);
+            return weighted_block<NR, 4>(p, vis, vt, ld, j0, j1, jall, c0, o);
         case 3:
-            return weighted_block<NR, 3>(p, vis, vt, ld, j0, j1, c0, o);
+            return weighted_block<NR, 3>(p, vis, vt, ld, j0, j1, jall, c0, o);
         case 2:
-            return weighted_block<NR, 2>(p, vis, vt, ld, j0, j1, c0, o);
+            return weighted_block<NR, 2>(p, vis, vt, ld, j0, j1, jall, c0, o);
         default:
-            return weighted_block<NR, 1>(p, vis, vt, ld, j0, j1, c0, o);
+            return weighted_block<NR, 1>(p, vis, vt, ld, j0, j1, jall, c0, o);
     }
 }
 #endif
 
 // o[r] += sum_{j in [j0, j1), visible} p[r][j] v_j for nr <= 2 rows, continuing each output
 // channel's FMA chain (o holds the chain's value after entries [0, j0); zero at the start); vt
-// holds the rows of values j0.. . Entries with vis[r][j] false (p exactly 0) are skipped.
+// holds the rows of values j0.. . Entries with vis[r][j] false (p exactly 0) are skipped; every
+// row sees the entries below jall (its visibility need not be tested there).
 void weighted(const float* const* p, const uint8_t* const* vis, int nr, const float* vt, int j0,
-              int j1, int d, float* const* o) {
+              int j1, int jall, int d, float* const* o) {
 #if KVS_ATTEND_AVX2
     if (d % 8 == 0) {
         for (int c0 = 0; c0 < d; c0 += 32) {
             const int nc = std::min(32, d - c0) / 8;  // 1..4 vectors
             if (nr == 2)
-                weighted_rows<2>(p, vis, vt + c0, size_t(d), j0, j1, c0, nc, o);
+                weighted_rows<2>(p, vis, vt + c0, size_t(d), j0, j1, jall, c0, nc, o);
             else
-                weighted_rows<1>(p, vis, vt + c0, size_t(d), j0, j1, c0, nc, o);
+                weighted_rows<1>(p, vis, vt + c0, size_t(d), j0, j1, jall, c0, nc, o);
         }
         return;
     }
+#else
+    (void)jall;
 #endif
     for (int r = 0; r < nr; ++r) {
         float* orow = o[r];
@@ -251,7 +276,8 @@ inline __m256 exp_neg8(__m256 x) {
 // reduced ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)): it depends on the visible entries in
 // order only, and when they are a prefix of the store (the causal case) it runs 8 wide.
 float softmax_row(float* sr, uint8_t* vr, int j1, int n, const int32_t* kpos, const int32_t* qpos,
-                  int i, const float* bias, float scale) {
+                  int i, const float* bias, float scale, int* lead) {
+    *lead = 0;  // entries [0, lead) are all visible (set when the visible ones are a prefix)
     const int32_t qp = qpos ? qpos[i] : std::numeric_limits<int32_t>::max();
     float m = kNegInf;
     int nv = 0, last = -1;  // visible entries, the last visible index
@@ -307,6 +333,7 @@ float softmax_row(float* sr, uint8_t* vr, int j1, int n, const int32_t* kpos, co
     for (; j < j1; ++j) sr[j] = exp_neg(sr[j] - m);
     double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const bool prefix = last == nv - 1;  // the visible entries are [0, nv)
+    if (prefix) *lead = nv;
     if (prefix) {
         j = 0;
 #if KVS_ATTEND_AVX2
@@ -404,8 +431,10 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
             }
         }
         // Softmax of each row.
+        int lead[kRowBlock];
         for (int r = 0; r < nb; ++r)
-            lse[b0 + r] = softmax_row(s[r], vis[r], jp[r / 2], n, kpos, qpos, b0 + r, bias, scale);
+            lse[b0 + r] =
+                softmax_row(s[r], vis[r], jp[r / 2], n, kpos, qpos, b0 + r, bias, scale, &lead[r]);
         if (!out) continue;
         // Weighted sums, a tile of values at a time; each output channel's chain runs over the
         // visible entries in ascending order across tiles.
@@ -416,7 +445,9 @@ void attend_impl(const float* q, const int32_t* qpos, int nq, const Src& ks, con
             for (int pr = 0; pr < npair; ++pr) {
                 if (jp[pr] <= t0) continue;
                 const int nr = std::min(2, nb - 2 * pr);
-                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, t0, std::min(t1, jp[pr]), d, o + 2 * pr);
+                const int jall = nr == 2 ? std::min(lead[2 * pr], lead[2 * pr + 1]) : lead[2 * pr];
+                weighted(s + 2 * pr, vis + 2 * pr, nr, vt, t0, std::min(t1, jp[pr]), jall, d,
+                         o + 2 * pr);
             }
         }
         for (int r = 0; r < nb; ++r)
