@@ -42,21 +42,32 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(h);
 }
 
-// hsum of 8 vectors at once, lane i = hsum(v_i), with hsum's additions (so the same bits):
-// b = lower + upper half, then (b0 + b2) + (b1 + b3). The halves are paired across two vectors
-// with permute2f128, and hadd over lanes reordered to (b0, b2, b1, b3) adds the right pairs.
+// Batched hsum with hsum's additions (so the same bits): b = lower + upper half, then
+// (b0 + b2) + (b1 + b3). half_sums pairs the halves of two vectors with permute2f128 and
+// reorders each to (b0, b2, b1, b3), so that hadd then adds the right pairs:
+// [x's b0 b2 b1 b3 | y's b0 b2 b1 b3].
+inline __m256 half_sums(__m256 x, __m256 y) {
+    const __m256 b =
+        _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+    return _mm256_permute_ps(b, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+// Lane i = hsum(v_i), 8 vectors.
 inline __m256 hsum8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6,
                     __m256 v7) {
-    auto half_sums = [](__m256 x, __m256 y) {  // [x's b0..b3 | y's b0..b3], then (b0 b2 b1 b3)
-        const __m256 b =
-            _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
-        return _mm256_permute_ps(b, _MM_SHUFFLE(3, 1, 2, 0));
-    };
     // c = [v0: b0+b2, b1+b3, v2: .., .. | v1: .., .., v3: .., ..], likewise for v4..v7.
     const __m256 ca = _mm256_hadd_ps(half_sums(v0, v1), half_sums(v2, v3));
     const __m256 cb = _mm256_hadd_ps(half_sums(v4, v5), half_sums(v6, v7));
     const __m256 r = _mm256_hadd_ps(ca, cb);  // [r0 r2 r4 r6 | r1 r3 r5 r7]
     return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Lane i = hsum(v_i), 4 vectors.
+inline __m128 hsum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+    const __m256 c = _mm256_hadd_ps(half_sums(v0, v1), half_sums(v2, v3));
+    const __m256 r = _mm256_hadd_ps(c, c);  // [r0 r2 r0 r2 | r1 r3 r1 r3]
+    return _mm256_castps256_ps128(
+        _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0)));
 }
 #endif
 
@@ -115,10 +126,7 @@ void dots(const float* const* qr, int nr, const float* kt, int j0, int j1, int d
                     a2 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + 2 * size_t(d) + c), a2);
                     a3 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k0 + 3 * size_t(d) + c), a3);
                 }
-                s[r][jj] = hsum(a0);
-                s[r][jj + 1] = hsum(a1);
-                s[r][jj + 2] = hsum(a2);
-                s[r][jj + 3] = hsum(a3);
+                _mm_storeu_ps(s[r] + jj, hsum4(a0, a1, a2, a3));
             }
             for (; jj < j1; ++jj) {
                 const float* kr = kt + size_t(jj - j0) * size_t(d);
