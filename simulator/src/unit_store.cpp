@@ -379,9 +379,13 @@ void UnitStore::prune(int i, double p, int bits) {
         else
             v_row(i, row.data());
         std::iota(order.begin(), order.end(), 0);
-        // Smallest magnitude first; ties by channel index so the result is deterministic.
-        std::stable_sort(order.begin(), order.end(),
-                         [&](int a, int b) { return std::fabs(row[a]) < std::fabs(row[b]); });
+        // The n_zero smallest magnitudes; ties by channel index so the result is deterministic
+        // (a total order: the same set a stable sort by magnitude puts first).
+        std::nth_element(
+            order.begin(), order.begin() + (n_zero - 1), order.end(), [&](int a, int b) {
+                const float fa = std::fabs(row[size_t(a)]), fb = std::fabs(row[size_t(b)]);
+                return fa < fb || (fa == fb && a < b);
+            });
         std::vector<uint8_t> keep(d, 1);
         for (int j = 0; j < n_zero; ++j) keep[size_t(order[size_t(j)])] = 0;
         kept.clear();
