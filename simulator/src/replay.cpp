@@ -10,6 +10,7 @@
 #include <cmath>
 #include <future>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <tuple>
@@ -27,10 +28,20 @@ namespace {
 using capture::Field;
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Full attention's log-sum-exp over every token up to each evaluated step, with the trace's
+// keys: what recall needs for a unit that holds every token with lossy keys (quant). The same
+// numbers for every such run of a sweep, so they are computed once per layer, by the first run
+// that needs them. [Hkv, evaluated steps, query rows of the KV head]
+struct PrefixLse {
+    std::once_flag once;
+    std::vector<float> lse;
+};
+
 struct LayerData {
     int layer = 0, slot = 0;
     std::vector<float> q, k, v, o;  // [H or Hkv, T, d]
     std::vector<float> lse;         // [H, T]
+    std::unique_ptr<PrefixLse> prefix = std::make_unique<PrefixLse>();
 };
 
 LayerData load_layer(const capture::TraceReader& r, int layer, int slot, int64_t T) {
@@ -107,11 +118,11 @@ void record_quality(const Shared& sh, const LayerData& ld, RunResult& R, size_t 
 
 // The evaluated steps of one KV head whose attention is not needed at once (no policy observes
 // it) wait here until the store is about to change an entry one of them sees
-// (UnitStore::set_on_change) or kMaxSteps are waiting, and are then attended in one call: all their query rows over the entries held now.
-// The entries appended since a step sit at later positions, invisible to its rows, so by
-// kernels::attend's exactness contract each row gets the bits it gets alone at its own step;
-// in one call the keys and values are read (and packed ones decoded) once per 16 rows instead of
-// once per step, and the scores run 2 rows x 4 keys at a time.
+// (UnitStore::set_on_change) or kMaxSteps are waiting, and are then attended in one call: all their
+// query rows over the entries held now. The entries appended since a step sit at later positions,
+// invisible to its rows, so by kernels::attend's exactness contract each row gets the bits it gets
+// alone at its own step; in one call the keys and values are read (and packed ones decoded) once
+// per 16 rows instead of once per step, and the scores run 2 rows x 4 keys at a time.
 struct Deferred {
     static constexpr int kMaxSteps = 64;
     std::vector<int64_t> steps;
@@ -119,6 +130,54 @@ struct Deferred {
     std::vector<int32_t> qpos;
     std::vector<float> lse_c, lse_o;
 };
+
+// PrefixLse::lse of a layer, computed in blocks of Deferred::kMaxSteps steps per KV head: each
+// row over keys 0..its step, the rows and keys the run itself would attend (so the same bits).
+const std::vector<float>& prefix_lse(const Shared& sh, const LayerData& ld) {
+    PrefixLse& pl = *ld.prefix;
+    std::call_once(pl.once, [&] {
+        const int64_t T = sh.T, S = T - sh.first_eval;
+        const int d = sh.d;
+        int nq_max = 0;
+        for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
+        pl.lse.assign(size_t(sh.Hkv) * size_t(S) * size_t(nq_max), 0.0f);
+        std::vector<int32_t> kpos(static_cast<size_t>(T)), qpos;
+        for (int64_t j = 0; j < T; ++j) kpos[size_t(j)] = int32_t(j);
+        std::vector<float> Q, P, lse;
+        for (int g = 0; g < sh.Hkv; ++g) {
+            const auto& heads = sh.q_of_kv[size_t(g)];
+            const int nq = int(heads.size());
+            for (int64_t t0 = sh.first_eval; t0 < T; t0 += Deferred::kMaxSteps) {
+                const int64_t t1 = std::min<int64_t>(T, t0 + Deferred::kMaxSteps);
+                const int rows = int(t1 - t0) * nq, n = int(t1);
+                Q.resize(size_t(rows) * size_t(d));
+                qpos.resize(size_t(rows));
+                lse.resize(size_t(rows));
+                P.resize(size_t(rows) * size_t(n));
+                for (int64_t t = t0; t < t1; ++t)
+                    for (int i = 0; i < nq; ++i) {
+                        const size_t r = size_t(t - t0) * size_t(nq) + size_t(i);
+                        std::copy_n(
+                            ld.q.data() +
+                                (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d),
+                            d, Q.data() + r * size_t(d));
+                        qpos[r] = int32_t(t);
+                    }
+                KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), rows,
+                                               ld.k.data() + size_t(g) * size_t(T) * size_t(d),
+                                               nullptr, kpos.data(), nullptr, n, d, sh.scale,
+                                               nullptr, lse.data(),
+                                               P.data()) == kernels::Status::ok);
+                for (int64_t t = t0; t < t1; ++t)
+                    for (int i = 0; i < nq; ++i)
+                        pl.lse[(size_t(g) * size_t(S) + size_t(t - sh.first_eval)) *
+                                   size_t(nq_max) +
+                               size_t(i)] = lse[size_t(t - t0) * size_t(nq) + size_t(i)];
+            }
+        }
+    });
+    return pl.lse;
+}
 
 void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t slot, int g,
                      const UnitStore& u, Deferred& df) {
@@ -149,7 +208,21 @@ void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t
     // never deferred.)
     const bool exact_keys = u.all_full() && sh.f16;
     const float* lse = df.lse_c.data();
-    if (!exact_keys) {
+    // Every token so far held (positions 0..n-1): the layer's shared prefix sums.
+    const bool holds_all = n > 0 && u.pos(n - 1) == n - 1;
+    if (!exact_keys && holds_all) {
+        const std::vector<float>& pl = prefix_lse(sh, ld);
+        const int64_t S = sh.T - sh.first_eval;
+        const size_t nq_max = pl.size() / (size_t(Hkv) * size_t(S));
+        df.lse_o.resize(size_t(rows));
+        for (int s = 0; s < m; ++s)
+            for (int i = 0; i < nq; ++i)
+                df.lse_o[size_t(s * nq + i)] =
+                    pl[(size_t(g) * size_t(S) + size_t(df.steps[size_t(s)] - sh.first_eval)) *
+                           nq_max +
+                       size_t(i)];
+        lse = df.lse_o.data();
+    } else if (!exact_keys) {
         df.lse_o.resize(size_t(rows));
         df.P.resize(rows, n);
         KVS_ASSERT(kernels::attend_cpu(df.Q.data(), df.qpos.data(), rows, u.k_orig_rows(), nullptr,
