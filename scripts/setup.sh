@@ -15,7 +15,7 @@ say() { [ -n "${KVS_QUIET:-}" ] || echo "[setup] $*" >&2; }
 # --- 1. Debian packages -------------------------------------------------------------------
 PKGS=(build-essential cmake pkg-config git python3 python3-pip
       libeigen3-dev libhdf5-dev catch2 libcli11-dev libfmt-dev nlohmann-json3-dev libpcre2-dev
-      zlib1g-dev python3-h5py python3-numpy python3-matplotlib hdf5-tools
+      zlib1g-dev libdeflate-dev python3-h5py python3-numpy python3-matplotlib hdf5-tools
       libimgui-dev libglfw3-dev libgl-dev libstb-dev fonts-dejavu-core xvfb xauth libgl1-mesa-dri
       libopenblas0-pthread)  # numpy's matmul for `kvscope figures` (reference BLAS: ~20x slower)
 [ -z "${KVS_TEST_PKGS:-}" ] || PKGS+=(slurmctld slurmd slurm-client munge)

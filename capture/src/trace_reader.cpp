@@ -8,6 +8,7 @@
 #include <map>
 
 #include "capture/capture.h"
+#include "capture/chunk_read.h"
 #include "capture/h5util.h"
 #include "capture/half.h"
 #include "engine/error.h"
@@ -85,6 +86,8 @@ struct TraceReader::Impl {
         std::vector<float> out(n);
         Id ft(H5Dget_type(dset(path)));
         if (h5::is_f16(ft.get())) {
+            if (read_f16_chunks(dset(path), where + ": '" + path + "'", start, count, out.data()))
+                return out;
             std::vector<uint16_t> h(n);
             read_slab(path, start, count, f16.get(), h.data());
             f16_to_f32(h.data(), out.data(), n);
