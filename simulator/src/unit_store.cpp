@@ -43,12 +43,27 @@ void UnitStore::set_keep_originals(bool on) {
     keep_orig_ = on;
 }
 
+void UnitStore::compact_originals() const {
+    const size_t d = size_t(d_), n = orow_.size();
+    std::vector<float> k(n * d), v(n * d);
+    for (size_t i = 0; i < n; ++i) {
+        std::copy_n(ko_.begin() + ptrdiff_t(size_t(orow_[i]) * d), d, k.begin() + ptrdiff_t(i * d));
+        std::copy_n(vo_.begin() + ptrdiff_t(size_t(orow_[i]) * d), d, v.begin() + ptrdiff_t(i * d));
+        orow_[i] = uint32_t(i);
+    }
+    ko_.swap(k);
+    vo_.swap(v);
+    orow_ident_ = true;
+}
+
 const float* UnitStore::k_orig_rows() const {
     KVS_ASSERT(keep_orig_);
+    if (!orow_ident_) compact_originals();
     return ko_.data();
 }
 const float* UnitStore::v_orig_rows() const {
     KVS_ASSERT(keep_orig_);
+    if (!orow_ident_) compact_originals();
     return vo_.data();
 }
 
@@ -174,6 +189,7 @@ void UnitStore::append(int32_t pos, const float* k, const float* v) {
     kfmt_.push_back(0);
     vfmt_.push_back(0);
     if (keep_orig_) {
+        orow_.push_back(uint32_t(ko_.size() / size_t(d_)));
         ko_.insert(ko_.end(), k, k + d_);
         vo_.insert(vo_.end(), v, v + d_);
     }
@@ -214,10 +230,7 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
             kaux_[w] = kaux_[i];
             kfmt_[w] = kfmt_[i];
             vfmt_[w] = vfmt_[i];
-            if (keep_orig_) {
-                std::copy_n(ko_.begin() + ptrdiff_t(i * d), d, ko_.begin() + ptrdiff_t(w * d));
-                std::copy_n(vo_.begin() + ptrdiff_t(i * d), d, vo_.begin() + ptrdiff_t(w * d));
-            }
+            if (keep_orig_) orow_[w] = orow_[i];
         }
         ++w;
     }
@@ -235,9 +248,10 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     kaux_.resize(w);
     kfmt_.resize(w);
     vfmt_.resize(w);
-    if (keep_orig_) {
-        ko_.resize(w * d);
-        vo_.resize(w * d);
+    if (keep_orig_ && w < orow_.size()) {
+        orow_.resize(w);
+        orow_ident_ = false;
+        if (ko_.size() / d > 2 * w + 64) compact_originals();
     }
     // Evicted bytes are garbage now, reclaimed at the next compaction.
 }
@@ -270,8 +284,8 @@ void UnitStore::merge(int i, const float* k, const float* v, int count,
     store_row(ui, 0, k, 16);
     store_row(ui, 1, v, 16);
     if (keep_orig_) {
-        std::copy_n(k, d, ko_.begin() + ptrdiff_t(ui * d));
-        std::copy_n(v, d, vo_.begin() + ptrdiff_t(ui * d));
+        std::copy_n(k, d, ko_.begin() + ptrdiff_t(size_t(orow_[ui]) * d));
+        std::copy_n(v, d, vo_.begin() + ptrdiff_t(size_t(orow_[ui]) * d));
     }
     store_[ui] = Store::full;
     set_width(ui, full_bits());
@@ -313,8 +327,8 @@ void UnitStore::set_bits(int i, int bits) {
         if (!offload_ || !keep_orig_)
             fail("internal error: a policy raised an entry's width without an offloaded copy");
         ++restores_;
-        store_row(ui, 0, ko_.data() + ui * d, bits);
-        store_row(ui, 1, vo_.data() + ui * d, bits);
+        store_row(ui, 0, ko_.data() + size_t(orow_[ui]) * d, bits);
+        store_row(ui, 1, vo_.data() + size_t(orow_[ui]) * d, bits);
     } else {
         // Lowering re-quantizes the values as stored (already lossy), as a real cache would.
         k_row(i, cur);

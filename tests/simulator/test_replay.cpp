@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "attn_trace.h"
 #include "engine/error.h"
@@ -714,4 +715,52 @@ TEST_CASE("the store calls on_change before every change of held entries, never 
     u.merge(20, row.data(), row.data(), 2, fold);  // folds position 21 into 22
     CHECK(calls >= 6);
     CHECK(first == 21);
+}
+
+TEST_CASE("the store's original rows follow its entries through evictions and merges", "[cpu]") {
+    // k_orig_rows / v_orig_rows: [held, d], row i the original of held entry i, whatever was
+    // evicted before (evictions drop an index; the rows are put in order when asked for).
+    const int d = 8;
+    UnitStore u(d, 8);
+    u.set_offload(true);
+    auto krow = [&](int p, int c) { return float(p) + 0.01f * float(c); };
+    auto vrow = [&](int p, int c) { return -float(p) - 0.01f * float(c); };
+    std::mt19937 rng(5);
+    int next = 0;
+    for (int round = 0; round < 60; ++round) {
+        for (int a = 0; a < 5; ++a, ++next) {
+            std::vector<float> k(d), v(d);
+            for (int c = 0; c < d; ++c) k[size_t(c)] = krow(next, c), v[size_t(c)] = vrow(next, c);
+            u.append(next, k.data(), v.data());
+        }
+        std::vector<uint8_t> drop(size_t(u.size()), 0);
+        for (int e = 0; e < 3; ++e) drop[rng() % drop.size()] = 1;
+        u.evict_mask(drop);
+        if (round % 7 == 3) {
+            u.set_bits(0, 4);
+            u.set_bits(0, 16);  // restored from the offloaded original
+            std::vector<float> kr(d);
+            u.k_row(0, kr.data());
+            for (int c = 0; c < d; ++c)
+                CHECK(kr[size_t(c)] == kvs::fp16_to_fp32(kvs::fp32_to_fp16(krow(u.pos(0), c))));
+        }
+        if (round % 3 == 0 && round % 5 != 0) {
+            const float* ko = u.k_orig_rows();
+            const float* vo = u.v_orig_rows();
+            for (int i = 0; i < u.size(); ++i)
+                for (int c = 0; c < d; ++c) {
+                    INFO("round " << round << " entry " << i << " position " << u.pos(i));
+                    REQUIRE(ko[size_t(i) * d + size_t(c)] == krow(u.pos(i), c));
+                    REQUIRE(vo[size_t(i) * d + size_t(c)] == vrow(u.pos(i), c));
+                }
+        }
+    }
+    // A merge writes the merged rows as entry i's originals.
+    std::vector<uint8_t> fold(size_t(u.size()), 0);
+    fold[2] = 1;
+    std::vector<float> mk(d, 7.0f), mv(d, -7.0f);
+    u.merge(1, mk.data(), mv.data(), 2, fold);
+    CHECK(u.k_orig_rows()[size_t(d)] == 7.0f);
+    CHECK(u.v_orig_rows()[size_t(d)] == -7.0f);
+    CHECK(u.k_orig_rows()[2 * size_t(d)] == krow(u.pos(2), 0));
 }

@@ -188,7 +188,15 @@ class UnitStore {
     std::vector<uint32_t> koff_, voff_, kaux_;
     std::vector<uint8_t> kfmt_, vfmt_;
     size_t compact_at_ = 1 << 16;
-    std::vector<float> ko_, vo_, score_;
+    std::vector<float> score_;
+    // The original rows: entry i's at row orow_[i] of ko_ / vo_. An eviction only drops the
+    // index (moving every later row was most of a window policy's replay time); the rows are
+    // put back in entry order when a caller needs them contiguous (k_orig_rows) or once the
+    // dropped ones outnumber the held ones.
+    mutable std::vector<float> ko_, vo_;
+    mutable std::vector<uint32_t> orow_;
+    mutable bool orow_ident_ = true;  // orow_ is 0, 1, ... and ko_ holds no dropped rows
+    void compact_originals() const;
     std::vector<int64_t> kbytes_, vbytes_;
     int64_t bytes_total_ = 0;
     int n_lossy_ = 0;
