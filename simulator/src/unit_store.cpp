@@ -44,15 +44,20 @@ void UnitStore::set_keep_originals(bool on) {
 }
 
 void UnitStore::compact_originals() const {
+    // orow_ is strictly increasing (rows are appended in entry order and only dropped), so
+    // every row moves down, onto a row no later entry uses: in place, in order.
     const size_t d = size_t(d_), n = orow_.size();
-    std::vector<float> k(n * d), v(n * d);
     for (size_t i = 0; i < n; ++i) {
-        std::copy_n(ko_.begin() + ptrdiff_t(size_t(orow_[i]) * d), d, k.begin() + ptrdiff_t(i * d));
-        std::copy_n(vo_.begin() + ptrdiff_t(size_t(orow_[i]) * d), d, v.begin() + ptrdiff_t(i * d));
+        const size_t r = orow_[i];
+        KVS_ASSERT(r >= i);
+        if (r != i) {
+            std::copy_n(ko_.begin() + ptrdiff_t(r * d), d, ko_.begin() + ptrdiff_t(i * d));
+            std::copy_n(vo_.begin() + ptrdiff_t(r * d), d, vo_.begin() + ptrdiff_t(i * d));
+        }
         orow_[i] = uint32_t(i);
     }
-    ko_.swap(k);
-    vo_.swap(v);
+    ko_.resize(n * d);
+    vo_.resize(n * d);
     orow_ident_ = true;
 }
 
