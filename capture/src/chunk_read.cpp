@@ -79,7 +79,8 @@ bool read_f16_chunks(hid_t d, const std::string& what, const std::vector<hsize_t
 
     // The chunks the selection touches, read as stored (serially: HDF5 is not thread-safe).
     std::vector<RawChunk> chunks;
-    std::vector<hsize_t> c0(static_cast<size_t>(rank)), c1(static_cast<size_t>(rank)), ci(static_cast<size_t>(rank));
+    std::vector<hsize_t> c0(static_cast<size_t>(rank)), c1(static_cast<size_t>(rank)),
+        ci(static_cast<size_t>(rank));
     for (int i = 0; i < rank; ++i) {
         c0[size_t(i)] = start[size_t(i)] / cdim[size_t(i)];
         c1[size_t(i)] = (start[size_t(i)] + count[size_t(i)] - 1) / cdim[size_t(i)];
@@ -121,7 +122,8 @@ bool read_f16_chunks(hid_t d, const std::string& what, const std::vector<hsize_t
             libdeflate_alloc_decompressor(), libdeflate_free_decompressor);
         std::vector<uint8_t> plain(raw);
         std::vector<uint16_t> elem(n_elem);
-        std::vector<hsize_t> lo(static_cast<size_t>(rank)), hi(static_cast<size_t>(rank)), ix(static_cast<size_t>(rank));
+        std::vector<hsize_t> lo(static_cast<size_t>(rank)), hi(static_cast<size_t>(rank)),
+            ix(static_cast<size_t>(rank));
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < n_chunks; ++k) {
             const RawChunk& c = chunks[size_t(k)];

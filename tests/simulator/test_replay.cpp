@@ -44,6 +44,20 @@ RunResult run1(const std::string& path, const std::string& spec, Mode mode = Mod
     return test::replay_one(path, spec, mode, 8, threads);
 }
 
+// Every per-step figure and decision of two runs, bit for bit.
+void check_same(const RunResult& x, const RunResult& y) {
+    CHECK(x.err == y.err);
+    CHECK(x.recall == y.recall);
+    CHECK(x.cos == y.cos);
+    CHECK(x.held == y.held);
+    CHECK(x.bytes == y.bytes);
+    CHECK(x.evicted_at == y.evicted_at);
+    CHECK(x.merged_into == y.merged_into);
+    CHECK(x.ckpt_bits == y.ckpt_bits);
+    CHECK(x.ckpt_score == y.ckpt_score);
+    CHECK(x.bit_events == y.bit_events);
+}
+
 double max_of(const std::vector<float>& v) {
     double m = 0;
     for (float x : v) m = std::max(m, double(x));
@@ -365,13 +379,8 @@ TEST_CASE("replay is identical run to run and independent of --threads", "[cpu]"
         const RunResult a = run1(plain_trace(), spec, Mode::stream, 1);
         const RunResult b = run1(plain_trace(), spec, Mode::stream, 2);
         const RunResult c = run1(plain_trace(), spec, Mode::stream, 2);
-        CHECK(a.recall == b.recall);
-        CHECK(a.err == b.err);
-        CHECK(a.bytes == b.bytes);
-        CHECK(a.evicted_at == b.evicted_at);
-        CHECK(a.ckpt_bits == b.ckpt_bits);
-        CHECK(a.ckpt_score == b.ckpt_score);
-        CHECK(b.recall == c.recall);
+        check_same(a, b);
+        check_same(b, c);
     }
 }
 
@@ -646,17 +655,7 @@ TEST_CASE("stretches of steps attended in one call give the bits of one call per
                 c.step_block = 5;  // flushes at odd places too
                 const RunResult x = replay_trace(path, {parse_spec(s)}, a)[0];
                 for (const ReplayOptions& ob : {b, c}) {
-                    const RunResult y = replay_trace(path, {parse_spec(s)}, ob)[0];
-                    CHECK(x.err == y.err);
-                    CHECK(x.recall == y.recall);
-                    CHECK(x.cos == y.cos);
-                    CHECK(x.held == y.held);
-                    CHECK(x.bytes == y.bytes);
-                    CHECK(x.evicted_at == y.evicted_at);
-                    CHECK(x.merged_into == y.merged_into);
-                    CHECK(x.ckpt_bits == y.ckpt_bits);
-                    CHECK(x.ckpt_score == y.ckpt_score);
-                    CHECK(x.bit_events == y.bit_events);
+                    check_same(x, replay_trace(path, {parse_spec(s)}, ob)[0]);
                 }
                 // Not a vacuous comparison: the run measured something.
                 CHECK(*std::max_element(x.recall.begin(), x.recall.end()) > 0.2f);
