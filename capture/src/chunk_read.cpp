@@ -116,7 +116,7 @@ bool read_f16_chunks(hid_t d, const std::string& what, const std::vector<hsize_t
     // Decoded in parallel: inflate, unshuffle, the selected part converted into out.
     std::string err;
     const int n_chunks = int(chunks.size());
-#pragma omp parallel
+#pragma omp parallel if (n_chunks > 1)
     {
         std::unique_ptr<libdeflate_decompressor, void (*)(libdeflate_decompressor*)> dec(
             libdeflate_alloc_decompressor(), libdeflate_free_decompressor);
