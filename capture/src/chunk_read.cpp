@@ -2,7 +2,6 @@
 #include "capture/chunk_read.h"
 
 #include <libdeflate.h>
-#include <omp.h>
 
 #include <cstring>
 #include <memory>
@@ -24,9 +23,7 @@ struct RawChunk {
 };
 
 std::string offset_str(const std::vector<hsize_t>& off) {
-    std::string s = "(";
-    for (size_t i = 0; i < off.size(); ++i) s += (i ? ", " : "") + std::to_string(off[i]);
-    return s + ")";
+    return h5::shape_str({off.begin(), off.end()});
 }
 
 }  // namespace

@@ -341,8 +341,8 @@ float softmax_row(float* sr, uint8_t* vr, int j1, int n, const int32_t* kpos, co
     for (; j < j1; ++j) sr[j] = exp_neg(sr[j] - m);
     double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const bool prefix = last == nv - 1;  // the visible entries are [0, nv)
-    if (prefix) *lead = nv;
     if (prefix) {
+        *lead = nv;
         j = 0;
 #if KVS_ATTEND_AVX2
         __m256d p0 = _mm256_setzero_pd(), p1 = p0;

@@ -67,6 +67,7 @@ struct Shared {
     float scale = 0;
     bool f16 = true;
     std::vector<std::vector<int>> q_of_kv;  // query heads of each KV head
+    int nq_max = 0;                         // the most query heads of one KV head
     std::vector<int> ckpt_of_step;          // [T] checkpoint index or -1
     Mode mode = Mode::stream;
     PlanContext pc;  // the run's shape, as policies see it
@@ -85,6 +86,12 @@ struct RunState {
 
 float nan_f16_bits() {
     return std::numeric_limits<float>::quiet_NaN();
+}
+
+// The query row of KV head g's i-th query head at step t, from the trace.
+const float* query_row(const Shared& sh, const LayerData& ld, int g, int i, int64_t t) {
+    const int h = sh.q_of_kv[size_t(g)][size_t(i)];
+    return ld.q.data() + (size_t(h) * size_t(sh.T) + size_t(t)) * size_t(sh.d);
 }
 
 // Output error, cosine and recall of one (step, KV head) from its query rows' attention: out
@@ -138,15 +145,13 @@ const std::vector<float>& prefix_lse(const Shared& sh, const LayerData& ld) {
     std::call_once(pl.once, [&] {
         const int64_t T = sh.T, S = T - sh.first_eval;
         const int d = sh.d;
-        int nq_max = 0;
-        for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
-        pl.lse.assign(size_t(sh.Hkv) * size_t(S) * size_t(nq_max), 0.0f);
+        const size_t nq_max = size_t(sh.nq_max);
+        pl.lse.assign(size_t(sh.Hkv) * size_t(S) * nq_max, 0.0f);
         std::vector<int32_t> kpos(static_cast<size_t>(T)), qpos;
         for (int64_t j = 0; j < T; ++j) kpos[size_t(j)] = int32_t(j);
         std::vector<float> Q, P, lse;
         for (int g = 0; g < sh.Hkv; ++g) {
-            const auto& heads = sh.q_of_kv[size_t(g)];
-            const int nq = int(heads.size());
+            const int nq = int(sh.q_of_kv[size_t(g)].size());
             for (int64_t t0 = sh.first_eval; t0 < T; t0 += Deferred::kMaxSteps) {
                 const int64_t t1 = std::min<int64_t>(T, t0 + Deferred::kMaxSteps);
                 const int rows = int(t1 - t0) * nq, n = int(t1);
@@ -157,10 +162,7 @@ const std::vector<float>& prefix_lse(const Shared& sh, const LayerData& ld) {
                 for (int64_t t = t0; t < t1; ++t)
                     for (int i = 0; i < nq; ++i) {
                         const size_t r = size_t(t - t0) * size_t(nq) + size_t(i);
-                        std::copy_n(
-                            ld.q.data() +
-                                (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d),
-                            d, Q.data() + r * size_t(d));
+                        std::copy_n(query_row(sh, ld, g, i, t), d, Q.data() + r * size_t(d));
                         qpos[r] = int32_t(t);
                     }
                 KVS_ASSERT(kernels::attend_cpu(Q.data(), qpos.data(), rows,
@@ -170,8 +172,7 @@ const std::vector<float>& prefix_lse(const Shared& sh, const LayerData& ld) {
                                                P.data()) == kernels::Status::ok);
                 for (int64_t t = t0; t < t1; ++t)
                     for (int i = 0; i < nq; ++i)
-                        pl.lse[(size_t(g) * size_t(S) + size_t(t - sh.first_eval)) *
-                                   size_t(nq_max) +
+                        pl.lse[(size_t(g) * size_t(S) + size_t(t - sh.first_eval)) * nq_max +
                                size_t(i)] = lse[size_t(t - t0) * size_t(nq) + size_t(i)];
             }
         }
@@ -182,7 +183,6 @@ const std::vector<float>& prefix_lse(const Shared& sh, const LayerData& ld) {
 void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t slot, int g,
                      const UnitStore& u, Deferred& df) {
     if (df.steps.empty()) return;
-    const int64_t T = sh.T;
     const int d = sh.d, L = sh.L, Hkv = sh.Hkv;
     const auto& heads = sh.q_of_kv[size_t(g)];
     const int nq = int(heads.size()), m = int(df.steps.size()), rows = m * nq;
@@ -194,9 +194,7 @@ void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t
     for (int s = 0; s < m; ++s)
         for (int i = 0; i < nq; ++i) {
             const int64_t t = df.steps[size_t(s)];
-            const float* qr =
-                ld.q.data() + (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d);
-            std::copy_n(qr, d, df.Q.row(s * nq + i).data());
+            std::copy_n(query_row(sh, ld, g, i, t), d, df.Q.row(s * nq + i).data());
             df.qpos[size_t(s * nq + i)] = int32_t(t);
         }
     KVS_ASSERT(kernels::attend_packed_cpu(df.Q.data(), df.qpos.data(), rows, u.packed_k(),
@@ -213,7 +211,7 @@ void attend_deferred(const Shared& sh, const LayerData& ld, RunResult& R, size_t
     if (!exact_keys && holds_all) {
         const std::vector<float>& pl = prefix_lse(sh, ld);
         const int64_t S = sh.T - sh.first_eval;
-        const size_t nq_max = pl.size() / (size_t(Hkv) * size_t(S));
+        const size_t nq_max = size_t(sh.nq_max);
         df.lse_o.resize(size_t(rows));
         for (int s = 0; s < m; ++s)
             for (int i = 0; i < nq; ++i)
@@ -265,8 +263,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld, int step_
             });
     }
 
-    int nq_max = 0;
-    for (const auto& v : sh.q_of_kv) nq_max = std::max(nq_max, int(v.size()));
+    const int nq_max = sh.nq_max;
     RowMat Q(nq_max, d), S, O, P2;
     std::vector<int32_t> events;  // this layer's bit_events rows
     std::vector<float> lse_c(static_cast<size_t>(nq_max)), lse_o(static_cast<size_t>(nq_max));
@@ -337,9 +334,7 @@ void replay_layer(const Shared& sh, RunState& rs, const LayerData& ld, int step_
             const auto& heads = sh.q_of_kv[size_t(g)];
             const int nq = int(heads.size());
             for (int i = 0; i < nq; ++i) {
-                const float* qr =
-                    ld.q.data() + (size_t(heads[size_t(i)]) * size_t(T) + size_t(t)) * size_t(d);
-                std::copy_n(qr, d, Q.row(i).data());
+                std::copy_n(query_row(sh, ld, g, i, t), d, Q.row(i).data());
             }
             S.resize(nq, n);
             O.resize(nq, d);
@@ -514,6 +509,7 @@ std::vector<RunResult> replay_trace(const std::string& trace_path,
         if (g < 0 || g >= sh.Hkv) fail("trace '{}': kv_head_of_q_head[{}] = {}", trace_path, h, g);
         sh.q_of_kv[size_t(g)].push_back(h);
     }
+    for (const auto& v : sh.q_of_kv) sh.nq_max = std::max(sh.nq_max, int(v.size()));
     std::vector<int> layers = opt.layers.empty() ? ti.layers : opt.layers;
     for (int l : layers)
         if (!reader.has_layer(l))

@@ -20,6 +20,12 @@ float fp16_round(float x) {
 }  // namespace
 
 namespace {
+// The first index i with mask[i] != 0, or mask.size().
+size_t first_set(const std::vector<uint8_t>& mask) {
+    return size_t(std::find_if(mask.begin(), mask.end(), [](uint8_t x) { return x != 0; }) -
+                  mask.begin());
+}
+
 kk::RowFormat pt_format(int bits) {
     return bits == 2 ? kk::RowFormat::pt2 : bits == 4 ? kk::RowFormat::pt4 : kk::RowFormat::pt8;
 }
@@ -208,8 +214,7 @@ void UnitStore::append(int32_t pos, const float* k, const float* v) {
 
 void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     KVS_ASSERT(view_ < 0 && drop.size() == pos_.size());
-    const auto first = std::find_if(drop.begin(), drop.end(), [](uint8_t x) { return x != 0; });
-    if (first != drop.end()) changing(pos_[size_t(first - drop.begin())]);
+    if (const size_t first = first_set(drop); first < drop.size()) changing(pos_[first]);
     size_t w = 0;
     const size_t d = size_t(d_);
     for (size_t i = 0; i < pos_.size(); ++i) {
@@ -269,9 +274,7 @@ void UnitStore::merge(int i, const float* k, const float* v, int count,
             "internal error: a merged entry must stand for 1 to {} tokens (its count is stored as "
             "a uint16), not {}",
             kMaxCount, count);
-    const auto first = std::find_if(fold.begin(), fold.end(), [](uint8_t x) { return x != 0; });
-    changing(std::min(pos_[size_t(i)],
-                      first != fold.end() ? pos_[size_t(first - fold.begin())] : pos_[size_t(i)]));
+    changing(pos_[std::min(size_t(i), first_set(fold))]);  // positions ascend with the index
     const size_t ui = size_t(i), d = size_t(d_);
     // The folded entries' positions (and the ones they stood for) join entry i's.
     for (size_t j = 0; j < pos_.size(); ++j) {

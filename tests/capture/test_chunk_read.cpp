@@ -143,7 +143,7 @@ TEST_CASE("chunk reads: other layouts are left to H5Dread, a damaged chunk is an
     } catch (const kvs::Error& e) {
         const std::string m = e.what();
         INFO(m);
-        CHECK(m.find("'layers/00/q': chunk at (2, 32) is corrupt") != std::string::npos);
+        CHECK(m.find("'layers/00/q': chunk at [2, 32] is corrupt") != std::string::npos);
         CHECK(m.find('\n') == std::string::npos);
     }
     for (hid_t d : {with_checksum, contiguous, good}) H5Dclose(d);
