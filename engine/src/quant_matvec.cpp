@@ -14,6 +14,8 @@ namespace kvs {
 
 namespace {
 
+constexpr size_t kPrefetchBytes = 2048;  // how far ahead of the row being read
+
 inline float half_at(const uint8_t* p) {
     uint16_t h;
     std::memcpy(&h, p, 2);
@@ -138,8 +140,17 @@ void quant_matvec(GgmlType t, const uint8_t* w, size_t row_bytes, int64_t cols, 
         for (int64_t i = 0; i < nb; ++i)
             for (int j = 0; j < 32; ++j) xsum[size_t(i)] += x[i * 32 + j];
     }
+    // Rows are read once, in order, from DRAM: the hardware prefetcher alone keeps too few lines
+    // in flight at this kernel's pace (measured on a 2-core Xeon VM: a Q4_1 block costs 7.7 ns
+    // streamed from DRAM, 2.3 ns from L2, 2.5 ns when each row's lines are prefetched ~2 KiB
+    // ahead). Prefetching changes no result.
+    const int64_t ahead = int64_t(kPrefetchBytes / row_bytes) + 1;
     for (int64_t r = r0; r < r1; ++r) {
         const uint8_t* row = w + size_t(r) * row_bytes;
+        if (r + ahead < r1) {
+            const char* next = reinterpret_cast<const char*>(row + size_t(ahead) * row_bytes);
+            for (size_t b = 0; b < row_bytes; b += 64) _mm_prefetch(next + b, _MM_HINT_T0);
+        }
         float s = 0;
         switch (t) {
 #ifdef __AVX2__
