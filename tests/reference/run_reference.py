@@ -41,6 +41,7 @@ from quant import KIVI  # noqa: E402
 from razor import Razor  # noqa: E402
 from snapkv import SnapKV  # noqa: E402
 from tova import TOVA  # noqa: E402
+from uncomp import UNComp  # noqa: E402
 from window import Window  # noqa: E402
 
 # (spec, mode, reference factory(trace), steps: "all" or "P" (the prefill step and the last),
@@ -80,6 +81,10 @@ CASES = [
     ("expattn:budget=64", "prefill", lambda tr: ExpAttn(64, tr), "all", False),
     ("expattn:budget=0.3,n_sink=2,n_future_positions=64,use_covariance=0", "prefill",
      lambda tr: ExpAttn(0.3, tr, n_future=64, n_sink=2, use_cov=False), "all", False),
+    ("uncomp:budget=64", "prefill", lambda tr: UNComp(64, tr), "all", False),
+    ("uncomp:budget=48,window=16,kernel=5,pool=avg,svdn=8,source=k,alloc=equal", "prefill",
+     lambda tr: UNComp(48, tr, window=16, kernel=5, kind="avg", svdn=8, source="k",
+                       alloc="equal"), "all", False),
     ("agacc", "prefill", lambda tr: AGACC(tr.n_kv), "P", True),
     ("agacc:scope=global", "prefill", lambda tr: AGACCGlobal(tr.path, tr.n_kv), "P", True),
     ("razor:budget=48", "prefill", lambda tr: Razor(48, tr, 192), "all", False),

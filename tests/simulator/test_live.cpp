@@ -234,6 +234,7 @@ TEST_CASE("live: parity with replay of the live run's own trace, every policy, b
                            "keydiff:budget=24",
                            "cam:budget=24,merge_window=4",
                            "expattn:budget=24",
+                           "uncomp:budget=24,window=8",
                            "kmeans:max_cache_size=16,num_clusters=4,pruning_interval=8,"
                            "lookback_window=8"};
     for (Mode mode : {Mode::stream, Mode::prefill}) {

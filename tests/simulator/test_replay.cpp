@@ -150,6 +150,8 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                                             "keydiff:budget=B",
                                             "cam:budget=B",
                                             "expattn:budget=B",
+                                            "uncomp:budget=B,window=8",
+                                            "uncomp:budget=B,window=8,alloc=equal",
                                             "cam:budget=B,base=h2o",
                                             "agd:budget=B",
                                             "agacc:budget=B",
@@ -172,11 +174,13 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                 INFO(s << " " << mode_name(mode));
                 const RunResult r = run1(path, s, mode);
                 const size_t U = r.n_units(), Hkv = size_t(r.n_kv);
-                const bool snap =
-                    r.policy == "snapkv" || r.policy == "pyramidkv" || r.policy == "adakv" ||
-                    r.policy == "dynamickv" || r.policy == "composite" ||
-                    // kvpress's key scorers: the same budget convention
-                    r.policy == "knorm" || r.policy == "keydiff" || r.policy == "expattn";
+                const bool snap = r.policy == "snapkv" || r.policy == "pyramidkv" ||
+                                  r.policy == "adakv" || r.policy == "dynamickv" ||
+                                  r.policy == "composite" ||
+                                  // kvpress's key scorers: the same budget convention
+                                  r.policy == "knorm" || r.policy == "keydiff" ||
+                                  r.policy == "expattn" || r.policy == "uncomp";
+                const bool equal_uncomp = s.find("alloc=equal") != std::string::npos;
                 REQUIRE(r.layers.size() == size_t(o.n_layer));
                 for (size_t st = 0; st < r.n_steps(); ++st) {
                     const int64_t t = r.steps[st];
@@ -199,6 +203,9 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                         } else if (r.policy == "dynamickv" || r.policy == "composite") {
                             // r_max / max_ratio (2) x the scored budget
                             cap = 2 * (C - w) + w + 1 + grow;
+                        } else if (r.policy == "uncomp") {
+                            // official: high-entropy heads C * 3 / 2; equal: 2 x the scored mean
+                            cap = equal_uncomp ? 2 * (C - w) + w + 1 + grow : C * 3 / 2 + 1 + grow;
                         } else if (r.policy == "adakv") {
                             cap = int64_t(Hkv) * (C - w) + w + 1 + grow;  // the layer's budget
                         } else if (snap) {
@@ -222,7 +229,7 @@ TEST_CASE("every policy respects its budget at every step, in both modes", "[cpu
                     if (!snap && r.policy != "agd" && r.policy != "kmeans")
                         REQUIRE(total <= int64_t(U) * B);
                     // composite moves the budget between layers, never beyond the total.
-                    if (r.policy == "snapkv" || r.policy == "composite")
+                    if (r.policy == "snapkv" || r.policy == "composite" || equal_uncomp)
                         REQUIRE(total <= int64_t(U) * (C + 1 + grow));
                 }
                 // And it does compress: far fewer than the tokens so far at the end.
@@ -436,7 +443,7 @@ TEST_CASE("spec parsing: clear errors", "[cpu]") {
     CHECK(parse_budget("0.2").tokens(11) == 11);
     CHECK(parse_budget("0.2").tokens(40) == 16);
     CHECK(parse_budget("256").tokens(11) == 256);
-    CHECK(policy_registry().size() == 18);
+    CHECK(policy_registry().size() == 19);
 }
 
 TEST_CASE("results files round-trip and reject what is not one", "[cpu]") {
@@ -628,6 +635,7 @@ TEST_CASE("stretches of steps attended in one call give the bits of one call per
                                             "knorm:budget=24",
                                             "keydiff:budget=24",
                                             "expattn:budget=24",
+                                            "uncomp:budget=24,window=8",
                                             "cam:budget=24",
                                             "razor:budget=24",
                                             "agd:budget=24",
