@@ -62,7 +62,10 @@ def bytes_at(curve, kl):
 SEED003_STREAM = ["kmeans", "h2o:budget=1280", "tova:budget=1280", "window:budget=1280"]
 # razor: RazorAttention, one of seed 003's baselines (its README); budget = the entries of a
 # non-retrieval unit (the retrieval ones keep everything: compare by the bytes column).
-SEED003_PREFILL = ["kmeans", "dynamickv:budget=1280", "snapkv:budget=1280", "razor:budget=1280"]
+# uncomp and zack: the other two baselines its README runs (uncomp's budget as razor's; zack
+# evicts nothing and keeps every row in fewer dimensions: compare by bytes).
+SEED003_PREFILL = ["kmeans", "dynamickv:budget=1280", "snapkv:budget=1280", "razor:budget=1280",
+                   "uncomp:budget=1280", "zack"]
 
 
 def seed003(a):
@@ -73,9 +76,14 @@ def seed003(a):
     L = [int(x) for x in a.seed003_lengths.split(",")]
     snippet = os.path.join(a.work, "seed003.txt")
     write_window(a.seed003_text, 8 * max(L), snippet)
+    only = [x for x in a.seed003_specs.split(",") if x] if a.seed003_specs else []
     out = []
     for n in L:
         for mode, pols in (("stream", SEED003_STREAM), ("prefill", SEED003_PREFILL)):
+            if only:
+                pols = [p for p in pols if p.split(":")[0] in only]
+                if not pols:
+                    continue
             # A baseline holding 1280 entries compresses nothing below 1280 tokens (eval refuses
             # a budget not below the context); kmeans runs at every length (below
             # max_cache_size it prunes nothing either: its perplexity is the full model's).
@@ -109,6 +117,9 @@ def main():
                     help="seed 003's evaluation: perplexity at these sequence lengths ('' = skip)")
     ap.add_argument("--seed003-only", action="store_true",
                     help="run only seed 003's evaluation, the rest from WORK/seeds.json")
+    ap.add_argument("--seed003-specs", default="",
+                    help="with --seed003-only: run only these policies (names, comma-separated) "
+                         "and replace their rows in WORK/seeds.json, keeping the others")
     ap.add_argument("--seed003-text", default=os.path.join(ROOT, "..", "shared", "corpus",
                                                            "pride_and_prejudice.txt"))
     a = ap.parse_args()
@@ -120,7 +131,11 @@ def main():
         with open(os.path.join(a.work, "seeds.json")) as f:
             saved = json.load(f)
         if a.seed003_only:
-            saved["seed003"] = seed003(a)
+            new = seed003(a)
+            if a.seed003_specs:  # keep the other policies' rows
+                names = set(a.seed003_specs.split(","))
+                new = [r for r in saved.get("seed003", []) if r["policy"] not in names] + new
+            saved["seed003"] = new
             with open(os.path.join(a.work, "seeds.json"), "w") as f:
                 json.dump(saved, f, indent=1)
     else:
@@ -319,7 +334,8 @@ def seed003_table(rows, a):
         "--ctx L`: stream mode scores every token with the policy acting after each one; "
         "prefill mode compresses the first L/2 at once and scores the rest (dynamickv runs "
         "live in prefill mode only). The baselines hold the same 1280 entries kmeans holds "
-        "after a pruning. Cells: perplexity (mean KV MiB over the scored steps, all layers); "
+        "after a pruning (uncomp: 1280 is its budget C; its low-entropy heads keep 3/4 C, the "
+        "others 3/2 C; zack evicts nothing and stores every row in fewer dimensions). Cells: perplexity (mean KV MiB over the scored steps, all layers); "
         "`full` is the uncompressed model on the same tokens. At L <= 1280 nothing is "
         "compressed (the baselines are not run there), nor in prefill mode while the prompt, "
         "L/2, is at most 1280 tokens.",

@@ -4,6 +4,7 @@
 // multiples of 8); both give the same bits (one fmaf per element, exact fp16 conversions).
 #include "kernels/packed_rows.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/detail/fp16.h"
@@ -55,6 +56,31 @@ void decode_scalar(const PackedRows& r, int j, int d, float* x) {
             block_unpack_cpu(f == RowFormat::q8_0 ? BlockFormat::q8_0 : BlockFormat::q4_0, p, 1, d,
                              x);
             return;
+        case RowFormat::lr16:
+        case RowFormat::lr32: {
+            // x = sum_k c_k b_k: each x[c] one fmaf chain over k in order (the loop over c is
+            // the vector one: independent chains).
+            const uint8_t* basis = r.data + r.aux[j];
+            const int rank = int(low_rank_of(basis));
+            const uint8_t* b = basis + 4;
+            for (int c = 0; c < d; ++c) x[c] = 0.0f;
+            for (int k = 0; k < rank; ++k) {
+                float ck;
+                if (f == RowFormat::lr16) {
+                    ck = detail::fp16_to_fp32(detail::load_u16_le(p + 2 * k));
+                } else {
+                    std::memcpy(&ck, p + 4 * k, 4);
+                }
+                float row[512];
+                const int n = d < 512 ? d : 512;
+                for (int c0 = 0; c0 < d; c0 += n) {
+                    const int m = d - c0 < n ? d - c0 : n;
+                    std::memcpy(row, b + 4 * (size_t(k) * size_t(d) + size_t(c0)), size_t(m) * 4);
+                    for (int c = 0; c < m; ++c) x[c0 + c] = std::fmaf(ck, row[c], x[c0 + c]);
+                }
+            }
+            return;
+        }
         default:
             break;
     }
@@ -215,9 +241,19 @@ int row_format_bits(RowFormat f) {
             return 8;
         case RowFormat::q4_0:
             return 4;
+        case RowFormat::lr16:
+            return 16;
+        case RowFormat::lr32:
+            return 32;
         default:
             return pt_bits(f);
     }
+}
+
+uint32_t low_rank_of(const uint8_t* basis) {
+    uint32_t r;
+    std::memcpy(&r, basis, 4);
+    return r;
 }
 
 size_t row_format_bytes(RowFormat f, int d, int group) {
@@ -230,6 +266,10 @@ size_t row_format_bytes(RowFormat f, int d, int group) {
             return block_packed_bytes(BlockFormat::q8_0, 1, d);
         case RowFormat::q4_0:
             return block_packed_bytes(BlockFormat::q4_0, 1, d);
+        case RowFormat::lr16:
+            return size_t(d) * 2;  // d = the rank
+        case RowFormat::lr32:
+            return size_t(d) * 4;
         default:
             break;
     }

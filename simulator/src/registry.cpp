@@ -23,6 +23,7 @@ PolicyEntry policy_razor();
 PolicyEntry policy_cam();
 PolicyEntry policy_expattn();
 PolicyEntry policy_uncomp();
+PolicyEntry policy_zack();
 
 const std::vector<PolicyEntry>& policy_registry() {
     static const std::vector<PolicyEntry> all = {
@@ -30,7 +31,7 @@ const std::vector<PolicyEntry>& policy_registry() {
         policy_snapkv(),    policy_pyramidkv(), policy_adakv(),   policy_dynamickv(),
         policy_composite(), policy_knorm(),     policy_keydiff(), policy_quant(),
         policy_agd(),       policy_agacc(),     policy_kmeans(),  policy_razor(),
-        policy_cam(),       policy_expattn(),   policy_uncomp()};
+        policy_cam(),       policy_expattn(),   policy_uncomp(),  policy_zack()};
     return all;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "engine/error.h"
@@ -86,7 +87,7 @@ kk::PackedRows UnitStore::packed_k() const {
     return kk::PackedRows{kbuf_.data(), koff_.data(), kaux_.data(), kfmt_.data(), group_};
 }
 kk::PackedRows UnitStore::packed_v() const {
-    return kk::PackedRows{vbuf_.data(), voff_.data(), nullptr, vfmt_.data(), group_};
+    return kk::PackedRows{vbuf_.data(), voff_.data(), vaux_.data(), vfmt_.data(), group_};
 }
 void UnitStore::k_row(int i, float* out) const {
     kk::dequant_rows(packed_k(), i, i + 1, d_, out);
@@ -142,7 +143,7 @@ void UnitStore::store_row(size_t i, int kv, const float* src, int bits) {
         off[i] = put(kv, scratch_.data(), scratch_.size());
         fmt[i] = uint8_t(pt_format(bits));
     }
-    if (kv == 0) kaux_[i] = 0;
+    (kv == 0 ? kaux_ : vaux_)[i] = 0;
 }
 
 void UnitStore::maybe_compact() {
@@ -157,23 +158,39 @@ void UnitStore::compact() {
     for (int kv = 0; kv < 2; ++kv) {
         std::vector<uint8_t>& b = kv == 0 ? kbuf_ : vbuf_;
         std::vector<uint32_t>& off = kv == 0 ? koff_ : voff_;
+        std::vector<uint32_t>& aux = kv == 0 ? kaux_ : vaux_;
         const std::vector<uint8_t>& fmt = kv == 0 ? kfmt_ : vfmt_;
         std::vector<uint8_t> nb;
         nb.reserve(b.size() / 2 + 64);
+        // The low-rank basis first (held or not, later rows use it), then each KIVI block's
+        // params once, before its first held row.
+        const int rank = kv == 0 ? rk_ : rv_;
+        uint32_t& basis = kv == 0 ? kbasis_ : vbasis_;
+        const uint32_t basis_old = basis;
+        if (rank > 0) {
+            const size_t len = 4 + 4 * d * size_t(rank);
+            basis = uint32_t(nb.size());
+            nb.insert(nb.end(), b.begin() + ptrdiff_t(basis_old),
+                      b.begin() + ptrdiff_t(basis_old + len));
+        }
         uint32_t last_aux_old = UINT32_MAX, last_aux_new = 0;
         for (size_t i = 0; i < n; ++i) {
             const auto f = kk::RowFormat(fmt[i]);
+            const bool low_rank = f == kk::RowFormat::lr16 || f == kk::RowFormat::lr32;
             if (kv == 0 &&
                 (f == kk::RowFormat::kv2 || f == kk::RowFormat::kv4 || f == kk::RowFormat::kv8)) {
-                if (kaux_[i] != last_aux_old) {
-                    last_aux_old = kaux_[i];
+                if (aux[i] != last_aux_old) {
+                    last_aux_old = aux[i];
                     last_aux_new = uint32_t(nb.size());
-                    nb.insert(nb.end(), b.begin() + ptrdiff_t(kaux_[i]),
-                              b.begin() + ptrdiff_t(kaux_[i] + 4 * d));
+                    nb.insert(nb.end(), b.begin() + ptrdiff_t(aux[i]),
+                              b.begin() + ptrdiff_t(aux[i] + 4 * d));
                 }
-                kaux_[i] = last_aux_new;
+                aux[i] = last_aux_new;
+            } else if (low_rank) {
+                KVS_ASSERT(rank > 0 && aux[i] == basis_old);
+                aux[i] = basis;
             }
-            const size_t len = kk::row_format_bytes(f, d_, group_);
+            const size_t len = kk::row_format_bytes(f, low_rank ? rank : d_, group_);
             const uint32_t o = uint32_t(nb.size());
             nb.insert(nb.end(), b.begin() + ptrdiff_t(off[i]), b.begin() + ptrdiff_t(off[i] + len));
             off[i] = o;
@@ -197,6 +214,7 @@ void UnitStore::append(int32_t pos, const float* k, const float* v) {
     koff_.push_back(0);
     voff_.push_back(0);
     kaux_.push_back(0);
+    vaux_.push_back(0);
     kfmt_.push_back(0);
     vfmt_.push_back(0);
     if (keep_orig_) {
@@ -238,6 +256,7 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
             koff_[w] = koff_[i];
             voff_[w] = voff_[i];
             kaux_[w] = kaux_[i];
+            vaux_[w] = vaux_[i];
             kfmt_[w] = kfmt_[i];
             vfmt_[w] = vfmt_[i];
             if (keep_orig_) orow_[w] = orow_[i];
@@ -256,6 +275,7 @@ void UnitStore::evict_mask(const std::vector<uint8_t>& drop) {
     koff_.resize(w);
     voff_.resize(w);
     kaux_.resize(w);
+    vaux_.resize(w);
     kfmt_.resize(w);
     vfmt_.resize(w);
     if (keep_orig_ && w < orow_.size()) {
@@ -320,9 +340,16 @@ void UnitStore::set_token_bytes(int i, int64_t kb, int64_t vb) {
     vbytes_[size_t(i)] = vb;
 }
 
+void UnitStore::refuse_low_rank(int i, const char* what) const {
+    if (store_[size_t(i)] == Store::low_rank)
+        fail("internal error: {} of a low-rank entry (position {}) is not supported", what,
+             pos_[size_t(i)]);
+}
+
 void UnitStore::set_bits(int i, int bits) {
     bits = kk::snap_bits(bits);
     const size_t ui = size_t(i), d = size_t(d_);
+    refuse_low_rank(i, "a new width");
     const bool to_full = bits >= 16;
     if (to_full && store_[ui] == Store::full) return;
     if (!to_full && bits == bits_[ui] && store_[ui] == Store::per_token) return;
@@ -356,6 +383,7 @@ void UnitStore::set_bits(int i, int bits) {
 
 void UnitStore::set_block_format(int i, Store fmt) {
     KVS_ASSERT(fmt == Store::q8_0 || fmt == Store::q4_0);
+    refuse_low_rank(i, "a block format");
     const size_t ui = size_t(i);
     if (store_[ui] == fmt) return;
     changing(pos_[ui]);
@@ -383,6 +411,7 @@ void UnitStore::set_block_format(int i, Store fmt) {
 
 void UnitStore::prune(int i, double p, int bits) {
     bits = kk::snap_bits(bits);
+    refuse_low_rank(i, "pruning");
     const size_t ui = size_t(i), d = size_t(d_);
     p = std::clamp(p, 0.0, 1.0);
     const int n_zero = int(std::floor(p * d_));
@@ -493,6 +522,63 @@ void UnitStore::quantize_kivi_block(int i0, int n, int bits) {
         const int64_t kb = int64_t(nb) / n + (j == 0 ? int64_t(nb) % n : 0);
         set_token_bytes(int(ui), kb, vb);
     }
+    maybe_compact();
+}
+
+void UnitStore::set_low_rank(const std::vector<float>& bk, int rk, const std::vector<float>& bv,
+                             int rv) {
+    KVS_ASSERT(rk_ == 0 && rv_ == 0);
+    KVS_ASSERT(rk >= 1 && rk <= d_ && rv >= 1 && rv <= d_);
+    KVS_ASSERT(bk.size() == size_t(rk) * size_t(d_) && bv.size() == size_t(rv) * size_t(d_));
+    for (int kv = 0; kv < 2; ++kv) {
+        const int r = kv == 0 ? rk : rv;
+        const std::vector<float>& b = kv == 0 ? bk : bv;
+        std::vector<uint8_t> blk(4 + 4 * b.size());
+        const uint32_t r32 = uint32_t(r);
+        std::memcpy(blk.data(), &r32, 4);
+        std::memcpy(blk.data() + 4, b.data(), 4 * b.size());
+        (kv == 0 ? kbasis_ : vbasis_) = put(kv, blk.data(), blk.size());
+        basis_bytes_ += int64_t(blk.size());
+    }
+    rk_ = rk;
+    rv_ = rv;
+    bk_ = bk;
+    bv_ = bv;
+}
+
+void UnitStore::project(int i) {
+    const size_t ui = size_t(i), d = size_t(d_);
+    KVS_ASSERT(rk_ > 0 && store_[ui] == Store::full);
+    changing(pos_[ui]);
+    const bool f32 = prec_ == Precision::f32;
+    int64_t row_bytes[2] = {0, 0};
+    for (int kv = 0; kv < 2; ++kv) {
+        const int r = kv == 0 ? rk_ : rv_;
+        const std::vector<float>& b = kv == 0 ? bk_ : bv_;
+        if (kv == 0)
+            k_row(i, tmp_.data());
+        else
+            v_row(i, tmp_.data());
+        scratch_.resize(size_t(r) * (f32 ? 4 : 2));
+        for (int k = 0; k < r; ++k) {
+            float c = 0;  // b_k . x, one fmaf chain over the channels in order
+            for (size_t j = 0; j < d; ++j) c = std::fmaf(b[size_t(k) * d + j], tmp_[j], c);
+            if (f32) {
+                std::memcpy(scratch_.data() + 4 * size_t(k), &c, 4);
+            } else {
+                const uint16_t h = kvs::fp32_to_fp16(c);
+                scratch_[2 * size_t(k)] = uint8_t(h & 0xff);
+                scratch_[2 * size_t(k) + 1] = uint8_t(h >> 8);
+            }
+        }
+        (kv == 0 ? koff_ : voff_)[ui] = put(kv, scratch_.data(), scratch_.size());
+        (kv == 0 ? kaux_ : vaux_)[ui] = kv == 0 ? kbasis_ : vbasis_;
+        (kv == 0 ? kfmt_ : vfmt_)[ui] = uint8_t(f32 ? kk::RowFormat::lr32 : kk::RowFormat::lr16);
+        row_bytes[kv] = int64_t(scratch_.size());
+    }
+    ++n_lossy_;
+    store_[ui] = Store::low_rank;
+    set_token_bytes(i, row_bytes[0], row_bytes[1]);
     maybe_compact();
 }
 

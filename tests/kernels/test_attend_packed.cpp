@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/attend.h"
+#include "kernels/detail/fp16.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/packed_rows.h"
 #include "kernels/quant_pack.h"
@@ -273,4 +274,56 @@ TEST_CASE("attend_packed: bad arguments are refused without writing", "[cpu]") {
     REQUIRE(attend_packed_cpu(q, nullptr, 1, ok, ok, kpos, nullptr, 1, 8, 1, out, &lse, nullptr) ==
             Status::ok);
     CHECK(std::memcmp(out, q, sizeof(q)) == 0);
+}
+
+TEST_CASE("packed rows: low-rank rows are their coefficients times the basis, by hand", "[cpu]") {
+    // d = 4, basis b0 = (1, 0, 0, 0), b1 = (0, 0.6, 0.8, 0); row 0 (lr32): c = (2, 5) ->
+    // (2, 3, 4, 0); row 1 (lr16): c = (-1, 0.5) as fp16 -> (-1, 0.3, 0.4, 0) (0.6 * 0.5 etc.
+    // in fp32).
+    const int d = 4;
+    std::vector<uint8_t> data;
+    auto put_u32 = [&](uint32_t x) {
+        uint8_t b[4];
+        std::memcpy(b, &x, 4);
+        data.insert(data.end(), b, b + 4);
+    };
+    auto put_f32 = [&](float x) {
+        uint8_t b[4];
+        std::memcpy(b, &x, 4);
+        data.insert(data.end(), b, b + 4);
+    };
+    auto put_f16 = [&](float x) {
+        const uint16_t h = kvs::kernels::detail::fp32_to_fp16_rne(x);
+        data.push_back(uint8_t(h & 0xff));
+        data.push_back(uint8_t(h >> 8));
+    };
+    const uint32_t basis = uint32_t(data.size());
+    put_u32(2);
+    for (float x : {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.6f, 0.8f, 0.0f}) put_f32(x);
+    const uint32_t r0 = uint32_t(data.size());
+    put_f32(2.0f);
+    put_f32(5.0f);
+    const uint32_t r1 = uint32_t(data.size());
+    put_f16(-1.0f);
+    put_f16(0.5f);
+    const uint32_t off[2] = {r0, r1}, aux[2] = {basis, basis};
+    const uint8_t fmt[2] = {uint8_t(RowFormat::lr32), uint8_t(RowFormat::lr16)};
+    const PackedRows rows{data.data(), off, aux, fmt, 32};
+    std::vector<float> x(8);
+    dequant_rows(rows, 0, 2, d, x.data());
+    CHECK(x == std::vector<float>{2.0f, std::fmaf(5.0f, 0.6f, 0.0f), std::fmaf(5.0f, 0.8f, 0.0f),
+                                  0.0f, -1.0f, 0.5f * 0.6f, 0.5f * 0.8f, 0.0f});
+    CHECK(low_rank_of(data.data() + basis) == 2);
+    CHECK(row_format_bytes(RowFormat::lr16, 2, 32) == 4);  // d = the rank: 2 coefficients
+    CHECK(row_format_bytes(RowFormat::lr32, 2, 32) == 8);
+    // Attention over them: the bits of attend_cpu over the decoded rows.
+    const std::vector<float> q = {0.3f, -0.2f, 0.1f, 0.5f};
+    const int32_t kpos[2] = {0, 1}, qpos[1] = {1};
+    float o1[4], o2[4], l1, l2;
+    REQUIRE(attend_packed_cpu(q.data(), qpos, 1, rows, rows, kpos, nullptr, 2, d, 0.5f, o1, &l1,
+                              nullptr) == Status::ok);
+    REQUIRE(attend_cpu(q.data(), qpos, 1, x.data(), x.data(), kpos, nullptr, 2, d, 0.5f, o2, &l2,
+                       nullptr) == Status::ok);
+    CHECK(std::memcmp(o1, o2, sizeof o1) == 0);
+    CHECK(l1 == l2);
 }

@@ -43,6 +43,7 @@ from snapkv import SnapKV  # noqa: E402
 from tova import TOVA  # noqa: E402
 from uncomp import UNComp  # noqa: E402
 from window import Window  # noqa: E402
+import zack  # noqa: E402
 
 # (spec, mode, reference factory(trace), steps: "all" or "P" (the prefill step and the last),
 #  compare widths)
@@ -184,6 +185,22 @@ def main():
         print("%-45s %-7s %4d steps x %d layers x %d KV heads: %s" % (
             spec, mode, len(steps), len(rl), tr.n_kv, status))
         failures += bad > 0
+    # zack evicts nothing: its bytes (the ranks it chose) and output errors are compared.
+    for i, (spec, energy, rank) in enumerate((("zack", 0.99, 0), ("zack:energy=0.8", 0.8, 0),
+                                               ("zack:rank=5", 0.99, 5))):
+        if only and not spec.startswith(only):
+            continue
+        ran += 1
+        out = os.path.join(outdir, "ref_zack_%d.h5" % i)
+        subprocess.run([kvs, "replay", trace, "--policy", spec, "--mode", "prefill", "--out",
+                        out, "--threads", "1", "-q"], check=True, stdout=subprocess.DEVNULL)
+        n, diffs = zack.check(out, trace, energy, rank)
+        checked += n
+        for d in diffs[:3]:
+            print("  %s (prefill): %s" % (spec, d))
+        print("%-45s %-7s %d (step, layer, KV head) bytes and output errors: %s" % (
+            spec, "prefill", n, "equal" if not diffs else "%d differences" % len(diffs)))
+        failures += bool(diffs)
     print("%d (step, layer, KV head) held sets compared; %d of %d cases differ" % (
         checked, failures, ran))
     return 1 if failures else 0

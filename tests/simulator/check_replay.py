@@ -150,7 +150,7 @@ bad(["generate", "-m", model, "-p", "Hi", "--policy", "h2o:budget=8", "--mode", 
 bad(["capture", "-m", model, "--task", "passkey", "--ctx", "160", "--policy", "h2o:budget=300",
      "--out", os.path.join(tmp, "x.h5")], "not below the context", os.path.join(tmp, "x.h5"))
 pol = json.loads(run("policies", "--json").stdout)
-check(len(pol) == 19 and {p_["name"] for p_ in pol} >= {"agd", "agacc", "dynamickv", "composite", "quant", "kmeans"},
-      "policies --json lists the 19 policies")
+check(len(pol) == 20 and {p_["name"] for p_ in pol} >= {"agd", "agacc", "dynamickv", "composite", "quant", "kmeans"},
+      "policies --json lists the 20 policies")
 print(f"{fails} failed")
 sys.exit(1 if fails else 0)

@@ -13,13 +13,17 @@
 //                  Axis::per_channel)): its ceil(d b / 8) code bytes at off[j]; the block's d
 //                  {scale, zero} pairs (one per channel) at data + aux[j]
 //   q8_0 / q4_0    llama.cpp blocks of one row (kernels/ggml_blocks.h)
+//   lr16 / lr32    low rank (ZACK): r coefficients (fp16 / fp32) at off[j]; the basis at
+//                  data + aux[j]: a uint32 r (1 <= r <= d), then r basis rows of d fp32 values
+//                  (b_0 .. b_{r-1}); the row is x = sum_k c_k b_k
 // All values little-endian, no alignment assumed. Rows may lie anywhere in `data` and in any
 // order; only off/aux say where.
 //
 // ## Decoding
 // dequant_rows writes the fp32 values that quant_unpack_cpu / block_unpack_cpu give for the same
 // bytes, bit for bit (x' = fmaf(q, scale, zero); q8_0/q4_0: d * q): attention over packed rows
-// equals attention over the unpacked rows exactly.
+// equals attention over the unpacked rows exactly. Low-rank rows: x[c] = one fmaf chain over
+// k = 0 .. r-1 of c_k b_k[c] (the same bits whichever path decodes them).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +32,7 @@
 
 namespace kvs::kernels {
 
-enum class RowFormat : uint8_t { f32, f16, pt2, pt4, pt8, kv2, kv4, kv8, q8_0, q4_0 };
+enum class RowFormat : uint8_t { f32, f16, pt2, pt4, pt8, kv2, kv4, kv8, q8_0, q4_0, lr16, lr32 };
 
 struct PackedRows {
     const uint8_t* data = nullptr;
@@ -38,11 +42,15 @@ struct PackedRows {
     int group = 32;                 // per-token group size of pt* rows
 };
 
-// Bits per element of a format (32, 16, 2, 4, 8, 2, 4, 8, 8, 4).
+// Bits per element of a format (32, 16, 2, 4, 8, 2, 4, 8, 8, 4, 16, 32; low rank: per stored
+// coefficient).
 int row_format_bits(RowFormat f);
 // Bytes a row of d elements occupies at off[j] (KIVI rows: the codes only; their block's params,
-// 4 d bytes, are shared by the block's tokens).
+// 4 d bytes, are shared by the block's tokens). Low-rank rows: pass the basis's rank r as d
+// (the row stores r coefficients; the basis, 4 + 4 d r bytes, is shared by the unit's rows).
 size_t row_format_bytes(RowFormat f, int d, int group);
+// The rank r of the low-rank basis at `basis` (its uint32 header).
+uint32_t low_rank_of(const uint8_t* basis);
 
 // rows [j0, j1) -> x [j1 - j0, d] fp32.
 void dequant_rows(const PackedRows& r, int j0, int j1, int d, float* x);

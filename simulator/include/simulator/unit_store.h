@@ -22,6 +22,9 @@
 //                    (quant_pack(x [g, d], b, g, Axis::per_channel)); values per token. The block's
 //                    bytes are spread over its tokens (remainder on the first) so that the sum
 //                    over held tokens is exact.
+//   low_rank         (ZACK) r coefficients per row in the unit's basis (set_low_rank: r basis
+//                    rows of d fp32 for K, likewise for V, each stored once in the arena and
+//                    counted once in bytes()); the coefficients at the store's full precision
 //   sparse           magnitude pruning (seed 001): the kept elements are packed per token at b
 //                    bits; their positions cost min(d/8 bitmask, nnz index bytes). (The arena
 //                    holds a sparse row decoded to dense fp32, which attention reads: its bytes
@@ -57,7 +60,7 @@
 
 namespace kvs::sim {
 
-enum class Store : uint8_t { full, per_token, q8_0, q4_0, kivi_block, sparse };
+enum class Store : uint8_t { full, per_token, q8_0, q4_0, kivi_block, sparse, low_rank };
 enum class Precision : uint8_t { f16, f32 };
 
 class UnitStore {
@@ -100,6 +103,16 @@ class UnitStore {
     // KIVI: keys of held entries [i0, i0 + n) packed per channel at `bits` (groups of n tokens),
     // values per token at `bits`. The entries must be at full precision before.
     void quantize_kivi_block(int i0, int n, int bits);
+    // Low rank (ZACK): the bases entries are projected onto from now on, r_k rows of d values
+    // for keys and r_v for values (each row of unit length, the rows orthogonal: the projection
+    // of x is sum_k (b_k . x) b_k). Set once; their bytes (4 + 4 d r each) count in bytes().
+    void set_low_rank(const std::vector<float>& bk, int rk, const std::vector<float>& bv, int rv);
+    int rank_k() const { return rk_; }
+    int rank_v() const { return rv_; }
+    // Entry i's K and V rows replaced by their coefficients in the bases (b_k . x, in order of
+    // k), stored at full precision: 2 r or 4 r bytes per row. The entry must be at full
+    // precision; set_low_rank first.
+    void project(int i);
     // Merges: entry i gets the rows k, v [d] (stored at full precision) and stands for `count`
     // tokens; the held entries j with fold[j] != 0 (fold has size() entries, fold[i] == 0) are
     // folded into it: removed, their positions (and the ones they stood for) added to entry i's.
@@ -149,7 +162,7 @@ class UnitStore {
     size_t arena_bytes() const { return kbuf_.size() + vbuf_.size(); }
     std::vector<float>& scores() { return score_; }  // the policy's score per held entry
     const std::vector<float>& scores() const { return score_; }
-    int64_t bytes() const { return bytes_total_; }
+    int64_t bytes() const { return bytes_total_ + basis_bytes_; }
     // Bytes of the offloaded full-precision copies (0 unless set_offload(true)).
     int64_t offload_bytes() const;
     // True when every held entry is stored at full precision.
@@ -169,6 +182,8 @@ class UnitStore {
     uint32_t put(int kv, const void* p, size_t n);
     void maybe_compact();
     void compact();
+    void refuse_low_rank(int i, const char* what) const;
+    std::vector<float> bk_, bv_;  // the low-rank bases (rk_ x d, rv_ x d)
     int64_t full_row_bytes() const { return int64_t(d_) * (prec_ == Precision::f32 ? 4 : 2); }
     // Per-token codes of src [n] (one row) at `bits` into scratch_ (quant_packed_bytes(1, n, ...)
     // bytes), by the store's quantizer.
@@ -185,7 +200,11 @@ class UnitStore {
     bool keep_orig_ = true;
     // Arenas of packed K and V rows, and per held entry: offsets, KIVI params offset, format.
     std::vector<uint8_t> kbuf_, vbuf_;
-    std::vector<uint32_t> koff_, voff_, kaux_;
+    std::vector<uint32_t> koff_, voff_, kaux_, vaux_;
+    // Low rank: the bases' offsets in the arenas, their ranks (0: none) and bytes.
+    uint32_t kbasis_ = 0, vbasis_ = 0;
+    int rk_ = 0, rv_ = 0;
+    int64_t basis_bytes_ = 0;
     std::vector<uint8_t> kfmt_, vfmt_;
     size_t compact_at_ = 1 << 16;
     std::vector<float> score_;
